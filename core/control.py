@@ -1,0 +1,282 @@
+"""The one write API. Every call takes a Principal, owns its transaction, and rings doorbells
+only after commit (a lost doorbell is re-rung by the scheduler; a rung doorbell for an
+uncommitted job would be a lie).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import sqlalchemy as sa
+
+from core.domain import errors, payloads
+from core.domain.auth import Principal, Scope
+from core.domain.states import State
+from core.ledger import jobs as ledger
+
+log = logging.getLogger(__name__)
+
+TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+MAX_PRIORITY = 1000
+MAX_ATTEMPTS_LIMIT = 100
+MAX_REASON = 256
+
+
+class Doorbell(Protocol):
+    """Tells workers that jobs are ready. Carries ids only; losing a ring loses nothing."""
+
+    def ring(self, jobs: Sequence[tuple[int, str]]) -> None:
+        """Ring for (job_id, queue) pairs. May raise; callers log and move on."""
+
+
+class NoDoorbell:
+    """For callers with no broker at hand: the scheduler rings for them within a pass or two."""
+
+    def ring(self, jobs: Sequence[tuple[int, str]]) -> None:
+        return None
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    tenant: str
+    job_type: str
+    payload: Mapping[str, Any] = field(default_factory=dict)
+    idempotency_key: str | None = None
+    priority: int = 0
+    max_attempts: int | None = None
+    correlation_id: str | None = None
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    job_ids: list[int]
+    #: Parallel to job_ids: False where an idempotency key returned an existing job.
+    created: list[bool]
+
+
+def _ring(doorbell: Doorbell, jobs: Sequence[tuple[int, str]]) -> None:
+    if not jobs:
+        return
+    try:
+        doorbell.ring(jobs)
+    except Exception as exc:  # the ledger is the truth; the scheduler re-rings
+        log.warning("could not ring %d doorbell(s), the scheduler will: %s", len(jobs), exc)
+
+
+def _check_reason(reason: str | None) -> None:
+    if reason is not None and len(reason) > MAX_REASON:
+        raise errors.InvalidInput(f"reason is {len(reason)} characters; at most {MAX_REASON}")
+
+
+def _check_spec(spec: JobSpec, types: Mapping[str, ledger.JobTypeRow]) -> int:
+    """Validate everything but the payload; returns the effective max_attempts."""
+    if not TENANT_RE.match(spec.tenant):
+        raise errors.InvalidInput(
+            f"tenant {spec.tenant!r} is not a valid name: use letters, digits, '.', '_' or '-' (at most 63)"
+        )
+    jt = types.get(spec.job_type)
+    if jt is None:
+        known = ", ".join(sorted(types)) or "none registered"
+        raise errors.UnknownJobType(
+            f"unknown job type {spec.job_type!r} (known: {known}); start a worker that registers it"
+        )
+    if not -MAX_PRIORITY <= spec.priority <= MAX_PRIORITY:
+        raise errors.InvalidInput(f"priority must be between {-MAX_PRIORITY} and {MAX_PRIORITY}, got {spec.priority}")
+    max_attempts = jt.max_attempts if spec.max_attempts is None else spec.max_attempts
+    if not 1 <= max_attempts <= MAX_ATTEMPTS_LIMIT:
+        raise errors.InvalidInput(f"max_attempts must be between 1 and {MAX_ATTEMPTS_LIMIT}, got {max_attempts}")
+    if spec.idempotency_key is not None and not 1 <= len(spec.idempotency_key) <= 256:
+        raise errors.InvalidInput("idempotency key must be 1 to 256 characters")
+    return max_attempts
+
+
+def submit_many(
+    engine: sa.Engine,
+    principal: Principal,
+    specs: Sequence[JobSpec],
+    *,
+    doorbell: Doorbell,
+    reason: str | None = None,
+) -> SubmitResult:
+    """Insert jobs (ready at once: state queued) in one transaction and ring their doorbells.
+
+    A tenant that does not exist yet is created. A repeated (tenant, idempotency_key)
+    returns the existing job; with a different payload it raises IdempotencyConflict and
+    nothing of the batch is inserted. Raises InvalidInput / UnknownJobType for bad specs,
+    Forbidden when the principal may not operate on a tenant.
+    """
+    if not specs:
+        return SubmitResult([], [])
+    _check_reason(reason)
+    for tenant in {s.tenant for s in specs}:
+        principal.require(Scope.OPERATE, tenant)
+    with engine.begin() as conn:
+        types = ledger.job_types(conn)
+        # The same payload object (e.g. --count N) is canonicalised once; specs keep
+        # their payloads alive, so id() is stable for the loop.
+        memo: dict[int, tuple[str, str]] = {}
+        checked: list[tuple[str, str, int]] = []
+        for spec in specs:
+            max_attempts = _check_spec(spec, types)
+            canon = memo.get(id(spec.payload))
+            if canon is None:
+                text = payloads.check_payload(spec.payload)
+                canon = memo[id(spec.payload)] = (text, payloads.digest(text))
+            checked.append((canon[0], canon[1], max_attempts))
+        tenant_ids = ledger.ensure_tenants(conn, sorted({s.tenant for s in specs}))
+        ids = ledger.allocate_job_ids(conn, len(specs))
+        rows = [
+            ledger.NewJob(
+                id=job_id,
+                tenant_id=tenant_ids[spec.tenant],
+                job_type=spec.job_type,
+                queue=types[spec.job_type].queue,
+                priority=spec.priority,
+                payload_json=text,
+                digest=digest,
+                idempotency_key=spec.idempotency_key,
+                state=State.QUEUED,
+                max_attempts=max_attempts,
+                correlation_id=spec.correlation_id,
+            )
+            for job_id, spec, (text, digest, max_attempts) in zip(ids, specs, checked, strict=True)
+        ]
+        inserted = ledger.insert_jobs(conn, rows, actor=principal.subject, reason=reason)
+        job_ids = list(ids)
+        created = [True] * len(rows)
+        skipped = [i for i, r in enumerate(rows) if r.id not in inserted]
+        if skipped:
+            existing = ledger.find_idempotent_jobs(
+                conn, [(rows[i].tenant_id, rows[i].idempotency_key or "") for i in skipped]
+            )
+            for i in skipped:
+                row = rows[i]
+                found = existing.get((row.tenant_id, row.idempotency_key or ""))
+                if found is None:  # pragma: no cover - the unique index guarantees a row
+                    raise errors.InvalidInput(f"job {row.id} was not inserted and no existing job was found")
+                if found["payload_digest"] != row.digest or found["job_type"] != row.job_type:
+                    raise errors.IdempotencyConflict(
+                        f"idempotency key {row.idempotency_key!r} of tenant {specs[i].tenant!r} already "
+                        f"belongs to job {found['id']} with a different "
+                        f"{'job type' if found['job_type'] != row.job_type else 'payload'}; "
+                        "use a new key, or resubmit the identical job",
+                        existing_job_id=int(found["id"]),
+                    )
+                job_ids[i] = int(found["id"])
+                created[i] = False
+        for tenant, tenant_id in tenant_ids.items():
+            n = sum(1 for r, c in zip(rows, created, strict=True) if c and r.tenant_id == tenant_id)
+            if n:
+                ledger.insert_event(
+                    conn,
+                    tenant_id=tenant_id,
+                    kind="jobs.submitted",
+                    payload={"count": n, "actor": principal.subject, "tenant": tenant},
+                )
+    _ring(doorbell, [(r.id, r.queue) for r, c in zip(rows, created, strict=True) if c])
+    return SubmitResult(job_ids, created)
+
+
+def submit(
+    engine: sa.Engine, principal: Principal, spec: JobSpec, *, doorbell: Doorbell, reason: str | None = None
+) -> int:
+    """Submit one job; returns its id (the existing one for a repeated idempotency key)."""
+    return submit_many(engine, principal, [spec], doorbell=doorbell, reason=reason).job_ids[0]
+
+
+def _load(conn: sa.Connection, job_id: int) -> Mapping[str, Any]:
+    row = (
+        conn.execute(
+            sa.text(
+                "SELECT j.id, j.state, j.tenant_id, t.name AS tenant, j.job_type, j.queue, j.priority,"
+                " j.payload, j.max_attempts, j.correlation_id, j.run_id"
+                " FROM jobs j JOIN tenants t ON t.id = j.tenant_id WHERE j.id = :id FOR UPDATE OF j"
+            ),
+            {"id": job_id},
+        )
+        .mappings()
+        .first()
+    )
+    if row is None:
+        raise errors.NotFound(f"no job {job_id}; list jobs with `orch jobs list`")
+    return row
+
+
+def cancel(engine: sa.Engine, principal: Principal, job_id: int, *, reason: str | None = None) -> str:
+    """Cancel a job. Waiting jobs are canceled at once ("canceled"); a running one is asked to
+    stop and is canceled when its handler notices ("cancel_requested").
+    Raises NotFound, Forbidden, InvalidTransition (already finished)."""
+    _check_reason(reason)
+    with engine.begin() as conn:
+        job = _load(conn, job_id)
+        principal.require(Scope.OPERATE, job["tenant"])
+        state = State(job["state"])
+        if state in (State.LEASED, State.RUNNING):
+            ledger.request_cancel(conn, job_id)
+            return "cancel_requested"
+        moved = ledger.cancel_waiting_jobs(conn, [job_id], actor=principal.subject, reason=reason)
+        if not moved:
+            raise errors.InvalidTransition(f"job {job_id} is {state}; only waiting or running jobs can be canceled")
+        return "canceled"
+
+
+def retry(
+    engine: sa.Engine, principal: Principal, job_id: int, *, doorbell: Doorbell, reason: str | None = None
+) -> int:
+    """Retry a job. A dead-lettered, canceled or upstream-failed job is replayed as a new job
+    with replay_of set (history is never rewritten); returns the new job's id. A retrying
+    job is made due now; returns its own id. Raises NotFound, Forbidden, InvalidTransition."""
+    _check_reason(reason)
+    with engine.begin() as conn:
+        job = _load(conn, job_id)
+        principal.require(Scope.OPERATE, job["tenant"])
+        state = State(job["state"])
+        if state == State.RETRYING:
+            conn.execute(sa.text("UPDATE jobs SET not_before = now() WHERE id = :id AND state = 'retrying'"), {"id": job_id})
+            return job_id
+        if state not in (State.DEAD_LETTERED, State.CANCELED, State.UPSTREAM_FAILED):
+            raise errors.InvalidTransition(
+                f"job {job_id} is {state}; only dead-lettered, canceled or upstream-failed jobs are replayed"
+            )
+        text = payloads.canonical_json(job["payload"])
+        new_id = ledger.allocate_job_ids(conn, 1)[0]
+        ledger.insert_jobs(
+            conn,
+            [
+                ledger.NewJob(
+                    id=new_id,
+                    tenant_id=job["tenant_id"],
+                    job_type=job["job_type"],
+                    queue=job["queue"],
+                    priority=job["priority"],
+                    payload_json=text,
+                    digest=payloads.digest(text),
+                    idempotency_key=None,
+                    state=State.QUEUED,
+                    max_attempts=job["max_attempts"],
+                    correlation_id=job["correlation_id"],
+                    replay_of=job_id,
+                    run_id=job["run_id"],
+                )
+            ],
+            actor=principal.subject,
+            reason=reason or f"replay of job {job_id}",
+        )
+        ledger.insert_event(
+            conn,
+            tenant_id=job["tenant_id"],
+            kind="job.replayed",
+            payload={"job_id": new_id, "replay_of": job_id, "actor": principal.subject},
+        )
+    _ring(doorbell, [(new_id, job["queue"])])
+    return new_id
+
+
+def register_job_types(engine: sa.Engine, types: Sequence[ledger.JobTypeRow]) -> None:
+    """Record the policy of job types a worker can run (the code is the truth)."""
+    with engine.begin() as conn:
+        ledger.upsert_job_types(conn, sorted(types, key=lambda t: t.name))

@@ -1,0 +1,45 @@
+"""Principals and scopes: who is acting, on which tenants, with which rights."""
+
+from __future__ import annotations
+
+import getpass
+from dataclasses import dataclass
+from enum import StrEnum
+
+from core.domain import errors
+
+
+class Scope(StrEnum):
+    READ = "orch:read"
+    OPERATE = "orch:operate"
+    QUOTA = "orch:quota"
+    BACKFILL = "orch:backfill"
+
+
+ALL_SCOPES: frozenset[Scope] = frozenset(Scope)
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """A subject with a tenant set (None: every tenant) and scopes."""
+
+    subject: str
+    scopes: frozenset[Scope]
+    tenants: frozenset[str] | None = None
+
+    def can(self, scope: Scope, tenant: str | None = None) -> bool:
+        if scope not in self.scopes:
+            return False
+        return tenant is None or self.tenants is None or tenant in self.tenants
+
+    def require(self, scope: Scope, tenant: str | None = None) -> None:
+        """Raise Forbidden unless the principal has `scope` on `tenant`."""
+        if scope not in self.scopes:
+            raise errors.Forbidden(f"{self.subject} lacks the scope {scope}")
+        if tenant is not None and self.tenants is not None and tenant not in self.tenants:
+            raise errors.Forbidden(f"{self.subject} may not act on tenant {tenant!r}")
+
+
+def local_principal(user: str | None = None) -> Principal:
+    """Whoever reaches the database directly is already trusted: every scope, every tenant."""
+    return Principal(subject=f"local:{user or getpass.getuser()}", scopes=ALL_SCOPES, tenants=None)

@@ -1,0 +1,94 @@
+"""Engines and migrations: how a process reaches the ledger."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+from core.domain import errors
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def create_engine(
+    url: str,
+    *,
+    pool_size: int = 5,
+    application_name: str = "orch",
+    synchronous_commit: bool = True,
+    **kw: Any,
+) -> sa.Engine:
+    """An engine for the ledger. Nothing connects until first use."""
+    connect_args: dict[str, Any] = {"application_name": application_name, "connect_timeout": 5}
+    if not synchronous_commit:
+        connect_args["options"] = "-c synchronous_commit=off"
+    return sa.create_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        connect_args=connect_args,
+        **kw,
+    )
+
+
+def describe(url: sa.URL | str) -> str:
+    """A URL safe to print: no password."""
+    return sa.make_url(url).render_as_string(hide_password=True)
+
+
+def check_connection(engine: sa.Engine) -> None:
+    """Connect once; raise Unavailable with a fixable message if the server is not there."""
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    except sa.exc.OperationalError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        raise errors.Unavailable(
+            f"cannot reach PostgreSQL at {describe(engine.url)}: {reason} "
+            "(check ORCH_DATABASE_URL, or run `orch up` for the embedded server)"
+        ) from None
+
+
+def _alembic_config(connection: sa.Connection) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+def upgrade(engine: sa.Engine) -> str:
+    """Migrate the ledger to head; safe to run again and from several processes at once."""
+    check_connection(engine)
+    with engine.begin() as conn:
+        # Serialise concurrent upgrades (several services starting together).
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(7424851)"))
+        command.upgrade(_alembic_config(conn), "head")
+        return current_revision(conn) or ""
+
+
+def current_revision(conn: sa.Connection) -> str | None:
+    return MigrationContext.configure(conn).get_current_revision()
+
+
+def head_revision() -> str:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    head = ScriptDirectory.from_config(cfg).get_current_head()
+    assert head is not None
+    return head
+
+
+def require_schema(conn: sa.Connection) -> None:
+    """Raise InvalidInput when the ledger has not been migrated to head."""
+    rev = current_revision(conn)
+    if rev != head_revision():
+        raise errors.InvalidInput(
+            f"the ledger schema is at {rev or 'nothing'}, expected {head_revision()}: run `orch db upgrade`"
+        )

@@ -1,0 +1,425 @@
+"""Every hot statement of the ledger, by name. The name is also an SQL comment at the head of
+the statement, so a line in a slow-query log or pg_stat_statements leads back here by grep.
+
+State-changing statements are TransitionSpecs rendered by core.ledger.transitions.build, so
+each one is checked against the state machine and writes its job_history rows in the same
+statement. Rendering happens on first use, not at import.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import sqlalchemy as sa
+
+from core.domain.states import Event, State
+from core.ledger.transitions import TransitionSpec, build
+
+S, E = State, Event
+
+LEASE_S = "make_interval(secs => coalesce((SELECT t.lease_s FROM job_types AS t WHERE t.name = j.job_type), 30))"
+
+JOB_COLUMNS = (
+    "j.lease_id",
+    "j.job_type",
+    "j.queue",
+    "j.payload",
+    "j.max_attempts",
+    "j.cancel_requested",
+    "j.correlation_id",
+    "j.run_id",
+    "j.source_id",
+    "(SELECT t.name FROM tenants AS t WHERE t.id = j.tenant_id) AS tenant",
+)
+
+SPECS: dict[str, TransitionSpec] = {
+    spec.name: spec
+    for spec in [
+        # Take up to :limit ready jobs of :queue, best priority first, skipping rows other
+        # workers hold. Admission (rate limits, quotas, pauses) joins this step later.
+        TransitionSpec(
+            name="claim_jobs",
+            event=E.CLAIM,
+            from_states=(S.QUEUED,),
+            to_states=(S.LEASED,),
+            select=(
+                "SELECT id, state AS from_state FROM jobs\n"
+                "        WHERE queue = :queue AND state = 'queued'\n"
+                "          AND job_type = ANY(CAST(:job_types AS text[]))\n"
+                "        ORDER BY priority DESC, id\n"
+                "        LIMIT :limit\n"
+                "        FOR UPDATE SKIP LOCKED"
+            ),
+            sets=(
+                ("lease_id", "gen_random_uuid()"),
+                ("lease_owner", ":owner"),
+                ("lease_expires_at", f"now() + {LEASE_S}"),
+                ("wait_reason", "NULL"),
+                ("not_before", "NULL"),
+            ),
+            returning=JOB_COLUMNS,
+        ),
+        # The handler starts: one more attempt is counted here, committed before it runs,
+        # so a job that crashes its worker still uses up its attempts.
+        TransitionSpec(
+            name="ack_jobs",
+            event=E.ACK,
+            from_states=(S.LEASED,),
+            to_states=(S.RUNNING,),
+            inputs=(("id", "bigint"), ("lease_id", "uuid")),
+            match_lease=True,
+            sets=(
+                ("attempt", "j.attempt + 1"),
+                ("started_at", "now()"),
+                ("heartbeat_at", "now()"),
+                ("lease_expires_at", f"now() + {LEASE_S}"),
+                ("progress", "NULL"),
+                ("progress_message", "NULL"),
+            ),
+            returning=("j.cancel_requested",),
+        ),
+        TransitionSpec(
+            name="succeed_jobs",
+            event=E.SUCCEED,
+            from_states=(S.RUNNING,),
+            to_states=(S.SUCCEEDED,),
+            inputs=(("id", "bigint"), ("lease_id", "uuid")),
+            match_lease=True,
+            sets=(("finished_at", "now()"), ("lease_expires_at", "NULL"), ("progress", "1")),
+            returning=("j.queue",),
+        ),
+        TransitionSpec(
+            name="fail_retryable_jobs",
+            event=E.FAIL_RETRYABLE,
+            from_states=(S.RUNNING,),
+            to_states=(S.RETRYING,),
+            inputs=(
+                ("id", "bigint"),
+                ("lease_id", "uuid"),
+                ("delay_s", "float8"),
+                ("error_class", "text"),
+                ("message", "text"),
+            ),
+            match_lease=True,
+            sets=(
+                ("not_before", "now() + make_interval(secs => src.delay_s)"),
+                ("lease_expires_at", "NULL"),
+                ("error_class", "src.error_class"),
+                ("last_error", "src.message"),
+            ),
+            reason="src.error_class || ': ' || left(src.message, 200)",
+            returning=("j.not_before",),
+        ),
+        TransitionSpec(
+            name="fail_final_jobs",
+            event=E.FAIL_FINAL,
+            from_states=(S.RUNNING,),
+            to_states=(S.DEAD_LETTERED,),
+            inputs=(
+                ("id", "bigint"),
+                ("lease_id", "uuid"),
+                ("error_class", "text"),
+                ("message", "text"),
+                ("why", "text"),
+            ),
+            match_lease=True,
+            sets=(
+                ("finished_at", "now()"),
+                ("lease_expires_at", "NULL"),
+                ("error_class", "src.error_class"),
+                ("last_error", "src.message"),
+            ),
+            reason="src.why || ': ' || src.error_class || ': ' || left(src.message, 200)",
+        ),
+        # The handler stopped after control asked it to (cancel_requested).
+        TransitionSpec(
+            name="cancel_running_jobs",
+            event=E.CANCEL,
+            from_states=(S.RUNNING,),
+            to_states=(S.CANCELED,),
+            inputs=(("id", "bigint"), ("lease_id", "uuid")),
+            match_lease=True,
+            sets=(("finished_at", "now()"), ("lease_expires_at", "NULL")),
+            reason="'canceled by request; the handler stopped'",
+        ),
+        # Control: cancel jobs that no worker runs.
+        TransitionSpec(
+            name="cancel_waiting_jobs",
+            event=E.CANCEL,
+            from_states=(S.PENDING, S.QUEUED, S.THROTTLED, S.RETRYING),
+            to_states=(S.CANCELED,),
+            inputs=(("id", "bigint"),),
+            lock=True,
+            sets=(("finished_at", "now()"), ("not_before", "NULL"), ("wait_reason", "NULL")),
+            reason="CAST(:reason AS text)",
+        ),
+        # Scheduler: a claimed job whose handler never started goes back to the queue; no
+        # attempt was counted.
+        TransitionSpec(
+            name="reap_leased_jobs",
+            event=E.LEASE_EXPIRED,
+            from_states=(S.LEASED,),
+            to_states=(S.QUEUED,),
+            select=(
+                "SELECT id, state AS from_state FROM jobs\n"
+                "        WHERE state IN ('leased', 'running') AND lease_expires_at < now()\n"
+                "          AND state = 'leased'\n"
+                "        ORDER BY lease_expires_at\n"
+                "        LIMIT :limit\n"
+                "        FOR UPDATE SKIP LOCKED"
+            ),
+            sets=(
+                ("lease_id", "NULL"),
+                ("lease_expires_at", "NULL"),
+                ("rung_at", "now()"),
+            ),
+            reason="'lease of ' || coalesce(j.lease_owner, '?') || ' expired before the handler started'",
+            returning=("j.queue",),
+        ),
+        # Scheduler: a running job whose worker stopped heartbeating (killed, hung, cut off).
+        # Another attempt follows at once unless that was the last one.
+        TransitionSpec(
+            name="reap_running_jobs",
+            event=E.LEASE_EXPIRED,
+            from_states=(S.RUNNING,),
+            to_states=(S.RETRYING, S.DEAD_LETTERED),
+            to_expr="CASE WHEN j.attempt >= j.max_attempts THEN 'dead_lettered' ELSE 'retrying' END",
+            select=(
+                "SELECT id, state AS from_state FROM jobs\n"
+                "        WHERE state IN ('leased', 'running') AND lease_expires_at < now()\n"
+                "          AND state = 'running'\n"
+                "        ORDER BY lease_expires_at\n"
+                "        LIMIT :limit\n"
+                "        FOR UPDATE SKIP LOCKED"
+            ),
+            sets=(
+                ("not_before", "CASE WHEN j.attempt >= j.max_attempts THEN NULL ELSE now() END"),
+                ("finished_at", "CASE WHEN j.attempt >= j.max_attempts THEN now() END"),
+                ("lease_expires_at", "NULL"),
+                ("error_class", "'lease_expired'"),
+                (
+                    "last_error",
+                    "'lease expired: worker ' || coalesce(j.lease_owner, '?') || "
+                    "' stopped heartbeating (last heartbeat ' || "
+                    "coalesce(to_char(j.heartbeat_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'), 'never') || ' UTC)'",
+                ),
+            ),
+            reason=(
+                "CASE WHEN j.attempt >= j.max_attempts THEN 'lease expired on the last attempt ('"
+                " || j.attempt || '/' || j.max_attempts || ')' ELSE 'lease expired' END"
+            ),
+        ),
+        # Scheduler: retrying and throttled jobs whose not_before has passed.
+        TransitionSpec(
+            name="release_due_jobs",
+            event=E.DUE,
+            from_states=(S.RETRYING, S.THROTTLED),
+            to_states=(S.QUEUED,),
+            select=(
+                "SELECT id, state AS from_state FROM jobs\n"
+                "        WHERE state IN ('retrying', 'throttled') AND not_before <= now()\n"
+                "        ORDER BY not_before\n"
+                "        LIMIT :limit\n"
+                "        FOR UPDATE SKIP LOCKED"
+            ),
+            sets=(("not_before", "NULL"), ("wait_reason", "NULL"), ("rung_at", "now()")),
+            returning=("j.queue",),
+        ),
+    ]
+}
+
+
+@functools.cache
+def transition(name: str) -> sa.TextClause:
+    """The rendered statement of the TransitionSpec called `name`."""
+    return sa.text(build(SPECS[name]))
+
+
+def _named(name: str, body: str) -> sa.TextClause:
+    return sa.text(f"/* {name} */\n{body}")
+
+
+# -- name: allocate_job_ids --
+# Ids up front, so the caller maps input rows to jobs without trusting RETURNING order.
+ALLOCATE_JOB_IDS = _named(
+    "allocate_job_ids",
+    "SELECT nextval(pg_get_serial_sequence('jobs', 'id')) FROM generate_series(1, :n)",
+)
+
+# -- name: insert_jobs --
+# Multi-row insert from arrays (one round trip for thousands of jobs) with the creation
+# history rows in the same statement. A repeated idempotency key inserts nothing; the
+# caller looks the existing job up and compares digests.
+INSERT_JOBS = _named(
+    "insert_jobs",
+    """WITH ins AS (
+    INSERT INTO jobs (id, tenant_id, job_type, queue, priority, payload, payload_digest,
+                      idempotency_key, state, max_attempts, correlation_id, replay_of,
+                      run_id, rung_at)
+    SELECT i.id, i.tenant_id, i.job_type, i.queue, i.priority, CAST(i.payload AS jsonb), i.digest,
+           i.idem, i.state, i.max_attempts, i.correlation_id, i.replay_of, i.run_id,
+           CASE WHEN i.state = 'queued' THEN now() END
+    FROM unnest(CAST(:id AS bigint[]), CAST(:tenant_id AS bigint[]), CAST(:job_type AS text[]),
+                CAST(:queue AS text[]), CAST(:priority AS smallint[]), CAST(:payload AS text[]),
+                CAST(:digest AS text[]), CAST(:idem AS text[]), CAST(:state AS text[]),
+                CAST(:max_attempts AS int[]), CAST(:correlation_id AS text[]),
+                CAST(:replay_of AS bigint[]), CAST(:run_id AS bigint[]))
+         AS i(id, tenant_id, job_type, queue, priority, payload, digest, idem, state,
+              max_attempts, correlation_id, replay_of, run_id)
+    ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING id, state
+), history AS (
+    INSERT INTO job_history (job_id, from_state, event, to_state, at, actor, reason, attempt)
+    SELECT id, NULL, 'submit', state, now(), :actor, :reason, 0 FROM ins
+)
+SELECT id FROM ins""",
+)
+
+# -- name: find_idempotent_jobs --
+FIND_IDEMPOTENT_JOBS = _named(
+    "find_idempotent_jobs",
+    """SELECT j.id, j.tenant_id, j.idempotency_key, j.payload_digest, j.job_type
+FROM unnest(CAST(:tenant_id AS bigint[]), CAST(:idem AS text[])) AS i(tenant_id, idem)
+JOIN jobs AS j ON j.tenant_id = i.tenant_id AND j.idempotency_key = i.idem""",
+)
+
+# -- name: insert_dag_edges --
+INSERT_DAG_EDGES = _named(
+    "insert_dag_edges",
+    """INSERT INTO dag_edges (parent_id, child_id)
+SELECT * FROM unnest(CAST(:parent AS bigint[]), CAST(:child AS bigint[]))
+ON CONFLICT DO NOTHING""",
+)
+
+# -- name: ensure_tenants --
+ENSURE_TENANTS = _named(
+    "ensure_tenants",
+    """WITH ins AS (
+    INSERT INTO tenants (name) SELECT unnest(CAST(:names AS text[]))
+    ON CONFLICT (name) DO NOTHING
+    RETURNING id, name
+)
+SELECT id, name FROM ins
+UNION ALL
+SELECT id, name FROM tenants WHERE name = ANY(CAST(:names AS text[]))""",
+)
+
+# -- name: renew_leases --
+# Heartbeat for every running job of a worker process in one statement. A job missing from
+# the result has lost its lease; cancel_requested tells the handler to stop.
+RENEW_LEASES = _named(
+    "renew_leases",
+    """UPDATE jobs AS j
+SET lease_expires_at = now() + make_interval(secs => i.lease_s), heartbeat_at = now()
+FROM unnest(CAST(:id AS bigint[]), CAST(:lease_id AS uuid[]), CAST(:lease_s AS float8[]))
+     AS i(id, lease_id, lease_s)
+WHERE j.id = i.id AND j.lease_id = i.lease_id AND j.state IN ('leased', 'running')
+RETURNING j.id, j.cancel_requested""",
+)
+
+# -- name: expire_leases --
+# A stopping worker gives up leases it can no longer serve, so the reaper takes them now
+# instead of after the lease would have run out.
+EXPIRE_LEASES = _named(
+    "expire_leases",
+    """UPDATE jobs AS j SET lease_expires_at = now() - interval '1 millisecond'
+FROM unnest(CAST(:id AS bigint[]), CAST(:lease_id AS uuid[])) AS i(id, lease_id)
+WHERE j.id = i.id AND j.lease_id = i.lease_id AND j.state IN ('leased', 'running')""",
+)
+
+# -- name: set_progress --
+SET_PROGRESS = _named(
+    "set_progress",
+    """UPDATE jobs AS j SET progress = i.fraction, progress_message = i.message
+FROM unnest(CAST(:id AS bigint[]), CAST(:lease_id AS uuid[]), CAST(:fraction AS real[]),
+            CAST(:message AS text[])) AS i(id, lease_id, fraction, message)
+WHERE j.id = i.id AND j.lease_id = i.lease_id AND j.state = 'running'""",
+)
+
+# -- name: insert_logs --
+INSERT_LOGS = _named(
+    "insert_logs",
+    """INSERT INTO job_logs (job_id, attempt, at, level, message)
+SELECT * FROM unnest(CAST(:id AS bigint[]), CAST(:attempt AS int[]), CAST(:at AS timestamptz[]),
+                     CAST(:level AS text[]), CAST(:message AS text[]))""",
+)
+
+# -- name: insert_artifact --
+# Only the lease holder of a running job may attach an artifact.
+INSERT_ARTIFACT = _named(
+    "insert_artifact",
+    """INSERT INTO artifacts (job_id, tenant_id, attempt, name, media_type, sha256, size_bytes, data)
+SELECT j.id, j.tenant_id, j.attempt, :name, :media_type, :sha256, :size_bytes, :data
+FROM jobs AS j WHERE j.id = :id AND j.lease_id = :lease_id AND j.state = 'running'
+RETURNING id""",
+)
+
+# -- name: request_cancel --
+REQUEST_CANCEL = _named(
+    "request_cancel",
+    """UPDATE jobs SET cancel_requested = true, updated_at = now()
+WHERE id = :id AND state IN ('leased', 'running') AND NOT cancel_requested
+RETURNING id""",
+)
+
+# -- name: count_ready --
+# Bounded count of a queue's ready jobs (the claim index), for the doorbell check.
+COUNT_READY = _named(
+    "count_ready",
+    """SELECT count(*) FROM (
+    SELECT 1 FROM jobs WHERE queue = :queue AND state = 'queued' LIMIT :cap
+) AS ready""",
+)
+
+# -- name: count_stale_ready --
+COUNT_STALE_READY = _named(
+    "count_stale_ready",
+    """SELECT count(*) FROM (
+    SELECT 1 FROM jobs
+    WHERE queue = :queue AND state = 'queued'
+      AND (rung_at IS NULL OR rung_at < now() - make_interval(secs => :grace_s))
+    LIMIT :cap
+) AS stale""",
+)
+
+# -- name: mark_rung --
+# The next :limit ready jobs of a queue get a fresh doorbell (claims take the best ready
+# job, so which ids a doorbell names does not matter, only how many doorbells exist).
+MARK_RUNG = _named(
+    "mark_rung",
+    """UPDATE jobs SET rung_at = now()
+WHERE id IN (
+    SELECT id FROM jobs WHERE queue = :queue AND state = 'queued'
+    ORDER BY priority DESC, id LIMIT :limit FOR UPDATE SKIP LOCKED
+)
+RETURNING id""",
+)
+
+# -- name: next_due --
+NEXT_DUE = _named(
+    "next_due",
+    """SELECT min(not_before) - now() FROM jobs WHERE state IN ('retrying', 'throttled')""",
+)
+
+# -- name: upsert_job_types --
+UPSERT_JOB_TYPES = _named(
+    "upsert_job_types",
+    """INSERT INTO job_types (name, queue, max_attempts, backoff_base_s, backoff_cap_s, lease_s, heartbeat_s)
+SELECT * FROM unnest(CAST(:name AS text[]), CAST(:queue AS text[]), CAST(:max_attempts AS int[]),
+                     CAST(:base AS float8[]), CAST(:cap AS float8[]), CAST(:lease AS float8[]),
+                     CAST(:heartbeat AS float8[]))
+ON CONFLICT (name) DO UPDATE SET
+    queue = EXCLUDED.queue, max_attempts = EXCLUDED.max_attempts,
+    backoff_base_s = EXCLUDED.backoff_base_s, backoff_cap_s = EXCLUDED.backoff_cap_s,
+    lease_s = EXCLUDED.lease_s, heartbeat_s = EXCLUDED.heartbeat_s, updated_at = now()
+WHERE (job_types.queue, job_types.max_attempts, job_types.backoff_base_s, job_types.backoff_cap_s,
+       job_types.lease_s, job_types.heartbeat_s)
+   IS DISTINCT FROM (EXCLUDED.queue, EXCLUDED.max_attempts, EXCLUDED.backoff_base_s,
+                     EXCLUDED.backoff_cap_s, EXCLUDED.lease_s, EXCLUDED.heartbeat_s)""",
+)
+
+# -- name: insert_event --
+INSERT_EVENT = _named(
+    "insert_event",
+    "INSERT INTO events (tenant_id, kind, payload) VALUES (:tenant_id, :kind, CAST(:payload AS jsonb))",
+)

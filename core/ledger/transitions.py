@@ -1,0 +1,90 @@
+"""The one way a job changes state: a compare-and-set UPDATE and its job_history rows in one statement.
+
+`TransitionSpec` describes a transition statement; `build` checks it against the state
+machine table and renders the SQL. core/ledger/sql.py declares every such statement by name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from core.domain import states
+from core.domain.states import Event, State
+
+
+@dataclass(frozen=True)
+class TransitionSpec:
+    name: str
+    event: Event
+    from_states: tuple[State, ...]
+    #: The target state, or several with an SQL expression choosing among them per row.
+    to_states: tuple[State, ...]
+    to_expr: str | None = None
+    #: Source rows. Either `inputs` (array parameters unnested into `i`, matched on id),
+    #: or a custom SELECT yielding `id` that locks its rows (e.g. FOR UPDATE SKIP LOCKED).
+    inputs: tuple[tuple[str, str], ...] = ()
+    select: str | None = None
+    #: Also require jobs.lease_id = i.lease_id: a zombie worker changes nothing.
+    match_lease: bool = False
+    #: Lock matching rows in id order first (needed when several from_states are possible,
+    #: so the history row names the real one; the order avoids deadlocks between batches).
+    lock: bool = False
+    sets: tuple[tuple[str, str], ...] = ()
+    returning: tuple[str, ...] = ()
+    reason: str = "NULL"
+
+    def __post_init__(self) -> None:
+        if len(self.to_states) > 1 and self.to_expr is None:
+            raise ValueError(f"{self.name}: several target states need to_expr")
+        if self.select is not None and self.inputs:
+            raise ValueError(f"{self.name}: give inputs or select, not both")
+        if self.select is None and not self.inputs:
+            raise ValueError(f"{self.name}: needs inputs or select")
+        for to in self.to_states:
+            states.check(self.from_states, self.event, to)
+
+
+def _quote(state: State) -> str:
+    return "'" + state.value + "'"
+
+
+def build(spec: TransitionSpec) -> str:
+    """Render the statement. Parameters: one array per input column, plus :actor."""
+    from_list = ", ".join(_quote(s) for s in spec.from_states)
+    if spec.select is not None:
+        src = spec.select
+    else:
+        names = ", ".join(n for n, _ in spec.inputs)
+        arrays = ", ".join(f"CAST(:{n} AS {t}[])" for n, t in spec.inputs)
+        lease = " AND j.lease_id = i.lease_id" if spec.match_lease else ""
+        extra = [n for n, _ in spec.inputs if n != "id"]
+        cols = "".join(f", i.{n}" for n in extra)
+        lock = "\n        ORDER BY j.id\n        FOR UPDATE OF j" if spec.lock else ""
+        src = (
+            f"SELECT j.id, j.state AS from_state{cols}\n"
+            f"        FROM unnest({arrays}) AS i({names})\n"
+            f"        JOIN jobs AS j ON j.id = i.id\n"
+            f"        WHERE j.state IN ({from_list}){lease}{lock}"
+        )
+    to = spec.to_expr if spec.to_expr is not None else _quote(spec.to_states[0])
+    sets = "".join(f",\n        {col} = {expr}" for col, expr in spec.sets)
+    returning = "".join(f",\n        {expr}" for expr in spec.returning)
+    # Re-checked on the newest row version if a concurrent transaction changed it first
+    # (READ COMMITTED re-evaluates the UPDATE's WHERE), so the lease test must live here.
+    recheck = " AND j.lease_id = src.lease_id" if spec.match_lease else ""
+    return f"""/* {spec.name} */
+WITH src AS (
+        {src}
+), moved AS (
+    UPDATE jobs AS j SET
+        state = {to},
+        updated_at = now(){sets}
+    FROM src
+    WHERE j.id = src.id AND j.state = src.from_state AND j.state IN ({from_list}){recheck}
+    RETURNING j.id, j.tenant_id, j.attempt, j.state AS to_state, src.from_state,
+        {spec.reason} AS reason{returning}
+), history AS (
+    INSERT INTO job_history (job_id, from_state, event, to_state, at, actor, reason, attempt)
+    SELECT id, from_state, '{spec.event.value}', to_state, now(), :actor, reason, attempt FROM moved
+)
+SELECT * FROM moved"""

@@ -1,0 +1,76 @@
+"""Typed settings (prefix ORCH_), read from the environment once per process and validated."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from core.domain import errors
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ORCH_", extra="ignore")
+
+    #: SQLAlchemy URL of the ledger, e.g. postgresql+psycopg://user@host:5432/orch.
+    #: Unset: the embedded server that `orch up` started under data_dir.
+    database_url: str | None = None
+    #: redis:// or unix:// URL of the broker. Unset: the embedded Redis of `orch up`.
+    redis_url: str | None = None
+    #: Where the embedded servers keep their data and `orch up` its state.
+    data_dir: Path = Path(".orch")
+    #: Comma-separated modules imported by workers for their @job_handler registrations.
+    handler_modules: str = ""
+    #: Queues a worker consumes when --queues is not given.
+    queues: str = "default"
+    #: Seconds between scheduler passes (a pass also runs early when a retry falls due).
+    scheduler_interval_s: float = Field(default=1.0, gt=0, le=60)
+    #: A queued job whose doorbell is older than this may be re-rung.
+    doorbell_timeout_s: float = Field(default=15.0, gt=0)
+    #: Most rows one scheduler step touches, so every pass stays bounded.
+    scheduler_batch: int = Field(default=1000, ge=1, le=100_000)
+    #: Seconds a stopping worker waits for running handlers before releasing their leases.
+    shutdown_grace_s: float = Field(default=10.0, ge=0)
+    #: Dramatiq namespace in Redis.
+    broker_namespace: str = "orch"
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if value.startswith("postgres://"):
+            value = "postgresql://" + value[len("postgres://") :]
+        if value.startswith("postgresql://"):
+            value = "postgresql+psycopg://" + value[len("postgresql://") :]
+        if not value.startswith("postgresql+psycopg://"):
+            raise ValueError("must be a PostgreSQL URL such as postgresql+psycopg://user@host:5432/orch")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a Redis URL such as redis://127.0.0.1:6379/0")
+        return value
+
+    def queue_list(self) -> list[str]:
+        return [q.strip() for q in self.queues.split(",") if q.strip()]
+
+    def handler_module_list(self) -> list[str]:
+        return [m.strip() for m in self.handler_modules.split(",") if m.strip()]
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process's settings, built on first use. Raises InvalidInput naming the bad variable."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = "ORCH_" + str(first["loc"][0]).upper() if first["loc"] else "ORCH_*"
+        raise errors.InvalidInput(f"{name}: {first['msg']}") from None

@@ -1,0 +1,1 @@
+"""Orch processes around the ledger: worker pool, scheduler, CLI, embedded services."""

@@ -1,0 +1,98 @@
+"""Thin actors: a doorbell claims the next ready job of its queue, runs its handler through
+the SDK and hands the outcome to the pump. Dramatiq only wakes us; the ledger decides."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import dramatiq
+
+from core.domain import backoff, errors
+from core.domain.failures import ErrorClass, truncate_message
+from worker import broker as broker_mod
+from worker import sdk
+from worker.pump import CanceledOutcome, FailedFinal, FailedRetryable, Outcome, Pump, Succeeded
+
+log = logging.getLogger(__name__)
+
+
+class Runtime:
+    """Runs claimed jobs with the handlers registered in this process."""
+
+    def __init__(self, pump: Pump, handlers: Mapping[str, sdk.HandlerSpec], *, rng: random.Random | None = None) -> None:
+        self.pump = pump
+        self.handlers = handlers
+        self.rng = rng or random.Random()
+        #: Optional observer of handler starts, (job, monotonic time); used by benchmarks.
+        self.on_start: Any = None
+
+    def on_doorbell(self, queue: str) -> None:
+        try:
+            job = self.pump.claim(queue)
+        except (errors.Unavailable, TimeoutError) as exc:
+            # The doorbell is acknowledged anyway; the scheduler re-rings ready jobs.
+            log.warning("claim on %s failed: %s", queue, exc)
+            return
+        if job is None:
+            return
+        self.run(job)
+
+    def run(self, job: sdk.ActiveJob) -> None:
+        spec = self.handlers.get(job.job_type)
+        if spec is None:  # claims filter on our types, so only a registry change gets here
+            self.pump.finish(job, FailedFinal(ErrorClass.UNKNOWN, f"no handler for job type {job.job_type!r}", "no handler"))
+            return
+        if job.cancel_requested:
+            self.pump.finish(job, CanceledOutcome())
+            return
+        if self.on_start is not None:
+            self.on_start(job, time.monotonic())
+        ctx = sdk.JobContext(job, self.pump)
+        outcome = self._execute(spec, ctx, job)
+        if outcome is not None:
+            self.pump.finish(job, outcome)
+
+    def _execute(self, spec: sdk.HandlerSpec, ctx: sdk.JobContext, job: sdk.ActiveJob) -> Outcome | None:
+        try:
+            spec.fn(ctx)
+        except errors.LeaseLost:
+            log.warning("job %d: handler stopped, lease lost", job.id)
+            return None
+        except sdk.Canceled:
+            return CanceledOutcome()
+        except sdk.RetryableError as exc:
+            return self._retry_or_dead(spec, job, exc.error_class, str(exc), exc.retry_after)
+        except sdk.FatalError as exc:
+            return FailedFinal(exc.error_class, truncate_message(str(exc) or type(exc).__name__), "fatal error")
+        except Exception as exc:  # the handler's bug or an unclassified failure: retried
+            message = f"{type(exc).__name__}: {exc}"
+            log.info("job %d (%s) raised %s", job.id, job.job_type, message[:200])
+            return self._retry_or_dead(spec, job, ErrorClass.UNKNOWN, message, None)
+        if job.lease_lost:
+            return None
+        return Succeeded()
+
+    def _retry_or_dead(
+        self, spec: sdk.HandlerSpec, job: sdk.ActiveJob, error_class: str, message: str, retry_after: float | None
+    ) -> Outcome:
+        message = truncate_message(message or error_class)
+        if backoff.exhausted(job.attempt, job.max_attempts):
+            return FailedFinal(error_class, message, f"attempts exhausted ({job.attempt}/{job.max_attempts})")
+        delay = backoff.retry_delay(job.attempt, spec.policy, self.rng, retry_after)
+        return FailedRetryable(delay, error_class, message)
+
+
+def declare_doorbells(broker: broker_mod.OrchRedisBroker, queues: list[str], runtime: Runtime) -> None:
+    """One actor per queue; its message body is the job id that rang (for tracing only)."""
+    for queue in queues:
+
+        def ring(job_id: int, _queue: str = queue) -> None:
+            runtime.on_doorbell(_queue)
+
+        dramatiq.Actor(
+            ring, broker=broker, actor_name=broker_mod.actor_name(queue), queue_name=queue, priority=0, options={}
+        )

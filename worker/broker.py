@@ -1,0 +1,167 @@
+"""The Dramatiq transport: a Redis broker built with an explicit (empty) middleware list, a
+batch doorbell, and a consumer that wakes on a pub/sub notification instead of polling.
+
+Dramatiq's Retries, TimeLimit, AgeLimit, Callbacks and Pipelines are deliberately absent:
+attempts, backoff and deadlines belong to the ledger (DESIGN.md section 1).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import dramatiq
+import redis
+from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
+from dramatiq.errors import ConnectionClosed
+from dramatiq.message import Message
+
+from core.domain import errors
+
+# The consumer's pause when its prefetch window is full (workers busy): short, because the
+# window frees as soon as a worker acks and no notification is sent for that.
+_FULL_WINDOW_PAUSE_S = 0.002
+
+
+def actor_name(queue: str) -> str:
+    return f"orch.doorbell.{queue}"
+
+
+class OrchRedisBroker(RedisBroker):
+    """RedisBroker plus batch enqueue, wake-up notifications and a backlog probe.
+
+    The batch path writes exactly what RedisBroker.enqueue's Lua script writes (message
+    body into `<ns>:<queue>.msgs`, id onto the `<ns>:<queue>` list), in one pipeline.
+    """
+
+    @property
+    def consumer_class(self) -> type[_RedisConsumer]:
+        return _NotifyingConsumer
+
+    def notify_channel(self, queue: str) -> str:
+        return f"{self.namespace}:{queue}.notify"
+
+    def enqueue(self, message: Message[Any], *, delay: int | None = None) -> Message[Any]:
+        sent = super().enqueue(message, delay=delay)
+        if delay is None:
+            self.client.publish(self.notify_channel(message.queue_name), b"1")
+        return sent
+
+    def enqueue_batch(self, messages: Sequence[Message[Any]], *, chunk: int = 2000) -> None:
+        """Enqueue many messages with a few round trips; wakes idle consumers once per queue."""
+        by_queue: dict[str, list[Message[Any]]] = defaultdict(list)
+        for m in messages:
+            by_queue[m.queue_name].append(m)
+        pipe = self.client.pipeline(transaction=False)
+        for queue, batch in by_queue.items():
+            key = f"{self.namespace}:{queue}"
+            for start in range(0, len(batch), chunk):
+                part = batch[start : start + chunk]
+                ids = [m.options["redis_message_id"] for m in part]
+                mapping = {mid: m.encode() for mid, m in zip(ids, part, strict=True)}
+                pipe.hset(key + ".msgs", mapping=mapping)
+                pipe.rpush(key, *ids)
+            pipe.publish(self.notify_channel(queue), b"1")
+        pipe.execute()
+
+    def outstanding(self, queue: str) -> int:
+        """Doorbells of `queue` enqueued or delivered but not yet acknowledged."""
+        return int(self.client.hlen(f"{self.namespace}:{queue}.msgs"))
+
+
+class _NotifyingConsumer(_RedisConsumer):  # type: ignore[misc]
+    """Fetches like RedisBroker's consumer, but an idle one blocks on the queue's pub/sub
+    channel (up to the worker timeout) instead of sleeping, so a doorbell on an idle system
+    is picked up within a millisecond or two."""
+
+    def __init__(self, broker: OrchRedisBroker, queue_name: str, prefetch: int, timeout: int) -> None:
+        super().__init__(broker, queue_name, prefetch, timeout)
+        self._pubsub: Any = None
+
+    def _wait_for_notify(self, timeout_s: float) -> None:
+        if self._pubsub is None:
+            # Subscribe first, then return so the caller fetches again: a doorbell enqueued
+            # between the empty fetch and the subscription is not missed.
+            self._pubsub = self.broker.client.pubsub(ignore_subscribe_messages=True)
+            self._pubsub.subscribe(self.broker.notify_channel(self.queue_name))
+            return
+        if self._pubsub.get_message(timeout=timeout_s) is not None:
+            while self._pubsub.get_message(timeout=0.0) is not None:
+                pass
+
+    def __next__(self) -> dramatiq.MessageProxy | None:
+        try:
+            while True:
+                if self.message_cache:
+                    data = self.message_cache.pop(0)
+                    if data is None:
+                        continue
+                    message = Message.decode(data)
+                    self.queued_message_ids.add(message.message_id)
+                    return dramatiq.MessageProxy(message)
+                room = self.prefetch - self.outstanding_message_count
+                if room <= 0:
+                    time.sleep(_FULL_WINDOW_PAUSE_S)
+                    return None
+                self.message_cache = self.broker.do_fetch(self.queue_name, room) or []
+                if not self.message_cache:
+                    self._wait_for_notify(self.timeout / 1000)
+                    return None
+        except redis.ConnectionError as e:
+            self._close_pubsub()
+            raise ConnectionClosed(e) from None
+
+    def _close_pubsub(self) -> None:
+        if self._pubsub is not None:
+            try:
+                self._pubsub.close()
+            except Exception:  # closing a broken connection
+                pass
+            self._pubsub = None
+
+    def close(self) -> None:
+        self._close_pubsub()
+        super().close()
+
+
+def build_broker(redis_url: str, *, namespace: str = "orch") -> OrchRedisBroker:
+    """A broker with no default middleware. Nothing connects until first use."""
+    return OrchRedisBroker(url=redis_url, namespace=namespace, middleware=[])
+
+
+def doorbell_message(queue: str, job_id: int) -> Message[Any]:
+    return Message(
+        queue_name=queue,
+        actor_name=actor_name(queue),
+        args=(job_id,),
+        kwargs={},
+        options={"redis_message_id": str(uuid.uuid4())},
+    )
+
+
+class RedisDoorbell:
+    """core.control.Doorbell over the broker: one message per ready job, carrying its id."""
+
+    def __init__(self, broker: OrchRedisBroker) -> None:
+        self.broker = broker
+
+    def ring(self, jobs: Sequence[tuple[int, str]]) -> None:
+        if not jobs:
+            return
+        try:
+            self.broker.enqueue_batch([doorbell_message(queue, job_id) for job_id, queue in jobs])
+        except redis.RedisError as exc:
+            raise errors.Unavailable(f"cannot reach Redis: {exc}") from None
+
+
+def check_redis(broker: OrchRedisBroker) -> None:
+    """Raise Unavailable with a fixable message if Redis does not answer."""
+    try:
+        broker.client.ping()
+    except redis.RedisError as exc:
+        raise errors.Unavailable(
+            f"cannot reach Redis: {exc} (check ORCH_REDIS_URL, or run `orch up` for the embedded server)"
+        ) from None

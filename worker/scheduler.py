@@ -1,0 +1,174 @@
+"""`orch scheduler`: the loop that keeps the ledger moving without waiting on the broker.
+
+Each pass (leader only): reap expired leases, release due retrying/throttled jobs, and
+re-ring queues whose doorbells were lost. Every step is one bounded, indexed statement
+in its own transaction; a step that hit its bound runs again at once.
+
+Leadership is a session-level Postgres advisory lock held on a dedicated connection: a
+second scheduler waits until the leader's session ends (exit, crash, network loss).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from core.control import Doorbell
+from core.ledger import jobs as ledger
+from core.settings import Settings
+from worker.broker import OrchRedisBroker
+
+log = logging.getLogger(__name__)
+
+LEADER_LOCK_KEY = 7424852
+READY_COUNT_CAP = 10_000
+#: A queued job rung this recently may still have its doorbell on the way to Redis.
+RING_GRACE_S = 2.0
+
+
+@dataclass
+class PassResult:
+    reaped_leased: int = 0
+    reaped_running: int = 0
+    released: int = 0
+    rerung: int = 0
+    full: bool = False
+
+    def total(self) -> int:
+        return self.reaped_leased + self.reaped_running + self.released + self.rerung
+
+
+class Scheduler:
+    def __init__(self, engine: sa.Engine, broker: OrchRedisBroker, doorbell: Doorbell, settings: Settings) -> None:
+        self.engine = engine
+        self.broker = broker
+        self.doorbell = doorbell
+        self.settings = settings
+        self.actor = f"scheduler:{socket.gethostname()}:{os.getpid()}"
+        self.is_leader = False
+
+    # -- one pass ------------------------------------------------------------------------
+
+    def _ring(self, rows: list[tuple[int, str]]) -> None:
+        if not rows:
+            return
+        try:
+            self.doorbell.ring(rows)
+        except Exception as exc:  # the jobs stay queued; the next pass's deficit check re-rings
+            log.warning("could not ring %d doorbell(s): %s", len(rows), exc)
+
+    def reap(self) -> tuple[int, int]:
+        limit = self.settings.scheduler_batch
+        with self.engine.begin() as conn:
+            leased = ledger.reap_leased_jobs(conn, limit=limit, actor=self.actor)
+            running = ledger.reap_running_jobs(conn, limit=limit, actor=self.actor)
+        self._ring([(r["id"], r["queue"]) for r in leased])
+        if running:
+            log.info("reaped %d job(s) whose worker stopped heartbeating", len(running))
+        return len(leased), len(running)
+
+    def release_due(self) -> int:
+        with self.engine.begin() as conn:
+            rows = ledger.release_due_jobs(conn, limit=self.settings.scheduler_batch, actor=self.actor)
+        self._ring([(r["id"], r["queue"]) for r in rows])
+        return len(rows)
+
+    def reconcile_doorbells(self) -> int:
+        """Ring as many doorbells as a queue is missing: ready jobs that have waited past
+        the grace, minus doorbells still outstanding in Redis. Claims take the best ready
+        job, so the count is what matters, not which ids the doorbells name."""
+        total = 0
+        with self.engine.connect() as conn:
+            queues = ledger.queues(conn)
+        for queue in queues:
+            with self.engine.begin() as conn:
+                ready = ledger.count_ready(conn, queue=queue, cap=READY_COUNT_CAP)
+                if ready == 0:
+                    continue
+                outstanding = self.broker.outstanding(queue)
+                if ready <= outstanding:
+                    continue
+                stale = ledger.count_stale_ready(conn, queue=queue, grace_s=RING_GRACE_S, cap=READY_COUNT_CAP)
+                deficit = min(stale, ready - outstanding, self.settings.scheduler_batch)
+                if deficit <= 0:
+                    continue
+                ids = ledger.mark_rung(conn, queue=queue, limit=deficit)
+            self._ring([(i, queue) for i in ids])
+            log.info("re-rang %d doorbell(s) on %s (%d ready, %d outstanding)", len(ids), queue, ready, outstanding)
+            total += len(ids)
+        return total
+
+    def run_pass(self) -> PassResult:
+        r = PassResult()
+        r.reaped_leased, r.reaped_running = self.reap()
+        r.released = self.release_due()
+        r.rerung = self.reconcile_doorbells()
+        batch = self.settings.scheduler_batch
+        r.full = max(r.reaped_leased, r.reaped_running, r.released, r.rerung) >= batch
+        return r
+
+    def _sleep_for(self) -> float:
+        interval = self.settings.scheduler_interval_s
+        with self.engine.connect() as conn:
+            due = ledger.seconds_to_next_due(conn)
+        if due is None:
+            return interval
+        return max(0.01, min(interval, due))
+
+    # -- leadership and the loop ---------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        """Wait for leadership, then run passes until `stop` is set."""
+        waiting_logged = False
+        while not stop.is_set():
+            try:
+                with self.engine.connect() as lock_conn:
+                    got = lock_conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": LEADER_LOCK_KEY}).scalar()
+                    lock_conn.commit()
+                    if not got:
+                        if not waiting_logged:
+                            log.info("another scheduler is the leader; standing by")
+                            waiting_logged = True
+                        stop.wait(2.0)
+                        continue
+                    self.is_leader = True
+                    waiting_logged = False
+                    log.info("%s is the scheduler leader", self.actor)
+                    try:
+                        self._lead(lock_conn, stop)
+                    finally:
+                        self.is_leader = False
+                        try:
+                            lock_conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": LEADER_LOCK_KEY})
+                            lock_conn.commit()
+                        except sa.exc.SQLAlchemyError:
+                            pass
+            except sa.exc.OperationalError as exc:
+                log.warning("scheduler lost the ledger (%s); retrying in 2s", str(exc.orig).strip()[:200])
+                stop.wait(2.0)
+
+    def _lead(self, lock_conn: sa.Connection, stop: threading.Event) -> None:
+        last_check = time.monotonic()
+        while not stop.is_set():
+            try:
+                result = self.run_pass()
+            except sa.exc.OperationalError:
+                raise
+            except Exception:
+                log.exception("scheduler pass failed")
+                stop.wait(1.0)
+                continue
+            if time.monotonic() - last_check > 5.0:
+                # Our session holds the lock; if it died, someone else may lead now.
+                lock_conn.execute(sa.text("SELECT 1"))
+                lock_conn.commit()
+                last_check = time.monotonic()
+            if result.full:
+                continue
+            stop.wait(self._sleep_for())
