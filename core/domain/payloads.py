@@ -14,9 +14,13 @@ MAX_PAYLOAD_BYTES = 1_000_000
 def canonical_json(value: Any) -> str:
     """Sorted keys, no whitespace, UTF-8 kept: equal documents give equal strings."""
     try:
-        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        text.encode("utf-8")  # a lone surrogate survives dumps but is not UTF-8
     except (TypeError, ValueError) as exc:
         raise errors.InvalidInput(f"payload is not JSON-serialisable: {exc}") from None
+    except RecursionError:
+        raise errors.InvalidInput("payload is nested too deeply") from None
+    return text
 
 
 def digest(canonical: str) -> str:
@@ -24,10 +28,16 @@ def digest(canonical: str) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
+def _refuse_constant(name: str) -> Any:
+    raise errors.InvalidInput(f"payload contains {name}, which is not JSON; use null or a string")
+
+
 def parse_payload(text: str) -> dict[str, Any]:
     """Parse a payload given as JSON text; it must be an object."""
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise errors.InvalidInput("payload is nested too deeply") from None
     except json.JSONDecodeError as exc:
         raise errors.InvalidInput(
             f"payload is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); "

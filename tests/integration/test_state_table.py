@@ -1,0 +1,117 @@
+"""The state machine is declared once: the database's job_transitions table and state CHECK,
+and the diagram in docs/, must equal core.domain.states."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from core.domain import states
+from core.domain.states import State
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _constraint_def(conn: sa.Connection, table: str, name: str) -> str:
+    definition = conn.execute(
+        sa.text(
+            "SELECT pg_get_constraintdef(c.oid) FROM pg_constraint AS c"
+            " WHERE c.conrelid = CAST(:table AS regclass) AND c.conname = :name"
+        ),
+        {"table": table, "name": name},
+    ).scalar_one_or_none()
+    assert definition is not None, f"constraint {name} on {table} is missing"
+    return str(definition)
+
+
+def _quoted(definition: str) -> set[str]:
+    return set(re.findall(r"'([^']*)'", definition))
+
+
+def test_job_transitions_table_equals_the_python_table(engine: sa.Engine) -> None:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text("SELECT from_state, event, to_state FROM job_transitions")
+        ).all()
+    in_db = [tuple(r) for r in rows]
+    in_code = {(t.from_state.value, t.event.value, t.to_state.value) for t in states.TRANSITIONS}
+    assert len(in_db) == len(set(in_db))
+    assert set(in_db) == in_code, (
+        f"only in the database: {sorted(set(in_db) - in_code)}; "
+        f"only in code: {sorted(in_code - set(in_db))}"
+    )
+
+
+def test_jobs_state_check_lists_exactly_the_states(engine: sa.Engine) -> None:
+    with engine.connect() as conn:
+        definition = _constraint_def(conn, "jobs", "jobs_state_valid")
+    assert "state" in definition
+    assert _quoted(definition) == {s.value for s in State}, definition
+
+
+def test_history_creation_check_lists_exactly_the_initial_states(engine: sa.Engine) -> None:
+    with engine.connect() as conn:
+        definition = _constraint_def(conn, "job_history", "job_history_creation")
+    assert _quoted(definition) - {"submit"} == {s.value for s in states.INITIAL}, definition
+
+
+def _insert_history(conn: sa.Connection, from_state: str | None, event: str, to_state: str) -> None:
+    conn.execute(
+        sa.text(
+            "INSERT INTO job_history (job_id, from_state, event, to_state, actor)"
+            " VALUES (1, :f, :e, :t, 'test')"
+        ),
+        {"f": from_state, "e": event, "t": to_state},
+    )
+
+
+@pytest.mark.parametrize(
+    ("from_state", "event", "to_state"),
+    [
+        ("succeeded", "claim", "leased"),  # out of a terminal state
+        ("queued", "ack", "running"),  # skips leased
+        ("leased", "cancel", "canceled"),  # leased jobs are canceled cooperatively
+        ("queued", "nonsense", "leased"),  # unknown event
+    ],
+)
+def test_history_row_outside_the_table_is_refused(
+    ledger: sa.Engine, from_state: str, event: str, to_state: str
+) -> None:
+    assert (from_state, event, to_state) not in {
+        (t.from_state.value, t.event.value, t.to_state.value) for t in states.TRANSITIONS
+    }
+    with pytest.raises(sa.exc.IntegrityError) as info, ledger.begin() as conn:
+        _insert_history(conn, from_state, event, to_state)
+    assert getattr(info.value.orig.diag, "constraint_name", None) == "job_history_transition_fk"
+    with ledger.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM job_history")).scalar_one() == 0
+
+
+def test_history_row_inside_the_table_is_accepted(ledger: sa.Engine) -> None:
+    # The control case: the same insert succeeds for an allowed transition, so the refusals
+    # above come from the foreign key and not from some other mistake in the statement.
+    with ledger.begin() as conn:
+        for t in sorted(states.TRANSITIONS):
+            _insert_history(conn, t.from_state.value, t.event.value, t.to_state.value)
+        _insert_history(conn, None, "submit", "queued")
+    with ledger.connect() as conn:
+        count = conn.execute(sa.text("SELECT count(*) FROM job_history")).scalar_one()
+    assert count == len(states.TRANSITIONS) + 1
+
+
+def test_history_creation_row_must_be_a_submit_into_an_initial_state(ledger: sa.Engine) -> None:
+    with pytest.raises(sa.exc.IntegrityError) as info, ledger.begin() as conn:
+        _insert_history(conn, None, "submit", "running")
+    assert getattr(info.value.orig.diag, "constraint_name", None) == "job_history_creation"
+
+
+def test_docs_diagram_is_generated_from_the_table() -> None:
+    doc = ROOT / "docs" / "states.md"
+    if not doc.exists():
+        pytest.skip("docs/states.md does not exist yet")
+    assert states.mermaid() in doc.read_text(encoding="utf-8"), (
+        "docs/states.md is out of date: paste core.domain.states.mermaid() into it"
+    )
