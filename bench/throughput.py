@@ -120,6 +120,7 @@ def run_orch(db_url: str, redis_url: str, n: int, processes: int, threads: int, 
     from core import control
     from core.domain.auth import local_principal
     from core.ledger import db
+    from core.ledger import jobs as ledger
     from core.settings import get_settings
     from worker import broker as broker_mod
     from worker import pool
@@ -138,16 +139,17 @@ def run_orch(db_url: str, redis_url: str, n: int, processes: int, threads: int, 
     principal = local_principal("bench")
     tenant = f"bench-{uuid.uuid4().hex[:6]}"
 
-    with engine.begin() as conn:  # a clean table makes runs comparable; VACUUM needs autocommit
-        pass
-    spec = control.JobSpec(tenant, "noop")
+    with engine.begin() as conn:  # an aborted earlier run may have left jobs on the queue
+        stale = [r[0] for r in conn.execute(sa.text("SELECT id FROM jobs WHERE queue = 'bench' AND state = 'queued'"))]
+        ledger.cancel_waiting_jobs(conn, stale, actor="bench", reason="left over by an aborted benchmark")
+    spec = control.JobSpec(tenant, "bench.noop")
     t0 = time.perf_counter()
     ids: list[int] = []
     for start in range(0, n, 5000):
         ids += control.submit_many(engine, principal, [spec] * min(5000, n - start), doorbell=bell).job_ids
     submit_s = time.perf_counter() - t0
 
-    sup = pool.Supervisor(pool.PoolConfig(processes=processes, threads=threads, handler_modules=["bench.handlers"]), settings)
+    sup = pool.Supervisor(pool.PoolConfig(processes=processes, threads=threads, queues=["bench"], handler_modules=["bench.handlers"]), settings)
     sup.start()
     try:
         lo, hi = min(ids), max(ids)

@@ -6,7 +6,9 @@ uncommitted job would be a lie).
 from __future__ import annotations
 
 import logging
+import dataclasses
 import re
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -24,6 +26,43 @@ TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 MAX_PRIORITY = 1000
 MAX_ATTEMPTS_LIMIT = 100
 MAX_REASON = 256
+
+
+class _Catalog:
+    """Per-process caches of job types and tenant ids. Tenants are never renamed or deleted;
+    job types are re-read after a short time, and at once on a miss."""
+
+    TTL_S = 5.0
+
+    def __init__(self) -> None:
+        self.types: dict[str, ledger.JobTypeRow] = {}
+        self.types_at = -1e9
+        self.tenants: dict[tuple[str, str], int] = {}
+
+    def job_types(self, conn: sa.Connection, wanted: set[str]) -> dict[str, ledger.JobTypeRow]:
+        now = time.monotonic()
+        if now - self.types_at > self.TTL_S or not wanted <= self.types.keys():
+            self.types = ledger.job_types(conn)
+            self.types_at = now
+        return self.types
+
+    def tenant_ids(self, conn: sa.Connection, url: str, names: set[str]) -> dict[str, int]:
+        out = {n: self.tenants[(url, n)] for n in names if (url, n) in self.tenants}
+        missing = sorted(names - out.keys())
+        if missing:
+            for name, tid in ledger.ensure_tenants(conn, missing).items():
+                self.tenants[(url, name)] = tid
+                out[name] = tid
+        return out
+
+
+_catalog = _Catalog()
+
+
+def forget_cached_catalog() -> None:
+    """Drop cached job types and tenant ids (tests that rebuild the ledger call this)."""
+    global _catalog
+    _catalog = _Catalog()
 
 
 class Doorbell(Protocol):
@@ -114,8 +153,21 @@ def submit_many(
     _check_reason(reason)
     for tenant in {s.tenant for s in specs}:
         principal.require(Scope.OPERATE, tenant)
+    try:
+        return _submit_many(engine, principal, specs, doorbell, reason)
+    except sa.exc.IntegrityError as exc:
+        if "jobs_tenant_id_fkey" not in str(exc):
+            raise
+        # A cached tenant id is gone (the ledger was reset under this process): forget, retry.
+        _catalog.tenants.clear()
+        return _submit_many(engine, principal, specs, doorbell, reason)
+
+
+def _submit_many(
+    engine: sa.Engine, principal: Principal, specs: Sequence[JobSpec], doorbell: Doorbell, reason: str | None
+) -> SubmitResult:
     with engine.begin() as conn:
-        types = ledger.job_types(conn)
+        types = _catalog.job_types(conn, {s.job_type for s in specs})
         # The same payload object (e.g. --count N) is canonicalised once; specs keep
         # their payloads alive, so id() is stable for the loop.
         memo: dict[int, tuple[str, str]] = {}
@@ -127,8 +179,10 @@ def submit_many(
                 text = payloads.check_payload(spec.payload)
                 canon = memo[id(spec.payload)] = (text, payloads.digest(text))
             checked.append((canon[0], canon[1], max_attempts))
-        tenant_ids = ledger.ensure_tenants(conn, sorted({s.tenant for s in specs}))
-        ids = ledger.allocate_job_ids(conn, len(specs))
+        tenant_ids = _catalog.tenant_ids(conn, str(engine.url), {s.tenant for s in specs})
+        # One job: the sequence assigns its id (RETURNING gives it back). Several: ids are
+        # allocated up front so input rows map to jobs without trusting RETURNING order.
+        ids: list[int | None] = [None] if len(specs) == 1 else list(ledger.allocate_job_ids(conn, len(specs)))
         rows = [
             ledger.NewJob(
                 id=job_id,
@@ -146,8 +200,12 @@ def submit_many(
             for job_id, spec, (text, digest, max_attempts) in zip(ids, specs, checked, strict=True)
         ]
         inserted = ledger.insert_jobs(conn, rows, actor=principal.subject, reason=reason)
-        job_ids = list(ids)
+        if ids == [None]:
+            if inserted:
+                rows = [dataclasses.replace(rows[0], id=next(iter(inserted)))]
+            ids = [rows[0].id]
         created = [True] * len(rows)
+        job_ids: list[int] = [int(i or 0) for i in ids]
         skipped = [i for i, r in enumerate(rows) if r.id not in inserted]
         if skipped:
             existing = ledger.find_idempotent_jobs(
@@ -168,16 +226,7 @@ def submit_many(
                     )
                 job_ids[i] = int(found["id"])
                 created[i] = False
-        for tenant, tenant_id in tenant_ids.items():
-            n = sum(1 for r, c in zip(rows, created, strict=True) if c and r.tenant_id == tenant_id)
-            if n:
-                ledger.insert_event(
-                    conn,
-                    tenant_id=tenant_id,
-                    kind="jobs.submitted",
-                    payload={"count": n, "actor": principal.subject, "tenant": tenant},
-                )
-    _ring(doorbell, [(r.id, r.queue) for r, c in zip(rows, created, strict=True) if c])
+    _ring(doorbell, [(job_ids[i], r.queue) for i, (r, c) in enumerate(zip(rows, created, strict=True)) if c])
     return SubmitResult(job_ids, created)
 
 
@@ -280,3 +329,4 @@ def register_job_types(engine: sa.Engine, types: Sequence[ledger.JobTypeRow]) ->
     """Record the policy of job types a worker can run (the code is the truth)."""
     with engine.begin() as conn:
         ledger.upsert_job_types(conn, sorted(types, key=lambda t: t.name))
+    _catalog.types_at = -1e9

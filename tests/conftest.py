@@ -115,8 +115,11 @@ LEDGER_TABLES = "jobs, job_history, dag_edges, artifacts, job_logs, events, runs
 @pytest.fixture
 def ledger(engine: sa.Engine) -> sa.Engine:
     """The engine, with an empty ledger (schema and job types kept)."""
+    from core import control
+
     with engine.begin() as conn:
         conn.execute(sa.text(f"TRUNCATE {LEDGER_TABLES} RESTART IDENTITY CASCADE"))
+    control.forget_cached_catalog()
     return engine
 
 

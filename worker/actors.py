@@ -38,6 +38,7 @@ class Runtime:
             log.warning("claim on %s failed: %s", queue, exc)
             return
         if job is None:
+            log.debug("doorbell on %s: nothing to claim", queue)
             return
         self.run(job)
 

@@ -68,7 +68,7 @@ class Context:
     @property
     def engine(self) -> sa.Engine:
         if self._engine is None:
-            self._engine = db.create_engine(self.urls()[0], pool_size=2, application_name="orch-cli")
+            self._engine = db.create_engine(self.urls()[0], pool_size=2, application_name="orch-cli", pre_ping=True)
             db.check_connection(self._engine)
         return self._engine
 

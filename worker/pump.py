@@ -1,12 +1,17 @@
-"""The worker process's single path to the ledger: one thread that batches every claim,
-completion, heartbeat, progress report and log line of the process into a few statements
-per cycle ("group commit"). Under load a cycle carries many jobs; at idle it carries one
-and adds no wait, so batching costs no latency.
+"""The worker process's path to the ledger: two threads that batch every claim, completion,
+heartbeat, progress report and log line of the process into a few statements per cycle
+("group commit"). Under load a cycle carries many jobs; at idle it carries one and adds no
+wait, so batching costs no latency.
 
-Worker threads block only on claims (they must know they own a job) and on explicit
-heartbeats; outcomes, progress and logs are handed over and written in the background.
-A job stays in `active` (and keeps being heartbeated) until its outcome is committed, so a
-process killed before that loses nothing: the lease runs out and the scheduler recovers it.
+- The claimer turns the claims of all worker threads into one claim_and_start statement
+  per queue. Worker threads block on it: they must know they own a job.
+- The writer writes outcomes, progress, log lines and lease renewals; worker threads hand
+  these over and go on. A job stays in `active` (and keeps being heartbeated) until its
+  outcome is committed, so a process killed before that loses nothing: the lease runs
+  out and the scheduler recovers the job.
+
+Each statement is its own transaction (autocommit): none of them needs another to be
+atomic with it, and BEGIN/COMMIT would double the round trips on every job's path.
 """
 
 from __future__ import annotations
@@ -66,6 +71,42 @@ class _Claim:
     future: Future[ActiveJob | None]
 
 
+class _Lane:
+    """A thread with its own connection, retrying through ledger outages."""
+
+    def __init__(self, pump: Pump, name: str, cycle: Callable[[sa.Connection], bool]) -> None:
+        self.pump = pump
+        self.name = name
+        self.cycle = cycle
+        self.thread = threading.Thread(target=self.run, name=name, daemon=True)
+        self.failures = 0
+
+    def run(self) -> None:
+        conn: sa.Connection | None = None
+        while True:
+            try:
+                if conn is None:
+                    conn = self.pump.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+                if not self.cycle(conn):
+                    break
+                self.failures = 0
+            except sa.exc.OperationalError as exc:
+                self.failures += 1
+                delay = min(2.0, 0.05 * 2 ** min(self.failures, 6))
+                log.warning("%s: ledger unavailable (%s); retrying in %.2fs", self.name,
+                            str(exc.orig).strip().splitlines()[0][:200] if exc.orig else exc, delay)
+                if conn is not None:
+                    conn.invalidate()
+                    conn.close()
+                    conn = None
+                time.sleep(delay)
+            except Exception:  # a bug, not an outage: log it, do not spin on it
+                log.exception("%s cycle failed", self.name)
+                time.sleep(0.5)
+        if conn is not None:
+            conn.close()
+
+
 class Pump:
     def __init__(
         self,
@@ -81,32 +122,37 @@ class Pump:
         self.owner = owner
         self._job_types = job_types
         self._lease_policy = lease_policy
-        self._cond = threading.Condition()
+        self._claim_cond = threading.Condition()
         self._claims: list[_Claim] = []
+        self._write_cond = threading.Condition()
         self._finishes: list[tuple[ActiveJob, Outcome]] = []
         self._progress: dict[int, tuple[ActiveJob, float, str | None]] = {}
         self._logs: list[tuple[ActiveJob, dt.datetime, str, str]] = []
         self._renew_now: list[tuple[ActiveJob, Future[None]]] = []
+        self._active_lock = threading.Lock()
         self._active: dict[int, ActiveJob] = {}
         self._stopping = False
-        self._thread: threading.Thread | None = None
-        self.failures = 0  # consecutive failed cycles, for back-off
+        self._claimer = _Lane(self, "orch-claimer", self._claim_cycle)
+        self._writer = _Lane(self, "orch-writer", self._write_cycle)
         self.stats: dict[str, int] = defaultdict(int)
 
     # -- lifecycle ---------------------------------------------------------------------
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="orch-pump", daemon=True)
-        self._thread.start()
+        self._claimer.thread.start()
+        self._writer.thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Write what is pending, then stop. Leases still held are released to the reaper."""
-        with self._cond:
-            self._stopping = True
-            self._cond.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout)
-        leftover = list(self._active.values())
+        self._stopping = True
+        for cond in (self._claim_cond, self._write_cond):
+            with cond:
+                cond.notify_all()
+        for lane in (self._claimer, self._writer):
+            if lane.thread.is_alive():
+                lane.thread.join(timeout)
+        with self._active_lock:
+            leftover = list(self._active.values())
         if leftover:
             try:
                 with self.engine.begin() as conn:
@@ -116,45 +162,46 @@ class Pump:
                 log.warning("could not release %d lease(s) at shutdown; they expire on their own: %s", len(leftover), exc)
 
     def active_count(self) -> int:
-        with self._cond:
+        with self._active_lock:
             return len(self._active)
 
     # -- called from worker threads ----------------------------------------------------
 
     def claim(self, queue: str, timeout: float = 30.0) -> ActiveJob | None:
         """Claim and start the next ready job of `queue` (queued -> leased -> running).
-        None when nothing is ready. Raises Unavailable when the ledger cannot be reached."""
+        None when nothing is ready or the process is stopping. Raises Unavailable when the
+        ledger cannot be reached, TimeoutError when no answer came within `timeout`."""
         fut: Future[ActiveJob | None] = Future()
-        with self._cond:
+        with self._claim_cond:
             if self._stopping:
                 return None
             self._claims.append(_Claim(queue, fut))
-            self._cond.notify()
+            self._claim_cond.notify()
         return fut.result(timeout)
 
     def finish(self, job: ActiveJob, outcome: Outcome) -> None:
-        with self._cond:
+        with self._write_cond:
             self._finishes.append((job, outcome))
-            self._cond.notify()
+            self._write_cond.notify()
 
     def renew_now(self, job: ActiveJob) -> None:
         if job.lease_lost:
             raise errors.LeaseLost(f"job {job.id}: lease lost")
         fut: Future[None] = Future()
-        with self._cond:
+        with self._write_cond:
             self._renew_now.append((job, fut))
-            self._cond.notify()
+            self._write_cond.notify()
         fut.result(60)
 
     def progress(self, job: ActiveJob, fraction: float, message: str | None) -> None:
-        with self._cond:
+        with self._write_cond:
             self._progress[job.id] = (job, fraction, message)
-            self._cond.notify()
+            self._write_cond.notify()
 
     def log(self, job: ActiveJob, level: str, message: str) -> None:
-        with self._cond:
+        with self._write_cond:
             self._logs.append((job, dt.datetime.now(dt.UTC), level, message[:10_000]))
-            self._cond.notify()
+            self._write_cond.notify()
 
     def store_artifact(self, job: ActiveJob, name: str, data: bytes, media_type: str) -> str:
         sha = hashlib.sha256(data).hexdigest()
@@ -167,109 +214,152 @@ class Pump:
             raise errors.LeaseLost(f"job {job.id}: lease lost, artifact {name!r} not stored")
         return sha
 
-    # -- the pump thread ---------------------------------------------------------------
+    # -- the claimer -------------------------------------------------------------------
+
+    def _claim_cycle(self, conn: sa.Connection) -> bool:
+        with self._claim_cond:
+            while not self._claims and not self._stopping:
+                self._claim_cond.wait()
+            if self._stopping:
+                for c in self._claims:
+                    c.future.set_result(None)
+                self._claims = []
+                return False
+            claims, self._claims = self._claims[:MAX_BATCH], self._claims[MAX_BATCH:]
+        try:
+            self._claim(conn, claims)
+        except sa.exc.OperationalError as exc:
+            # Fail fast: the doorbells are acknowledged and the scheduler re-rings.
+            for c in claims:
+                if not c.future.done():
+                    c.future.set_exception(errors.Unavailable(str(exc.orig or exc)))
+            raise
+        except Exception as exc:
+            for c in claims:
+                if not c.future.done():
+                    c.future.set_exception(exc)
+            raise
+        return True
+
+    def _claim(self, conn: sa.Connection, claims: list[_Claim]) -> None:
+        by_queue: dict[str, list[_Claim]] = defaultdict(list)
+        for c in claims:
+            by_queue[c.queue].append(c)
+        types = list(self._job_types())
+        for queue, waiting in sorted(by_queue.items()):
+            rows = ledger.claim_and_start_jobs(conn, queue=queue, limit=len(waiting), owner=self.owner, job_types=types)
+            got = [self._active_job(r) for r in rows]
+            now = time.monotonic()
+            with self._active_lock:
+                for job in got:
+                    job.next_renew = now + job.heartbeat_s
+                    self._active[job.id] = job
+            for i, c in enumerate(waiting):
+                c.future.set_result(got[i] if i < len(got) else None)
+            self.stats["claimed"] += len(got)
+            self.stats["claim_statements"] += 1
+
+    def _active_job(self, row: Mapping[str, Any]) -> ActiveJob:
+        lease_s, heartbeat_s = self._lease_policy(row["job_type"])
+        return ActiveJob(
+            id=row["id"],
+            lease_id=row["lease_id"],
+            tenant=row["tenant"],
+            job_type=row["job_type"],
+            queue=row["queue"],
+            payload=row["payload"],
+            attempt=row["attempt"],
+            max_attempts=row["max_attempts"],
+            lease_s=lease_s,
+            heartbeat_s=heartbeat_s,
+            correlation_id=row["correlation_id"],
+            cancel_requested=row["cancel_requested"],
+        )
+
+    # -- the writer --------------------------------------------------------------------
 
     def _due_renewals(self, now: float) -> list[ActiveJob]:
-        return [j for j in self._active.values() if j.next_renew <= now]
+        with self._active_lock:
+            return [j for j in self._active.values() if j.next_renew <= now]
 
     def _next_wake(self, now: float) -> float:
-        if not self._active:
-            return 1.0
-        return max(0.0, min(j.next_renew for j in self._active.values()) - now)
+        with self._active_lock:
+            if not self._active:
+                return 1.0
+            return max(0.0, min(j.next_renew for j in self._active.values()) - now)
 
-    def _pending(self, now: float) -> bool:
-        return bool(
-            self._claims or self._finishes or self._progress or self._logs or self._renew_now
-        ) or bool(self._due_renewals(now))
+    def _write_pending(self) -> bool:
+        return bool(self._finishes or self._progress or self._logs or self._renew_now)
 
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._stopping and not self._pending(time.monotonic()):
-                    self._cond.wait(self._next_wake(time.monotonic()))
-                if self._stopping:
-                    for c in self._claims:
-                        c.future.set_result(None)
-                    self._claims = []
-                    if not (self._finishes or self._progress or self._logs or self._renew_now):
-                        return
-                claims, self._claims = self._claims[:MAX_BATCH], self._claims[MAX_BATCH:]
-                finishes, self._finishes = self._finishes[:MAX_BATCH], self._finishes[MAX_BATCH:]
-                progress, self._progress = self._progress, {}
-                logs, self._logs = self._logs[:MAX_BATCH], self._logs[MAX_BATCH:]
-                renew_now, self._renew_now = self._renew_now, []
-                renewals = self._due_renewals(time.monotonic())
-            try:
-                self._write(finishes, list(progress.values()), logs, renewals, renew_now)
-                self._claim(claims)
-                self.failures = 0
-            except sa.exc.OperationalError as exc:
-                # The ledger is unreachable: keep the work, back off, try again. Claims fail
-                # fast so their doorbells are acknowledged (the scheduler re-rings).
-                self.failures += 1
-                delay = min(2.0, 0.05 * 2 ** min(self.failures, 6))
-                log.warning("ledger unavailable (%s); retrying in %.2fs", str(exc.orig).strip()[:200], delay)
-                for c in claims:
-                    if not c.future.done():
-                        c.future.set_exception(errors.Unavailable(str(exc.orig)))
-                with self._cond:
-                    self._finishes[:0] = finishes
-                    for job, frac, msg in progress.values():
-                        self._progress.setdefault(job.id, (job, frac, msg))
-                    self._logs[:0] = logs
-                    self._renew_now[:0] = [r for r in renew_now if not r[1].done()]
-                time.sleep(delay)
-            except Exception as exc:  # a bug, not an outage: do not spin on it
-                log.exception("pump cycle failed; dropping its writes (their leases will expire)")
-                for c in claims:
-                    if not c.future.done():
-                        c.future.set_exception(exc)
-                for _, fut in renew_now:
-                    if not fut.done():
-                        fut.set_exception(exc)
-                with self._cond:
-                    for job, _ in finishes:
-                        self._active.pop(job.id, None)
-                time.sleep(0.5)
+    def _write_cycle(self, conn: sa.Connection) -> bool:
+        with self._write_cond:
+            while not self._write_pending() and not self._stopping and not self._due_renewals(time.monotonic()):
+                self._write_cond.wait(self._next_wake(time.monotonic()))
+            if self._stopping and not self._write_pending():
+                return False
+            finishes, self._finishes = self._finishes[:MAX_BATCH], self._finishes[MAX_BATCH:]
+            progress, self._progress = list(self._progress.values()), {}
+            logs, self._logs = self._logs[:MAX_BATCH], self._logs[MAX_BATCH:]
+            renew_now, self._renew_now = self._renew_now, []
+        renewals = [] if self._stopping else self._due_renewals(time.monotonic())
+        try:
+            self._write(conn, finishes, progress, logs, renewals, renew_now)
+        except sa.exc.OperationalError:
+            # Keep the work for the next try (the lane backs off).
+            with self._write_cond:
+                self._finishes[:0] = finishes
+                for job, frac, msg in progress:
+                    self._progress.setdefault(job.id, (job, frac, msg))
+                self._logs[:0] = logs
+                self._renew_now[:0] = [r for r in renew_now if not r[1].done()]
+            raise
+        except Exception as exc:
+            # Not an outage: drop these writes; the jobs' leases are given up so the
+            # scheduler retries them instead of the heartbeat keeping them forever.
+            with self._active_lock:
+                for job, _ in finishes:
+                    self._active.pop(job.id, None)
+            for _, fut in renew_now:
+                if not fut.done():
+                    fut.set_exception(exc)
+            raise
+        return True
 
     def _write(
         self,
+        conn: sa.Connection,
         finishes: list[tuple[ActiveJob, Outcome]],
         progress: list[tuple[ActiveJob, float, str | None]],
         logs: list[tuple[ActiveJob, dt.datetime, str, str]],
         renewals: list[ActiveJob],
         renew_now: list[tuple[ActiveJob, Future[None]]],
     ) -> None:
-        if not (finishes or progress or logs or renewals or renew_now):
-            return
         to_renew = {j.id: j for j in renewals}
         for job, _ in renew_now:
             to_renew[job.id] = job
-        finishing = {job.id for job, _ in finishes}
-        for jid in finishing:
-            to_renew.pop(jid, None)
-        with self.engine.begin() as conn:
-            if logs:
-                ledger.insert_logs(
-                    conn,
-                    [j.id for j, *_ in logs],
-                    [j.attempt for j, *_ in logs],
-                    [at for _, at, _, _ in logs],
-                    [lvl for _, _, lvl, _ in logs],
-                    [msg for *_, msg in logs],
-                )
-            if progress:
-                ledger.set_progress(
-                    conn, [j.id for j, _, _ in progress], [j.lease_id for j, _, _ in progress],
-                    [f for _, f, _ in progress], [m for _, _, m in progress],
-                )
-            held: dict[int, bool] = {}
-            if to_renew:
-                jobs = sorted(to_renew.values(), key=lambda j: j.id)
-                held = ledger.renew_leases(conn, [j.id for j in jobs], [j.lease_id for j in jobs], [j.lease_s for j in jobs])
-            done = self._write_finishes(conn, finishes)
+        for job, _ in finishes:
+            to_renew.pop(job.id, None)
+        if logs:
+            ledger.insert_logs(
+                conn,
+                [j.id for j, *_ in logs],
+                [j.attempt for j, *_ in logs],
+                [at for _, at, _, _ in logs],
+                [lvl for _, _, lvl, _ in logs],
+                [msg for *_, msg in logs],
+            )
+        if progress:
+            ledger.set_progress(
+                conn, [j.id for j, _, _ in progress], [j.lease_id for j, _, _ in progress],
+                [f for _, f, _ in progress], [m for _, _, m in progress],
+            )
+        held: dict[int, bool] = {}
+        if to_renew:
+            jobs = sorted(to_renew.values(), key=lambda j: j.id)
+            held = ledger.renew_leases(conn, [j.id for j in jobs], [j.lease_id for j in jobs], [j.lease_s for j in jobs])
+        done = self._write_finishes(conn, finishes) if finishes else set()
         now = time.monotonic()
-        with self._cond:
+        with self._active_lock:
             for jid, job in to_renew.items():
                 if jid in held:
                     job.cancel_requested = job.cancel_requested or held[jid]
@@ -280,8 +370,9 @@ class Pump:
                     log.warning("job %d: lease lost (expired or taken over); the handler should stop", jid)
             for job, _ in finishes:
                 self._active.pop(job.id, None)
-                if job.id not in done:
-                    log.warning("job %d: lease lost before its outcome was written; the outcome is discarded", job.id)
+        for job, _ in finishes:
+            if job.id not in done:
+                log.warning("job %d: lease lost before its outcome was written; the outcome is discarded", job.id)
         for job, fut in renew_now:
             if job.id in held:
                 fut.set_result(None)
@@ -325,48 +416,3 @@ class Pump:
             done.update(r["id"] for r in rows)
         return done
 
-    def _claim(self, claims: list[_Claim]) -> None:
-        if not claims:
-            return
-        by_queue: dict[str, list[_Claim]] = defaultdict(list)
-        for c in claims:
-            by_queue[c.queue].append(c)
-        types = list(self._job_types())
-        results: dict[str, list[ActiveJob]] = {}
-        with self.engine.begin() as conn:
-            for queue, waiting in sorted(by_queue.items()):
-                rows = ledger.claim_jobs(conn, queue=queue, limit=len(waiting), owner=self.owner, job_types=types)
-                if not rows:
-                    results[queue] = []
-                    continue
-                acked = ledger.ack_jobs(conn, [r["id"] for r in rows], [r["lease_id"] for r in rows], actor=self.owner)
-                attempts = {r["id"]: (r["attempt"], r["cancel_requested"]) for r in acked}
-                results[queue] = [self._active_job(r, *attempts[r["id"]]) for r in rows if r["id"] in attempts]
-        now = time.monotonic()
-        with self._cond:
-            for queue, got in results.items():
-                for job in got:
-                    job.next_renew = now + job.heartbeat_s
-                    self._active[job.id] = job
-        for queue, waiting in by_queue.items():
-            got = results.get(queue, [])
-            for i, c in enumerate(waiting):
-                c.future.set_result(got[i] if i < len(got) else None)
-        self.stats["claimed"] += sum(len(v) for v in results.values())
-
-    def _active_job(self, row: Mapping[str, Any], attempt: int, cancel_requested: bool) -> ActiveJob:
-        lease_s, heartbeat_s = self._lease_policy(row["job_type"])
-        return ActiveJob(
-            id=row["id"],
-            lease_id=row["lease_id"],
-            tenant=row["tenant"],
-            job_type=row["job_type"],
-            queue=row["queue"],
-            payload=row["payload"],
-            attempt=attempt,
-            max_attempts=row["max_attempts"],
-            lease_s=lease_s,
-            heartbeat_s=heartbeat_s,
-            correlation_id=row["correlation_id"],
-            cancel_requested=cancel_requested,
-        )

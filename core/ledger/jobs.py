@@ -29,7 +29,7 @@ def _rows(conn: sa.Connection, stmt: sa.TextClause, params: Mapping[str, Any]) -
 class NewJob:
     """One row for insert_jobs; ids come from allocate_job_ids."""
 
-    id: int
+    id: int | None  # None: the sequence assigns it (one-job inserts)
     tenant_id: int
     job_type: str
     queue: str
@@ -54,8 +54,8 @@ def allocate_job_ids(conn: sa.Connection, n: int) -> list[int]:
 
 
 def insert_jobs(conn: sa.Connection, jobs: Sequence[NewJob], *, actor: str, reason: str | None) -> set[int]:
-    """Insert jobs and their creation history; returns the ids actually inserted
-    (a job whose idempotency key already exists is skipped)."""
+    """Insert jobs, their creation history and a jobs.submitted event per tenant; returns
+    the ids actually inserted (a job whose idempotency key already exists is skipped)."""
     params: dict[str, Any] = {
         "id": [j.id for j in jobs],
         "tenant_id": [j.tenant_id for j in jobs],
@@ -100,6 +100,18 @@ def claim_jobs(
     return _rows(
         conn,
         sql.transition("claim_jobs"),
+        {"queue": queue, "limit": limit, "owner": owner, "actor": owner, "job_types": list(job_types)},
+    )
+
+
+def claim_and_start_jobs(
+    conn: sa.Connection, *, queue: str, limit: int, owner: str, job_types: Sequence[str]
+) -> list[Row]:
+    """queued -> leased -> running in one statement, counting the attempt; for handlers that
+    start at once. Rows carry the new attempt number and everything the handler needs."""
+    return _rows(
+        conn,
+        sql.transition("claim_and_start_jobs"),
         {"queue": queue, "limit": limit, "owner": owner, "actor": owner, "job_types": list(job_types)},
     )
 

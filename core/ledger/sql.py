@@ -36,7 +36,8 @@ SPECS: dict[str, TransitionSpec] = {
     spec.name: spec
     for spec in [
         # Take up to :limit ready jobs of :queue, best priority first, skipping rows other
-        # workers hold. Admission (rate limits, quotas, pauses) joins this step later.
+        # workers hold (claim now, start later). Admission (rate limits, quotas, pauses)
+        # joins this step and claim_and_start_jobs later.
         TransitionSpec(
             name="claim_jobs",
             event=E.CLAIM,
@@ -59,8 +60,38 @@ SPECS: dict[str, TransitionSpec] = {
             ),
             returning=JOB_COLUMNS,
         ),
-        # The handler starts: one more attempt is counted here, committed before it runs,
+        # What a worker does: claim and start in one statement (two history rows), for a
+        # handler that starts at once. The attempt is counted and committed before it runs,
         # so a job that crashes its worker still uses up its attempts.
+        TransitionSpec(
+            name="claim_and_start_jobs",
+            event=E.CLAIM,
+            from_states=(S.QUEUED,),
+            to_states=(S.LEASED,),
+            then=((E.ACK, S.RUNNING),),
+            select=(
+                "SELECT id, state AS from_state FROM jobs\n"
+                "        WHERE queue = :queue AND state = 'queued'\n"
+                "          AND job_type = ANY(CAST(:job_types AS text[]))\n"
+                "        ORDER BY priority DESC, id\n"
+                "        LIMIT :limit\n"
+                "        FOR UPDATE SKIP LOCKED"
+            ),
+            sets=(
+                ("lease_id", "gen_random_uuid()"),
+                ("lease_owner", ":owner"),
+                ("lease_expires_at", f"now() + {LEASE_S}"),
+                ("heartbeat_at", "now()"),
+                ("started_at", "now()"),
+                ("attempt", "j.attempt + 1"),
+                ("wait_reason", "NULL"),
+                ("not_before", "NULL"),
+                ("progress", "NULL"),
+                ("progress_message", "NULL"),
+            ),
+            returning=JOB_COLUMNS,
+        ),
+        # A claimed job's handler starts: one more attempt is counted.
         TransitionSpec(
             name="ack_jobs",
             event=E.ACK,
@@ -248,15 +279,16 @@ ALLOCATE_JOB_IDS = _named(
 
 # -- name: insert_jobs --
 # Multi-row insert from arrays (one round trip for thousands of jobs) with the creation
-# history rows in the same statement. A repeated idempotency key inserts nothing; the
-# caller looks the existing job up and compares digests.
+# history rows and one outbox event per tenant in the same statement. A repeated
+# idempotency key inserts nothing; the caller looks the existing job up and compares
+# digests. A NULL id takes the next value of the sequence (the one-job fast path).
 INSERT_JOBS = _named(
     "insert_jobs",
     """WITH ins AS (
     INSERT INTO jobs (id, tenant_id, job_type, queue, priority, payload, payload_digest,
                       idempotency_key, state, max_attempts, correlation_id, replay_of,
                       run_id, rung_at)
-    SELECT i.id, i.tenant_id, i.job_type, i.queue, i.priority, CAST(i.payload AS jsonb), i.digest,
+    SELECT coalesce(i.id, nextval(pg_get_serial_sequence('jobs', 'id'))), i.tenant_id, i.job_type, i.queue, i.priority, CAST(i.payload AS jsonb), i.digest,
            i.idem, i.state, i.max_attempts, i.correlation_id, i.replay_of, i.run_id,
            CASE WHEN i.state = 'queued' THEN now() END
     FROM unnest(CAST(:id AS bigint[]), CAST(:tenant_id AS bigint[]), CAST(:job_type AS text[]),
@@ -267,10 +299,15 @@ INSERT_JOBS = _named(
          AS i(id, tenant_id, job_type, queue, priority, payload, digest, idem, state,
               max_attempts, correlation_id, replay_of, run_id)
     ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-    RETURNING id, state
+    RETURNING id, state, tenant_id
 ), history AS (
     INSERT INTO job_history (job_id, from_state, event, to_state, at, actor, reason, attempt)
     SELECT id, NULL, 'submit', state, now(), :actor, :reason, 0 FROM ins
+), announce AS (
+    INSERT INTO events (tenant_id, kind, payload)
+    SELECT tenant_id, 'jobs.submitted',
+           jsonb_build_object('count', count(*), 'first_id', min(id), 'last_id', max(id), 'actor', :actor)
+    FROM ins GROUP BY tenant_id
 )
 SELECT id FROM ins""",
 )

@@ -32,6 +32,10 @@ class TransitionSpec:
     sets: tuple[tuple[str, str], ...] = ()
     returning: tuple[str, ...] = ()
     reason: str = "NULL"
+    #: Further hops taken in the same statement after the first one (e.g. claim, then ack
+    #: for a handler that starts at once). Each hop is checked and gets its history row;
+    #: the intermediate states are never visible to other transactions.
+    then: tuple[tuple[Event, State], ...] = ()
 
     def __post_init__(self) -> None:
         if len(self.to_states) > 1 and self.to_expr is None:
@@ -42,6 +46,16 @@ class TransitionSpec:
             raise ValueError(f"{self.name}: needs inputs or select")
         for to in self.to_states:
             states.check(self.from_states, self.event, to)
+        if self.then and len(self.to_states) != 1:
+            raise ValueError(f"{self.name}: a chained transition needs one target state")
+        state = self.to_states[0]
+        for event, nxt in self.then:
+            states.check([state], event, nxt)
+            state = nxt
+
+    @property
+    def final_state(self) -> State:
+        return self.then[-1][1] if self.then else self.to_states[0]
 
 
 def _quote(state: State) -> str:
@@ -66,12 +80,22 @@ def build(spec: TransitionSpec) -> str:
             f"        JOIN jobs AS j ON j.id = i.id\n"
             f"        WHERE j.state IN ({from_list}){lease}{lock}"
         )
-    to = spec.to_expr if spec.to_expr is not None else _quote(spec.to_states[0])
+    to = spec.to_expr if spec.to_expr is not None else _quote(spec.final_state)
     sets = "".join(f",\n        {col} = {expr}" for col, expr in spec.sets)
     returning = "".join(f",\n        {expr}" for expr in spec.returning)
     # Re-checked on the newest row version if a concurrent transaction changed it first
     # (READ COMMITTED re-evaluates the UPDATE's WHERE), so the lease test must live here.
     recheck = " AND j.lease_id = src.lease_id" if spec.match_lease else ""
+    if spec.then:
+        hops = [(spec.from_states[0], spec.event, spec.to_states[0])]
+        for event, nxt in spec.then:
+            hops.append((hops[-1][2], event, nxt))
+        history = "\n    UNION ALL\n    ".join(
+            f"SELECT id, '{f.value}', '{e.value}', '{t.value}', now(), :actor, reason, attempt FROM moved"
+            for f, e, t in hops
+        )
+    else:
+        history = f"SELECT id, from_state, '{spec.event.value}', to_state, now(), :actor, reason, attempt FROM moved"
     return f"""/* {spec.name} */
 WITH src AS (
         {src}
@@ -85,6 +109,6 @@ WITH src AS (
         {spec.reason} AS reason{returning}
 ), history AS (
     INSERT INTO job_history (job_id, from_state, event, to_state, at, actor, reason, attempt)
-    SELECT id, from_state, '{spec.event.value}', to_state, now(), :actor, reason, attempt FROM moved
+    {history}
 )
 SELECT * FROM moved"""
