@@ -6,7 +6,6 @@ import time
 
 from worker.sdk import JobContext, job_handler
 
-
 QUEUE = "bench"  # a queue of its own: leftovers of other work cannot skew the figures
 
 

@@ -76,8 +76,9 @@ def run_bare(redis_url: str, n: int, processes: int, threads: int) -> float:
         ids, mapping = [], {}
         for i in range(start, min(n, start + 2000)):
             mid = str(uuid.uuid4())
-            msg = dramatiq.Message(queue_name="bench", actor_name="bench.nothing", args=(i,), kwargs={},
-                                   options={"redis_message_id": mid})
+            msg = dramatiq.Message(
+                queue_name="bench", actor_name="bench.nothing", args=(i,), kwargs={}, options={"redis_message_id": mid}
+            )
             ids.append(mid)
             mapping[mid] = msg.encode()
         pipe.hset(key + ".msgs", mapping=mapping)
@@ -126,8 +127,9 @@ def run_orch(db_url: str, redis_url: str, n: int, processes: int, threads: int, 
     from worker import pool
 
     namespace = f"bench-orch-{uuid.uuid4().hex[:8]}"
-    os.environ.update(ORCH_DATABASE_URL=db_url, ORCH_REDIS_URL=redis_url, ORCH_BROKER_NAMESPACE=namespace,
-                      ORCH_LOG_LEVEL="WARNING")
+    os.environ.update(
+        ORCH_DATABASE_URL=db_url, ORCH_REDIS_URL=redis_url, ORCH_BROKER_NAMESPACE=namespace, ORCH_LOG_LEVEL="WARNING"
+    )
     get_settings.cache_clear()
     settings = get_settings()
     engine = db.create_engine(db_url, application_name="orch-bench")
@@ -149,7 +151,10 @@ def run_orch(db_url: str, redis_url: str, n: int, processes: int, threads: int, 
         ids += control.submit_many(engine, principal, [spec] * min(5000, n - start), doorbell=bell).job_ids
     submit_s = time.perf_counter() - t0
 
-    sup = pool.Supervisor(pool.PoolConfig(processes=processes, threads=threads, queues=["bench"], handler_modules=["bench.handlers"]), settings)
+    sup = pool.Supervisor(
+        pool.PoolConfig(processes=processes, threads=threads, queues=["bench"], handler_modules=["bench.handlers"]),
+        settings,
+    )
     sup.start()
     try:
         lo, hi = min(ids), max(ids)
@@ -200,7 +205,9 @@ def run_orch(db_url: str, redis_url: str, n: int, processes: int, threads: int, 
         "orch_jobs_per_s": orch_rate,
         "submit_jobs_per_s": n / submit_s,
         "dispatch_p50_ms": statistics.median(latencies) if latencies else float("nan"),
-        "dispatch_p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] if latencies else float("nan"),
+        "dispatch_p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+        if latencies
+        else float("nan"),
         "completed": done,
     }
 
@@ -236,7 +243,10 @@ def main() -> None:
         orch = run_orch(db_url, redis_url, a.jobs, a.processes, a.threads, a.probes)
         print(f"  submit   {orch['submit_jobs_per_s']:,.0f} jobs/s (batch insert + doorbells)")
         print(f"  run      {orch['orch_jobs_per_s']:,.0f} jobs/s ({orch['completed']} succeeded)")
-        print(f"  dispatch p50 {orch['dispatch_p50_ms']:.1f} ms, p99 {orch['dispatch_p99_ms']:.1f} ms (idle, {a.probes} probes)")
+        print(
+            f"  dispatch p50 {orch['dispatch_p50_ms']:.1f} ms, p99 {orch['dispatch_p99_ms']:.1f} ms"
+            f" (idle, {a.probes} probes)"
+        )
     finally:
         if embedded is not None:
             embedded.stop()  # type: ignore[attr-defined]

@@ -5,8 +5,8 @@ uncommitted job would be a lie).
 
 from __future__ import annotations
 
-import logging
 import dataclasses
+import logging
 import re
 import time
 from collections.abc import Mapping, Sequence
@@ -237,7 +237,7 @@ def submit(
     return submit_many(engine, principal, [spec], doorbell=doorbell, reason=reason).job_ids[0]
 
 
-def _load(conn: sa.Connection, job_id: int) -> Mapping[str, Any]:
+def _load(conn: sa.Connection, job_id: int) -> sa.RowMapping:
     row = (
         conn.execute(
             sa.text(
@@ -285,7 +285,9 @@ def retry(
         principal.require(Scope.OPERATE, job["tenant"])
         state = State(job["state"])
         if state == State.RETRYING:
-            conn.execute(sa.text("UPDATE jobs SET not_before = now() WHERE id = :id AND state = 'retrying'"), {"id": job_id})
+            conn.execute(
+                sa.text("UPDATE jobs SET not_before = now() WHERE id = :id AND state = 'retrying'"), {"id": job_id}
+            )
             return job_id
         if state not in (State.DEAD_LETTERED, State.CANCELED, State.UPSTREAM_FAILED):
             raise errors.InvalidTransition(

@@ -23,7 +23,7 @@ LIST_FIELDS = """j.id, t.name AS tenant, j.job_type, j.queue, j.state, j.attempt
     j.error_class, j.wait_reason, j.not_before, j.created_at, j.updated_at, j.finished_at"""
 
 
-def _plain(row: Mapping[str, Any]) -> dict[str, Any]:
+def _plain(row: Mapping[Any, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in row.items():
         if isinstance(value, dt.datetime):
@@ -51,18 +51,22 @@ def _parse_state(state: str) -> State:
     try:
         return State(state)
     except ValueError:
-        raise errors.InvalidInput(
-            f"unknown state {state!r}; one of: {', '.join(s.value for s in State)}"
-        ) from None
+        raise errors.InvalidInput(f"unknown state {state!r}; one of: {', '.join(s.value for s in State)}") from None
 
 
 def get_job(conn: sa.Connection, principal: Principal, job_id: int) -> dict[str, Any]:
     """One job with every field. Raises NotFound (also for a job of a tenant not visible)."""
     where, params = _tenant_filter(principal, None)
-    row = conn.execute(
-        sa.text(f"SELECT {JOB_FIELDS} FROM jobs j JOIN tenants t ON t.id = j.tenant_id WHERE j.id = :id AND {where}"),
-        {"id": job_id, **params},
-    ).mappings().first()
+    row = (
+        conn.execute(
+            sa.text(
+                f"SELECT {JOB_FIELDS} FROM jobs j JOIN tenants t ON t.id = j.tenant_id WHERE j.id = :id AND {where}"
+            ),
+            {"id": job_id, **params},
+        )
+        .mappings()
+        .first()
+    )
     if row is None:
         raise errors.NotFound(f"no job {job_id}; list jobs with `orch jobs list`")
     return _plain(row)
@@ -83,9 +87,7 @@ def job_history(conn: sa.Connection, principal: Principal, job_id: int) -> list[
 def job_logs(conn: sa.Connection, principal: Principal, job_id: int, limit: int = 200) -> list[dict[str, Any]]:
     get_job(conn, principal, job_id)
     rows = conn.execute(
-        sa.text(
-            "SELECT at, attempt, level, message FROM job_logs WHERE job_id = :id ORDER BY id DESC LIMIT :limit"
-        ),
+        sa.text("SELECT at, attempt, level, message FROM job_logs WHERE job_id = :id ORDER BY id DESC LIMIT :limit"),
         {"id": job_id, "limit": limit},
     ).mappings()
     return [_plain(r) for r in reversed(list(rows))]

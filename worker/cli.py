@@ -12,7 +12,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any, NoReturn
 
 import sqlalchemy as sa
@@ -169,10 +168,30 @@ def cmd_jobs_show(ctx: Context) -> int:
     if a.json:
         _print_json({"job": job, "history": history, "logs": logs, "artifacts": artifacts})
         return 0
-    for key in ["id", "tenant", "job_type", "queue", "state", "wait_reason", "not_before", "attempt",
-                "max_attempts", "priority", "error_class", "last_error", "progress", "progress_message",
-                "lease_owner", "lease_expires_at", "correlation_id", "replay_of", "idempotency_key",
-                "created_at", "started_at", "finished_at"]:
+    for key in [
+        "id",
+        "tenant",
+        "job_type",
+        "queue",
+        "state",
+        "wait_reason",
+        "not_before",
+        "attempt",
+        "max_attempts",
+        "priority",
+        "error_class",
+        "last_error",
+        "progress",
+        "progress_message",
+        "lease_owner",
+        "lease_expires_at",
+        "correlation_id",
+        "replay_of",
+        "idempotency_key",
+        "created_at",
+        "started_at",
+        "finished_at",
+    ]:
         if job.get(key) is not None:
             print(f"{key:>17}: {job[key]}")
     print(f"{'payload':>17}: {json.dumps(job['payload'], sort_keys=True)}")
@@ -320,9 +339,12 @@ def cmd_up(ctx: Context) -> int:
         db_url, redis_url = s.database_url, s.redis_url
         if db_url is None or redis_url is None:
             embedded = services.EmbeddedServices(s.data_dir)
-            print(f"starting embedded {'PostgreSQL' if db_url is None else ''}"
-                  f"{' and ' if db_url is None and redis_url is None else ''}"
-                  f"{'Redis' if redis_url is None else ''} under {s.data_dir}/ ...", flush=True)
+            print(
+                f"starting embedded {'PostgreSQL' if db_url is None else ''}"
+                f"{' and ' if db_url is None and redis_url is None else ''}"
+                f"{'Redis' if redis_url is None else ''} under {s.data_dir}/ ...",
+                flush=True,
+            )
             urls = embedded.start(postgres=db_url is None, redis=redis_url is None)
             db_url = db_url or urls.database_url
             redis_url = redis_url or urls.redis_url
@@ -340,12 +362,17 @@ def cmd_up(ctx: Context) -> int:
         threads.append(threading.Thread(target=sched.run, args=(stop,), name="scheduler", daemon=True))
         if a.demo:
             threads.append(
-                threading.Thread(target=demo.run, args=(ctx.engine, ctx.principal, ctx.doorbell(), stop), name="demo", daemon=True)
+                threading.Thread(
+                    target=demo.run, args=(ctx.engine, ctx.principal, ctx.doorbell(), stop), name="demo", daemon=True
+                )
             )
         for t in threads:
             t.start()
-        print(f"{config.processes} worker process(es) x {config.threads} threads; scheduler running"
-              f"{'; demo workload on' if a.demo else ''}. Ctrl-C stops everything.", flush=True)
+        print(
+            f"{config.processes} worker process(es) x {config.threads} threads; scheduler running"
+            f"{'; demo workload on' if a.demo else ''}. Ctrl-C stops everything.",
+            flush=True,
+        )
         _status_loop(ctx, sup, stop)
     finally:
         stop.set()
@@ -405,7 +432,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     dbp = sub.add_parser("db", help="ledger schema").add_subparsers(dest="db_command", required=True)
-    dbp.add_parser("upgrade", help="migrate the ledger to the latest schema (safe to repeat)").set_defaults(fn=cmd_db_upgrade)
+    dbp.add_parser("upgrade", help="migrate the ledger to the latest schema (safe to repeat)").set_defaults(
+        fn=cmd_db_upgrade
+    )
 
     s = sub.add_parser("submit", help="submit jobs")
     s.add_argument("--tenant", required=True)
@@ -435,8 +464,10 @@ def build_parser() -> argparse.ArgumentParser:
     jst.add_argument("--tenant")
     jst.add_argument("--json", action="store_true")
     jst.set_defaults(fn=cmd_jobs_stats)
-    for name, fn, text in [("cancel", cmd_jobs_cancel, "cancel a job"),
-                           ("retry", cmd_jobs_retry, "replay a dead-lettered job (or retry a retrying one now)")]:
+    for name, fn, text in [
+        ("cancel", cmd_jobs_cancel, "cancel a job"),
+        ("retry", cmd_jobs_retry, "replay a dead-lettered job (or retry a retrying one now)"),
+    ]:
         jp = jobs.add_parser(name, help=text)
         jp.add_argument("id", type=_int)
         jp.add_argument("--reason")

@@ -28,14 +28,25 @@ def batch(rng: random.Random) -> list[control.JobSpec]:
             control.JobSpec(
                 tenant,
                 "fail",
-                {"error_class": "http_5xx", "retryable": True, "message": f"HTTP 503 for /feed?page={rng.randint(1, 50)}"},
+                {
+                    "error_class": "http_5xx",
+                    "retryable": True,
+                    "message": f"HTTP 503 for /feed?page={rng.randint(1, 50)}",
+                },
                 max_attempts=2,
             )
         )
     if rng.random() < 0.15:
         specs.append(
-            control.JobSpec(tenant, "fail", {"error_class": "schema_mismatch", "retryable": False,
-                                             "message": "field 'published' missing from advisory"})
+            control.JobSpec(
+                tenant,
+                "fail",
+                {
+                    "error_class": "schema_mismatch",
+                    "retryable": False,
+                    "message": "field 'published' missing from advisory",
+                },
+            )
         )
     return specs
 

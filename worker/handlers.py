@@ -21,7 +21,9 @@ def sleep(ctx: JobContext) -> None:
     """{"seconds": s}: sleeps in small steps, reporting progress and honouring cancel."""
     seconds = float(ctx.payload.get("seconds", 1.0))
     if not 0 <= seconds <= MAX_SLEEP_S:
-        raise FatalError(f"seconds must be within [0, {MAX_SLEEP_S}], got {seconds}", error_class=ErrorClass.PARSE_ERROR)
+        raise FatalError(
+            f"seconds must be within [0, {MAX_SLEEP_S}], got {seconds}", error_class=ErrorClass.PARSE_ERROR
+        )
     deadline = time.monotonic() + seconds
     last_report = 0.0
     while (left := deadline - time.monotonic()) > 0:
@@ -41,7 +43,9 @@ def fail(ctx: JobContext) -> None:
     message = str(ctx.payload.get("message", "failed on purpose"))
     if ctx.payload.get("retryable", True):
         retry_after = ctx.payload.get("retry_after")
-        raise RetryableError(message, error_class=error_class, retry_after=None if retry_after is None else float(retry_after))
+        raise RetryableError(
+            message, error_class=error_class, retry_after=None if retry_after is None else float(retry_after)
+        )
     raise FatalError(message, error_class=error_class)
 
 

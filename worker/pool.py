@@ -23,7 +23,8 @@ import dramatiq
 
 from core.ledger import db
 from core.settings import Settings, get_settings
-from worker import actors, broker as broker_mod, sdk
+from worker import actors, sdk
+from worker import broker as broker_mod
 from worker.pump import Pump
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,9 @@ def load_handlers(modules: list[str]) -> dict[str, sdk.HandlerSpec]:
         try:
             importlib.import_module(name)
         except ImportError as exc:
-            raise SystemExit(f"cannot import handler module {name!r} (ORCH_HANDLER_MODULES / --handlers): {exc}") from None
+            raise SystemExit(
+                f"cannot import handler module {name!r} (ORCH_HANDLER_MODULES / --handlers): {exc}"
+            ) from None
     return dict(sdk.registry())
 
 
@@ -56,7 +59,7 @@ def owner_name(slot: int) -> str:
     return f"{socket.gethostname()}:{os.getpid()}:w{slot}"
 
 
-def worker_main(slot: int, config: PoolConfig, ready: "multiprocessing.synchronize.Event | None" = None) -> None:
+def worker_main(slot: int, config: PoolConfig, ready: multiprocessing.synchronize.Event | None = None) -> None:
     """Body of one worker process. SIGTERM stops it gracefully; SIGINT is left to the supervisor."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from worker import logs
@@ -92,7 +95,9 @@ def worker_main(slot: int, config: PoolConfig, ready: "multiprocessing.synchroni
     worker.start()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    log.info("worker %s ready: queues=%s threads=%d types=%d", owner, ",".join(config.queues), config.threads, len(handlers))
+    log.info(
+        "worker %s ready: queues=%s threads=%d types=%d", owner, ",".join(config.queues), config.threads, len(handlers)
+    )
     if ready is not None:
         ready.set()
     parent = os.getppid()
@@ -101,7 +106,9 @@ def worker_main(slot: int, config: PoolConfig, ready: "multiprocessing.synchroni
             log.warning("supervisor gone; stopping")
             break
     log.info("worker %s stopping (grace %.0fs)", owner, settings.shutdown_grace_s)
-    stopper = threading.Thread(target=worker.stop, kwargs={"timeout": int(settings.shutdown_grace_s * 1000)}, daemon=True)
+    stopper = threading.Thread(
+        target=worker.stop, kwargs={"timeout": int(settings.shutdown_grace_s * 1000)}, daemon=True
+    )
     stopper.start()
     stopper.join(settings.shutdown_grace_s + 2)
     pump.stop(timeout=5.0)

@@ -22,7 +22,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
@@ -93,8 +93,12 @@ class _Lane:
             except sa.exc.OperationalError as exc:
                 self.failures += 1
                 delay = min(2.0, 0.05 * 2 ** min(self.failures, 6))
-                log.warning("%s: ledger unavailable (%s); retrying in %.2fs", self.name,
-                            str(exc.orig).strip().splitlines()[0][:200] if exc.orig else exc, delay)
+                log.warning(
+                    "%s: ledger unavailable (%s); retrying in %.2fs",
+                    self.name,
+                    str(exc.orig).strip().splitlines()[0][:200] if exc.orig else exc,
+                    delay,
+                )
                 if conn is not None:
                     conn.invalidate()
                     conn.close()
@@ -159,7 +163,9 @@ class Pump:
                     ledger.expire_leases(conn, [j.id for j in leftover], [j.lease_id for j in leftover])
                 log.info("released %d lease(s) still held at shutdown", len(leftover))
             except sa.exc.SQLAlchemyError as exc:
-                log.warning("could not release %d lease(s) at shutdown; they expire on their own: %s", len(leftover), exc)
+                log.warning(
+                    "could not release %d lease(s) at shutdown; they expire on their own: %s", len(leftover), exc
+                )
 
     def active_count(self) -> int:
         with self._active_lock:
@@ -259,7 +265,7 @@ class Pump:
             self.stats["claimed"] += len(got)
             self.stats["claim_statements"] += 1
 
-    def _active_job(self, row: Mapping[str, Any]) -> ActiveJob:
+    def _active_job(self, row: sa.RowMapping) -> ActiveJob:
         lease_s, heartbeat_s = self._lease_policy(row["job_type"])
         return ActiveJob(
             id=row["id"],
@@ -350,13 +356,18 @@ class Pump:
             )
         if progress:
             ledger.set_progress(
-                conn, [j.id for j, _, _ in progress], [j.lease_id for j, _, _ in progress],
-                [f for _, f, _ in progress], [m for _, _, m in progress],
+                conn,
+                [j.id for j, _, _ in progress],
+                [j.lease_id for j, _, _ in progress],
+                [f for _, f, _ in progress],
+                [m for _, _, m in progress],
             )
         held: dict[int, bool] = {}
         if to_renew:
             jobs = sorted(to_renew.values(), key=lambda j: j.id)
-            held = ledger.renew_leases(conn, [j.id for j in jobs], [j.lease_id for j in jobs], [j.lease_s for j in jobs])
+            held = ledger.renew_leases(
+                conn, [j.id for j in jobs], [j.lease_id for j in jobs], [j.lease_s for j in jobs]
+            )
         done = self._write_finishes(conn, finishes) if finishes else set()
         now = time.monotonic()
         with self._active_lock:
@@ -412,7 +423,8 @@ class Pump:
             )
             done.update(r["id"] for r in rows)
         if canceled := groups.get(CanceledOutcome):
-            rows = ledger.cancel_running_jobs(conn, [j.id for j, _ in canceled], [j.lease_id for j, _ in canceled], actor=actor)
+            rows = ledger.cancel_running_jobs(
+                conn, [j.id for j, _ in canceled], [j.lease_id for j, _ in canceled], actor=actor
+            )
             done.update(r["id"] for r in rows)
         return done
-

@@ -7,6 +7,7 @@ directory (default .orch/), so a restart keeps the ledger, and writes their URLs
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -64,7 +65,7 @@ class EmbeddedServices:
         pgdata = self.data_dir / "pg"
         log.info("starting embedded PostgreSQL in %s", pgdata)
         try:
-            self._pg = pgserver.get_server(pgdata, cleanup_mode="stop")
+            self._pg = pgserver.get_server(pgdata, cleanup_mode="stop")  # type: ignore[attr-defined]
         except Exception as exc:
             raise errors.Unavailable(
                 f"could not start the embedded PostgreSQL in {pgdata}: {exc} "
@@ -91,10 +92,8 @@ class EmbeddedServices:
         return f"unix://{self._redis.socket_file}"
 
     def stop(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self.state_file.unlink(missing_ok=True)
-        except OSError:
-            pass
         if self._redis is not None:
             try:
                 self._redis._cleanup()

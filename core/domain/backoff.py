@@ -18,7 +18,11 @@ class RetryPolicy:
     max_attempts: int = 5
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.base_s) and math.isfinite(self.cap_s)) or self.base_s <= 0 or self.cap_s < self.base_s:
+        if (
+            not (math.isfinite(self.base_s) and math.isfinite(self.cap_s))
+            or self.base_s <= 0
+            or self.cap_s < self.base_s
+        ):
             raise errors.InvalidInput(
                 f"retry policy needs 0 < base_s <= cap_s, got base_s={self.base_s} cap_s={self.cap_s}"
             )

@@ -20,8 +20,14 @@ class ErrorClass(StrEnum):
 
 #: Classes that are retried when the raiser did not say.
 RETRYABLE_BY_DEFAULT: frozenset[ErrorClass] = frozenset(
-    {ErrorClass.HTTP_429, ErrorClass.HTTP_5XX, ErrorClass.TIMEOUT, ErrorClass.NETWORK,
-     ErrorClass.LEASE_EXPIRED, ErrorClass.WORKER_CRASH}
+    {
+        ErrorClass.HTTP_429,
+        ErrorClass.HTTP_5XX,
+        ErrorClass.TIMEOUT,
+        ErrorClass.NETWORK,
+        ErrorClass.LEASE_EXPIRED,
+        ErrorClass.WORKER_CRASH,
+    }
 )
 
 MAX_ERROR_MESSAGE = 2000

@@ -79,9 +79,7 @@ TRANSITIONS: frozenset[Transition] = frozenset(
 #: States a job can be created in (history row with from_state NULL, event submit).
 INITIAL: frozenset[State] = frozenset({S.PENDING, S.QUEUED, S.THROTTLED})
 
-TERMINAL: frozenset[State] = frozenset(
-    {S.SUCCEEDED, S.DEAD_LETTERED, S.CANCELED, S.UPSTREAM_FAILED}
-)
+TERMINAL: frozenset[State] = frozenset({S.SUCCEEDED, S.DEAD_LETTERED, S.CANCELED, S.UPSTREAM_FAILED})
 
 #: States in which a worker holds a lease on the job.
 LEASED_STATES: frozenset[State] = frozenset({S.LEASED, S.RUNNING})

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 from core.ledger import sql
 
-Row = Mapping[str, Any]
+Row = sa.RowMapping
 
 
 def _rows(conn: sa.Connection, stmt: sa.TextClause, params: Mapping[str, Any]) -> list[Row]:
@@ -76,9 +76,7 @@ def insert_jobs(conn: sa.Connection, jobs: Sequence[NewJob], *, actor: str, reas
     return {r[0] for r in conn.execute(sql.INSERT_JOBS, params)}
 
 
-def find_idempotent_jobs(
-    conn: sa.Connection, keys: Sequence[tuple[int, str]]
-) -> dict[tuple[int, str], Row]:
+def find_idempotent_jobs(conn: sa.Connection, keys: Sequence[tuple[int, str]]) -> dict[tuple[int, str], Row]:
     rows = _rows(
         conn,
         sql.FIND_IDEMPOTENT_JOBS,
@@ -92,9 +90,7 @@ def insert_dag_edges(conn: sa.Connection, edges: Sequence[tuple[int, int]]) -> N
         conn.execute(sql.INSERT_DAG_EDGES, {"parent": [e[0] for e in edges], "child": [e[1] for e in edges]})
 
 
-def claim_jobs(
-    conn: sa.Connection, *, queue: str, limit: int, owner: str, job_types: Sequence[str]
-) -> list[Row]:
+def claim_jobs(conn: sa.Connection, *, queue: str, limit: int, owner: str, job_types: Sequence[str]) -> list[Row]:
     """queued -> leased for up to `limit` jobs of `queue` whose type the caller can run
     (best priority, then oldest)."""
     return _rows(
@@ -173,8 +169,12 @@ def fail_final_jobs(
     )
 
 
-def cancel_running_jobs(conn: sa.Connection, ids: Sequence[int], leases: Sequence[uuid.UUID], *, actor: str) -> list[Row]:
-    return _rows(conn, sql.transition("cancel_running_jobs"), {"id": list(ids), "lease_id": list(leases), "actor": actor})
+def cancel_running_jobs(
+    conn: sa.Connection, ids: Sequence[int], leases: Sequence[uuid.UUID], *, actor: str
+) -> list[Row]:
+    return _rows(
+        conn, sql.transition("cancel_running_jobs"), {"id": list(ids), "lease_id": list(leases), "actor": actor}
+    )
 
 
 def cancel_waiting_jobs(conn: sa.Connection, ids: Sequence[int], *, actor: str, reason: str | None) -> list[Row]:
@@ -310,9 +310,7 @@ def upsert_job_types(conn: sa.Connection, types: Sequence[JobTypeRow]) -> None:
 
 def job_types(conn: sa.Connection) -> dict[str, JobTypeRow]:
     rows = conn.execute(
-        sa.text(
-            "SELECT name, queue, max_attempts, backoff_base_s, backoff_cap_s, lease_s, heartbeat_s FROM job_types"
-        )
+        sa.text("SELECT name, queue, max_attempts, backoff_base_s, backoff_cap_s, lease_s, heartbeat_s FROM job_types")
     )
     return {r[0]: JobTypeRow(*r) for r in rows}
 
@@ -324,4 +322,6 @@ def queues(conn: sa.Connection) -> list[str]:
 
 
 def insert_event(conn: sa.Connection, *, tenant_id: int | None, kind: str, payload: Mapping[str, Any]) -> None:
-    conn.execute(sql.INSERT_EVENT, {"tenant_id": tenant_id, "kind": kind, "payload": json.dumps(payload, sort_keys=True)})
+    conn.execute(
+        sql.INSERT_EVENT, {"tenant_id": tenant_id, "kind": kind, "payload": json.dumps(payload, sort_keys=True)}
+    )

@@ -288,7 +288,8 @@ INSERT_JOBS = _named(
     INSERT INTO jobs (id, tenant_id, job_type, queue, priority, payload, payload_digest,
                       idempotency_key, state, max_attempts, correlation_id, replay_of,
                       run_id, rung_at)
-    SELECT coalesce(i.id, nextval(pg_get_serial_sequence('jobs', 'id'))), i.tenant_id, i.job_type, i.queue, i.priority, CAST(i.payload AS jsonb), i.digest,
+    SELECT coalesce(i.id, nextval(pg_get_serial_sequence('jobs', 'id'))), i.tenant_id, i.job_type,
+           i.queue, i.priority, CAST(i.payload AS jsonb), i.digest,
            i.idem, i.state, i.max_attempts, i.correlation_id, i.replay_of, i.run_id,
            CASE WHEN i.state = 'queued' THEN now() END
     FROM unnest(CAST(:id AS bigint[]), CAST(:tenant_id AS bigint[]), CAST(:job_type AS text[]),

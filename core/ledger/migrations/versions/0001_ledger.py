@@ -13,8 +13,16 @@ down_revision = None
 # database (this CHECK and job_transitions) still equals the Python table; a change to the
 # state machine is a new migration.
 STATES = (
-    "pending", "queued", "leased", "running", "throttled", "retrying",
-    "succeeded", "dead_lettered", "canceled", "upstream_failed",
+    "pending",
+    "queued",
+    "leased",
+    "running",
+    "throttled",
+    "retrying",
+    "succeeded",
+    "dead_lettered",
+    "canceled",
+    "upstream_failed",
 )
 TRANSITIONS = (
     ("pending", "deps_met", "queued"),

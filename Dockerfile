@@ -1,0 +1,8 @@
+FROM python:3.11-slim
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY core core
+COPY worker worker
+RUN pip install --no-cache-dir . && useradd --system orch
+USER orch
+ENTRYPOINT ["orch"]
