@@ -8,10 +8,11 @@ attempts, backoff and deadlines belong to the ledger (DESIGN.md section 1).
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import dramatiq
@@ -51,20 +52,22 @@ class OrchRedisBroker(RedisBroker):
             self.client.publish(self.notify_channel(message.queue_name), b"1")
         return sent
 
-    def enqueue_batch(self, messages: Sequence[Message[Any]], *, chunk: int = 2000) -> None:
+    def enqueue_batch(self, messages: Sequence[Message[Any]]) -> None:
         """Enqueue many messages with a few round trips; wakes idle consumers once per queue."""
-        by_queue: dict[str, list[Message[Any]]] = defaultdict(list)
+        by_queue: dict[str, list[tuple[str, bytes]]] = defaultdict(list)
         for m in messages:
-            by_queue[m.queue_name].append(m)
+            by_queue[m.queue_name].append((m.options["redis_message_id"], m.encode()))
+        self.enqueue_encoded(by_queue)
+
+    def enqueue_encoded(self, by_queue: Mapping[str, Sequence[tuple[str, bytes]]], *, chunk: int = 5000) -> None:
+        """Enqueue (redis message id, encoded message) pairs per queue in one pipeline."""
         pipe = self.client.pipeline(transaction=False)
         for queue, batch in by_queue.items():
             key = f"{self.namespace}:{queue}"
             for start in range(0, len(batch), chunk):
                 part = batch[start : start + chunk]
-                ids = [m.options["redis_message_id"] for m in part]
-                mapping = {mid: m.encode() for mid, m in zip(ids, part, strict=True)}
-                pipe.hset(key + ".msgs", mapping=mapping)
-                pipe.rpush(key, *ids)
+                pipe.hset(key + ".msgs", mapping=dict(part))
+                pipe.rpush(key, *(mid for mid, _ in part))
             pipe.publish(self.notify_channel(queue), b"1")
         pipe.execute()
 
@@ -141,6 +144,26 @@ def doorbell_message(queue: str, job_id: int) -> Message[Any]:
     )
 
 
+def encode_doorbells(queue: str, job_ids: Sequence[int]) -> list[tuple[str, bytes]]:
+    """(redis message id, encoded message) for each job: byte for byte what
+    `doorbell_message(...).encode()` gives with these ids, built without a dataclass and a
+    JSON encoder per message (ringing 20,000 doorbells is on the batch-submit path). Ids are
+    a random per-batch prefix plus a counter: unique, and one urandom call per batch."""
+    prefix = uuid.uuid4().hex
+    now = int(time.time() * 1000)
+    head = json.dumps(queue) + ',"actor_name":' + json.dumps(actor_name(queue))
+    out = []
+    for n, job_id in enumerate(job_ids):
+        mid = f"{prefix}-{n}"
+        body = (
+            '{"queue_name":' + head + ',"args":[' + str(int(job_id)) + '],"kwargs":{},'
+            '"options":{"redis_message_id":"' + mid + '"},"message_id":"' + mid + '",'
+            '"message_timestamp":' + str(now) + "}"
+        )
+        out.append((mid, body.encode()))
+    return out
+
+
 class RedisDoorbell:
     """core.control.Doorbell over the broker: one message per ready job, carrying its id."""
 
@@ -150,8 +173,11 @@ class RedisDoorbell:
     def ring(self, jobs: Sequence[tuple[int, str]]) -> None:
         if not jobs:
             return
+        by_queue: dict[str, list[int]] = defaultdict(list)
+        for job_id, queue in jobs:
+            by_queue[queue].append(job_id)
         try:
-            self.broker.enqueue_batch([doorbell_message(queue, job_id) for job_id, queue in jobs])
+            self.broker.enqueue_encoded({q: encode_doorbells(q, ids) for q, ids in by_queue.items()})
         except redis.RedisError as exc:
             raise errors.Unavailable(f"cannot reach Redis: {exc}") from None
 

@@ -56,20 +56,29 @@ def allocate_job_ids(conn: sa.Connection, n: int) -> list[int]:
 def insert_jobs(conn: sa.Connection, jobs: Sequence[NewJob], *, actor: str, reason: str | None) -> set[int]:
     """Insert jobs, their creation history and a jobs.submitted event per tenant; returns
     the ids actually inserted (a job whose idempotency key already exists is skipped)."""
-    params: dict[str, Any] = {
-        "id": [j.id for j in jobs],
-        "tenant_id": [j.tenant_id for j in jobs],
-        "job_type": [j.job_type for j in jobs],
-        "queue": [j.queue for j in jobs],
-        "priority": [j.priority for j in jobs],
-        "payload": [j.payload_json for j in jobs],
-        "digest": [j.digest for j in jobs],
-        "idem": [j.idempotency_key for j in jobs],
-        "state": [j.state for j in jobs],
-        "max_attempts": [j.max_attempts for j in jobs],
-        "correlation_id": [j.correlation_id for j in jobs],
-        "replay_of": [j.replay_of for j in jobs],
-        "run_id": [j.run_id for j in jobs],
+    rows = json.dumps(
+        [
+            [
+                j.id,
+                j.tenant_id,
+                j.job_type,
+                j.queue,
+                j.priority,
+                j.digest,
+                j.idempotency_key,
+                j.state,
+                j.max_attempts,
+                j.correlation_id,
+                j.replay_of,
+                j.run_id,
+            ]
+            for j in jobs
+        ],
+        separators=(",", ":"),
+    )
+    params = {
+        "rows": rows,
+        "payloads": "[" + ",".join(j.payload_json for j in jobs) + "]",
         "actor": actor,
         "reason": reason,
     }

@@ -282,23 +282,20 @@ ALLOCATE_JOB_IDS = _named(
 # history rows and one outbox event per tenant in the same statement. A repeated
 # idempotency key inserts nothing; the caller looks the existing job up and compares
 # digests. A NULL id takes the next value of the sequence (the one-job fast path).
+# Rows come as one JSON array of arrays (and payloads as a parallel JSON array): encoding
+# that is a single C call, where binding thirteen text arrays costs a regex per element.
 INSERT_JOBS = _named(
     "insert_jobs",
     """WITH ins AS (
     INSERT INTO jobs (id, tenant_id, job_type, queue, priority, payload, payload_digest,
                       idempotency_key, state, max_attempts, correlation_id, replay_of,
                       run_id, rung_at)
-    SELECT coalesce(i.id, nextval(pg_get_serial_sequence('jobs', 'id'))), i.tenant_id, i.job_type,
-           i.queue, i.priority, CAST(i.payload AS jsonb), i.digest,
-           i.idem, i.state, i.max_attempts, i.correlation_id, i.replay_of, i.run_id,
-           CASE WHEN i.state = 'queued' THEN now() END
-    FROM unnest(CAST(:id AS bigint[]), CAST(:tenant_id AS bigint[]), CAST(:job_type AS text[]),
-                CAST(:queue AS text[]), CAST(:priority AS smallint[]), CAST(:payload AS text[]),
-                CAST(:digest AS text[]), CAST(:idem AS text[]), CAST(:state AS text[]),
-                CAST(:max_attempts AS int[]), CAST(:correlation_id AS text[]),
-                CAST(:replay_of AS bigint[]), CAST(:run_id AS bigint[]))
-         AS i(id, tenant_id, job_type, queue, priority, payload, digest, idem, state,
-              max_attempts, correlation_id, replay_of, run_id)
+    SELECT coalesce((r.v->>0)::bigint, nextval(pg_get_serial_sequence('jobs', 'id'))),
+           (r.v->>1)::bigint, r.v->>2, r.v->>3, (r.v->>4)::smallint, p.v, r.v->>5, r.v->>6,
+           r.v->>7, (r.v->>8)::int, r.v->>9, (r.v->>10)::bigint, (r.v->>11)::bigint,
+           CASE WHEN r.v->>7 = 'queued' THEN now() END
+    FROM jsonb_array_elements(CAST(:rows AS jsonb)) WITH ORDINALITY AS r(v, n)
+    JOIN jsonb_array_elements(CAST(:payloads AS jsonb)) WITH ORDINALITY AS p(v, n) USING (n)
     ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id, state, tenant_id
 ), history AS (

@@ -149,6 +149,17 @@ CREATE TABLE jobs (
     CONSTRAINT jobs_wait_reason CHECK (state <> 'throttled' OR wait_reason IS NOT NULL)
 );
 
+-- A queue table: every job is updated a few times within seconds of its insert, and claims
+-- scan the head of jobs_claim_idx, where dead entries pile up until vacuum removes them.
+-- Vacuum early and without throttling; leave room on each page for HOT updates.
+ALTER TABLE jobs SET (
+    autovacuum_vacuum_scale_factor = 0.02,
+    autovacuum_vacuum_threshold = 1000,
+    autovacuum_vacuum_cost_delay = 0,
+    autovacuum_analyze_scale_factor = 0.05,
+    fillfactor = 85
+);
+
 -- One job per idempotency key and tenant; ON CONFLICT in submit relies on it.
 CREATE UNIQUE INDEX jobs_idempotency_uq ON jobs (tenant_id, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
