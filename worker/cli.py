@@ -222,8 +222,16 @@ def cmd_jobs_stats(ctx: Context) -> int:
     return 0
 
 
+def _reason(args: argparse.Namespace) -> str | None:
+    """The operator's reason, with the ticket appended until the audit log records it apart."""
+    reason, ticket = getattr(args, "reason", None), getattr(args, "ticket", None)
+    if ticket:
+        return f"{reason or ''} [ticket {ticket}]".strip()
+    return reason
+
+
 def cmd_jobs_cancel(ctx: Context) -> int:
-    result = control.cancel(ctx.engine, ctx.principal, ctx.args.id, reason=ctx.args.reason)
+    result = control.cancel(ctx.engine, ctx.principal, ctx.args.id, reason=_reason(ctx.args))
     if result == "canceled":
         print(f"job {ctx.args.id} canceled")
     else:
@@ -232,7 +240,7 @@ def cmd_jobs_cancel(ctx: Context) -> int:
 
 
 def cmd_jobs_retry(ctx: Context) -> int:
-    new_id = control.retry(ctx.engine, ctx.principal, ctx.args.id, doorbell=ctx.doorbell(), reason=ctx.args.reason)
+    new_id = control.retry(ctx.engine, ctx.principal, ctx.args.id, doorbell=ctx.doorbell(), reason=_reason(ctx.args))
     if ctx.args.json:
         _print_json({"job_id": new_id, "replay_of": None if new_id == ctx.args.id else ctx.args.id})
     elif new_id == ctx.args.id:
