@@ -32,6 +32,33 @@ JOB_COLUMNS = (
     "(SELECT t.name FROM tenants AS t WHERE t.id = j.tenant_id) AS tenant",
 )
 
+# The best ready jobs of a queue that the caller can run; rows other workers hold are skipped.
+NEXT_READY = (
+    "SELECT id, state AS from_state FROM jobs\n"
+    "        WHERE queue = :queue AND state = 'queued'\n"
+    "          AND job_type = ANY(CAST(:job_types AS text[]))\n"
+    "        ORDER BY priority DESC, id\n"
+    "        LIMIT :limit\n"
+    "        FOR UPDATE SKIP LOCKED"
+)
+
+# A fresh lease for the claiming worker; the job no longer waits.
+NEW_LEASE = (
+    ("lease_id", "gen_random_uuid()"),
+    ("lease_owner", ":owner"),
+    ("lease_expires_at", f"now() + {LEASE_S}"),
+    ("wait_reason", "NULL"),
+    ("not_before", "NULL"),
+)
+# The handler starts: one more attempt.
+STARTED = (
+    ("heartbeat_at", "now()"),
+    ("started_at", "now()"),
+    ("attempt", "j.attempt + 1"),
+    ("progress", "NULL"),
+    ("progress_message", "NULL"),
+)
+
 SPECS: dict[str, TransitionSpec] = {
     spec.name: spec
     for spec in [
@@ -43,21 +70,8 @@ SPECS: dict[str, TransitionSpec] = {
             event=E.CLAIM,
             from_states=(S.QUEUED,),
             to_states=(S.LEASED,),
-            select=(
-                "SELECT id, state AS from_state FROM jobs\n"
-                "        WHERE queue = :queue AND state = 'queued'\n"
-                "          AND job_type = ANY(CAST(:job_types AS text[]))\n"
-                "        ORDER BY priority DESC, id\n"
-                "        LIMIT :limit\n"
-                "        FOR UPDATE SKIP LOCKED"
-            ),
-            sets=(
-                ("lease_id", "gen_random_uuid()"),
-                ("lease_owner", ":owner"),
-                ("lease_expires_at", f"now() + {LEASE_S}"),
-                ("wait_reason", "NULL"),
-                ("not_before", "NULL"),
-            ),
+            select=NEXT_READY,
+            sets=NEW_LEASE,
             returning=JOB_COLUMNS,
         ),
         # What a worker does: claim and start in one statement (two history rows), for a
@@ -69,26 +83,8 @@ SPECS: dict[str, TransitionSpec] = {
             from_states=(S.QUEUED,),
             to_states=(S.LEASED,),
             then=((E.ACK, S.RUNNING),),
-            select=(
-                "SELECT id, state AS from_state FROM jobs\n"
-                "        WHERE queue = :queue AND state = 'queued'\n"
-                "          AND job_type = ANY(CAST(:job_types AS text[]))\n"
-                "        ORDER BY priority DESC, id\n"
-                "        LIMIT :limit\n"
-                "        FOR UPDATE SKIP LOCKED"
-            ),
-            sets=(
-                ("lease_id", "gen_random_uuid()"),
-                ("lease_owner", ":owner"),
-                ("lease_expires_at", f"now() + {LEASE_S}"),
-                ("heartbeat_at", "now()"),
-                ("started_at", "now()"),
-                ("attempt", "j.attempt + 1"),
-                ("wait_reason", "NULL"),
-                ("not_before", "NULL"),
-                ("progress", "NULL"),
-                ("progress_message", "NULL"),
-            ),
+            select=NEXT_READY,
+            sets=NEW_LEASE + STARTED,
             returning=JOB_COLUMNS,
         ),
         # A claimed job's handler starts: one more attempt is counted.
@@ -99,14 +95,7 @@ SPECS: dict[str, TransitionSpec] = {
             to_states=(S.RUNNING,),
             inputs=(("id", "bigint"), ("lease_id", "uuid")),
             match_lease=True,
-            sets=(
-                ("attempt", "j.attempt + 1"),
-                ("started_at", "now()"),
-                ("heartbeat_at", "now()"),
-                ("lease_expires_at", f"now() + {LEASE_S}"),
-                ("progress", "NULL"),
-                ("progress_message", "NULL"),
-            ),
+            sets=(*STARTED, ("lease_expires_at", f"now() + {LEASE_S}")),
             returning=("j.cancel_requested",),
         ),
         TransitionSpec(
