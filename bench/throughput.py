@@ -230,34 +230,48 @@ def main() -> None:
     ap.add_argument("--processes", type=int, default=2)
     ap.add_argument("--threads", type=int, default=8)
     ap.add_argument("--probes", type=int, default=200)
+    ap.add_argument("--rounds", type=int, default=3, help="alternating bare/orch rounds; medians are reported")
     ap.add_argument("--skip-bare", action="store_true", help="skip the Dramatiq baseline (no ratio)")
     a = ap.parse_args()
     db_url, redis_url, embedded = resolve_urls()
+    bares: list[float] = []
+    orchs: list[dict[str, float]] = []
     try:
-        bare = float("nan")
-        if not a.skip_bare:
-            print(f"bare dramatiq: {a.jobs} messages, {a.processes} processes x {a.threads} threads ...", flush=True)
-            bare = run_bare(redis_url, a.jobs, a.processes, a.threads)
-            print(f"  {bare:,.0f} messages/s", flush=True)
-        print(f"orch: {a.jobs} noop jobs, {a.processes} processes x {a.threads} threads ...", flush=True)
-        orch = run_orch(db_url, redis_url, a.jobs, a.processes, a.threads, a.probes)
-        print(f"  submit   {orch['submit_jobs_per_s']:,.0f} jobs/s (batch insert + doorbells)")
-        print(f"  run      {orch['orch_jobs_per_s']:,.0f} jobs/s ({orch['completed']} succeeded)")
-        print(
-            f"  dispatch p50 {orch['dispatch_p50_ms']:.1f} ms, p99 {orch['dispatch_p99_ms']:.1f} ms"
-            f" (idle, {a.probes} probes)"
-        )
+        for r in range(1, a.rounds + 1):
+            # Alternate the two in each round so drift on a noisy machine hits both alike.
+            if not a.skip_bare:
+                print(f"[{r}/{a.rounds}] bare dramatiq: {a.jobs} messages, {a.processes}x{a.threads} ...", flush=True)
+                bares.append(run_bare(redis_url, a.jobs, a.processes, a.threads))
+                print(f"  {bares[-1]:,.0f} messages/s", flush=True)
+            print(f"[{r}/{a.rounds}] orch: {a.jobs} noop jobs, {a.processes}x{a.threads} ...", flush=True)
+            orch = run_orch(db_url, redis_url, a.jobs, a.processes, a.threads, a.probes)
+            orchs.append(orch)
+            print(f"  submit   {orch['submit_jobs_per_s']:,.0f} jobs/s (batch insert + doorbells)")
+            print(f"  run      {orch['orch_jobs_per_s']:,.0f} jobs/s ({orch['completed']} succeeded)")
+            print(
+                f"  dispatch p50 {orch['dispatch_p50_ms']:.1f} ms, p99 {orch['dispatch_p99_ms']:.1f} ms"
+                f" (idle, {a.probes} probes)",
+                flush=True,
+            )
     finally:
         if embedded is not None:
             embedded.stop()  # type: ignore[attr-defined]
+
+    def med(key: str) -> float:
+        return statistics.median(o[key] for o in orchs)
+
+    bare = statistics.median(bares) if bares else float("nan")
+    ratios = [o["orch_jobs_per_s"] / b for o, b in zip(orchs, bares, strict=False)]
     result = {
         "jobs": a.jobs,
-        "orch_jobs_per_s": round(orch["orch_jobs_per_s"], 1),
+        "rounds": a.rounds,
+        "orch_jobs_per_s": round(med("orch_jobs_per_s"), 1),
         "dramatiq_jobs_per_s": round(bare, 1),
-        "ratio": round(orch["orch_jobs_per_s"] / bare, 3) if bare == bare else None,
-        "submit_jobs_per_s": round(orch["submit_jobs_per_s"], 1),
-        "dispatch_p50_ms": round(orch["dispatch_p50_ms"], 2),
-        "dispatch_p99_ms": round(orch["dispatch_p99_ms"], 2),
+        # The median of per-round ratios: each round's pair ran back to back.
+        "ratio": round(statistics.median(ratios), 3) if ratios else None,
+        "submit_jobs_per_s": round(med("submit_jobs_per_s"), 1),
+        "dispatch_p50_ms": round(med("dispatch_p50_ms"), 2),
+        "dispatch_p99_ms": round(med("dispatch_p99_ms"), 2),
     }
     print(json.dumps(result))
 
