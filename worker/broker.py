@@ -71,9 +71,23 @@ class OrchRedisBroker(RedisBroker):
             pipe.publish(self.notify_channel(queue), b"1")
         pipe.execute()
 
-    def outstanding(self, queue: str) -> int:
-        """Doorbells of `queue` enqueued or delivered but not yet acknowledged."""
-        return int(self.client.hlen(f"{self.namespace}:{queue}.msgs"))
+    def outstanding(self, queue: str, *, live_within_s: float = 10.0) -> int:
+        """Doorbells of `queue` that will still reach a claim: those waiting in Redis, plus
+        those delivered to consumers that are alive (heartbeat within `live_within_s`).
+
+        A killed worker's unacknowledged messages are not counted: Dramatiq hands them back
+        only after its heartbeat timeout (60 s) and a random maintenance pass, and the
+        scheduler must not wait for that. A consumer busy on long jobs for longer than the
+        window is counted as gone too; at worst its jobs get a second doorbell, which is
+        harmless (ADR 0001)."""
+        ns = self.namespace
+        now_ms = int(time.time() * 1000)
+        live = self.client.zrangebyscore(f"{ns}:__heartbeats__", now_ms - int(live_within_s * 1000), "+inf")
+        pipe = self.client.pipeline(transaction=False)
+        pipe.llen(f"{ns}:{queue}")
+        for worker_id in live:
+            pipe.scard(f"{ns}:__acks__.{worker_id.decode()}.{queue}")
+        return int(sum(pipe.execute()))
 
 
 class _NotifyingConsumer(_RedisConsumer):
