@@ -86,7 +86,8 @@ class OrchRedisBroker(RedisBroker):
         pipe = self.client.pipeline(transaction=False)
         pipe.llen(f"{ns}:{queue}")
         for worker_id in live:
-            pipe.scard(f"{ns}:__acks__.{worker_id.decode()}.{queue}")
+            wid = worker_id.decode() if isinstance(worker_id, bytes) else str(worker_id)
+            pipe.scard(f"{ns}:__acks__.{wid}.{queue}")
         return int(sum(pipe.execute()))
 
 
