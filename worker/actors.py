@@ -79,6 +79,10 @@ class Runtime:
             return self._retry_or_dead(spec, job, ErrorClass.UNKNOWN, message, None)
         if job.lease_lost:
             return None
+        if job.cancel_requested:
+            # The SDK tells handlers to return (or raise Canceled) once should_cancel() is
+            # true; a return after a cancel request is the handler honouring it.
+            return CanceledOutcome()
         return Succeeded()
 
     def _retry_or_dead(

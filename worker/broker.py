@@ -71,7 +71,7 @@ class OrchRedisBroker(RedisBroker):
             pipe.publish(self.notify_channel(queue), b"1")
         pipe.execute()
 
-    def outstanding(self, queue: str, *, live_within_s: float = 10.0) -> int:
+    def outstanding(self, queue: str, *, live_within_s: float = 5.0) -> int:
         """Doorbells of `queue` that will still reach a claim: those waiting in Redis, plus
         those delivered to consumers that are alive (heartbeat within `live_within_s`).
 

@@ -14,7 +14,6 @@ import logging
 import os
 import socket
 import threading
-import time
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -154,8 +153,12 @@ class Scheduler:
                 stop.wait(2.0)
 
     def _lead(self, lock_conn: sa.Connection, stop: threading.Event) -> None:
-        last_check = time.monotonic()
         while not stop.is_set():
+            # Our session holds the lock; if it died, another scheduler may lead already.
+            # Checked before every pass (one round trip), so two leaders overlap at most
+            # one pass; every state change is a compare-and-set, so an overlap is harmless.
+            lock_conn.execute(sa.text("SELECT 1"))
+            lock_conn.commit()
             try:
                 result = self.run_pass()
             except sa.exc.OperationalError:
@@ -164,11 +167,6 @@ class Scheduler:
                 log.exception("scheduler pass failed")
                 stop.wait(1.0)
                 continue
-            if time.monotonic() - last_check > 5.0:
-                # Our session holds the lock; if it died, someone else may lead now.
-                lock_conn.execute(sa.text("SELECT 1"))
-                lock_conn.commit()
-                last_check = time.monotonic()
             if result.full:
                 continue
             stop.wait(self._sleep_for())

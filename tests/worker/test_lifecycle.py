@@ -76,12 +76,17 @@ def stack(services: Services, engine: sa.Engine, tmp_path_factory: pytest.TempPa
     s = Stack(namespace, broker, worker, scheduler, worker_log, scheduler_log)
     try:
         wait_until(
-            lambda: worker_log.read_text(errors="replace").count(" ready: queues=") >= PROCESSES or worker.poll() is not None,
+            lambda: (
+                worker_log.read_text(errors="replace").count(" ready: queues=") >= PROCESSES
+                or worker.poll() is not None
+            ),
             timeout=60,
             what="the worker processes to be ready",
         )
         wait_until(
-            lambda: "is the scheduler leader" in scheduler_log.read_text(errors="replace") or scheduler.poll() is not None,
+            lambda: (
+                "is the scheduler leader" in scheduler_log.read_text(errors="replace") or scheduler.poll() is not None
+            ),
             timeout=60,
             what="the scheduler to lead",
         )
@@ -150,7 +155,8 @@ def wait_terminal(engine: sa.Engine, stack: Stack, ids: Sequence[int], *, timeou
         return got if len(got) == len(ids) and set(got.values()) <= TERMINAL else None
 
     try:
-        return wait_until(done, timeout=timeout, interval=0.1, what=f"{len(ids)} job(s) to finish")
+        final: dict[int, str] = wait_until(done, timeout=timeout, interval=0.1, what=f"{len(ids)} job(s) to finish")
+        return final
     except pytest.fail.Exception:
         counts: dict[str, int] = {}
         for s in states(engine, ids).values():
@@ -198,10 +204,14 @@ def test_sdk_progress_log_and_artifact(stack: Stack, ledger: sa.Engine, principa
         logs = conn.execute(
             sa.text("SELECT attempt, level, message FROM job_logs WHERE job_id = :id"), {"id": job_id}
         ).all()
-        arts = conn.execute(
-            sa.text("SELECT name, media_type, sha256, size_bytes, data, attempt FROM artifacts WHERE job_id = :id"),
-            {"id": job_id},
-        ).mappings().all()
+        arts = (
+            conn.execute(
+                sa.text("SELECT name, media_type, sha256, size_bytes, data, attempt FROM artifacts WHERE job_id = :id"),
+                {"id": job_id},
+            )
+            .mappings()
+            .all()
+        )
     assert [tuple(r) for r in logs] == [(1, "info", f"attempt 1 of tenant {TENANT}")]
     assert len(arts) == 1
     art = arts[0]
@@ -217,15 +227,23 @@ def test_sdk_progress_log_and_artifact(stack: Stack, ledger: sa.Engine, principa
 def test_retries_and_dead_letters(stack: Stack, ledger: sa.Engine, principal: Principal) -> None:
     bell = stack.doorbell
     [retryable] = submit(
-        ledger, principal, "fail", [{"retryable": True, "error_class": "http_5xx", "message": "upstream 503"}],
-        doorbell=bell, max_attempts=3,
+        ledger,
+        principal,
+        "fail",
+        [{"retryable": True, "error_class": "http_5xx", "message": "upstream 503"}],
+        doorbell=bell,
+        max_attempts=3,
     )
     [fatal] = submit(
-        ledger, principal, "fail", [{"retryable": False, "error_class": "schema_mismatch", "message": "bad shape"}],
+        ledger,
+        principal,
+        "fail",
+        [{"retryable": False, "error_class": "schema_mismatch", "message": "bad shape"}],
         doorbell=bell,
     )
-    flaky = submit(ledger, principal, "flaky", [{"fail_ratio": 0.5, "i": i} for i in range(30)], doorbell=bell,
-                   max_attempts=10)
+    flaky = submit(
+        ledger, principal, "flaky", [{"fail_ratio": 0.5, "i": i} for i in range(30)], doorbell=bell, max_attempts=10
+    )
 
     final = wait_terminal(ledger, stack, [retryable, fatal], timeout=30)
     assert final == {retryable: "dead_lettered", fatal: "dead_lettered"}
@@ -290,8 +308,12 @@ def test_cancel_running_job(stack: Stack, ledger: sa.Engine, principal: Principa
     assert job(ledger, job_id)["cancel_requested"] is True
     # `sleep` heartbeats every 10 s and the heartbeat carries the flag: allow one period.
     try:
-        wait_until(lambda: states(ledger, [job_id])[job_id] == "canceled", timeout=15, interval=0.1,
-                   what="the running job to stop")
+        wait_until(
+            lambda: states(ledger, [job_id])[job_id] == "canceled",
+            timeout=15,
+            interval=0.1,
+            what="the running job to stop",
+        )
     except pytest.fail.Exception:
         pytest.fail(f"job {job_id} is {states(ledger, [job_id])[job_id]}\n{stack.logs()}")
     rows = history(ledger, [job_id])[job_id]
@@ -302,9 +324,19 @@ def test_cancel_running_job(stack: Stack, ledger: sa.Engine, principal: Principa
     assert job(ledger, job_id)["finished_at"] is not None
 
 
+def test_cancel_honoured_by_a_handler_that_returns(stack: Stack, ledger: sa.Engine, principal: Principal) -> None:
+    """test.short_lease heartbeats every 0.5 s and *returns* when should_cancel() is true."""
+    [job_id] = submit(ledger, principal, "test.short_lease", [{"seconds": 30}], doorbell=stack.doorbell)
+    wait_until(lambda: states(ledger, [job_id])[job_id] == "running", timeout=20, what="the job to run")
+    assert control.cancel(ledger, principal, job_id) == "cancel_requested"
+    final = wait_terminal(ledger, stack, [job_id], timeout=10)
+    assert final == {job_id: "canceled"}, events(history(ledger, [job_id])[job_id])
+
+
 def test_replay_of_dead_lettered_job(stack: Stack, ledger: sa.Engine, principal: Principal) -> None:
-    [dead] = submit(ledger, principal, "fail", [{"retryable": False, "error_class": "parse_error"}],
-                    doorbell=stack.doorbell)
+    [dead] = submit(
+        ledger, principal, "fail", [{"retryable": False, "error_class": "parse_error"}], doorbell=stack.doorbell
+    )
     assert wait_terminal(ledger, stack, [dead], timeout=30) == {dead: "dead_lettered"}
 
     new_id = control.retry(ledger, principal, dead, doorbell=stack.doorbell, reason="fixed upstream")

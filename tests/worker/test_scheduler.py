@@ -22,6 +22,7 @@ from worker.scheduler import LEADER_LOCK_KEY
 pytestmark = pytest.mark.slow
 
 LEADER_LINE = "is the scheduler leader"
+Launch = Callable[[list[str], dict[str, str], str], tuple[subprocess.Popen[bytes], Path]]
 TERMINAL = {"succeeded", "dead_lettered", "canceled", "upstream_failed"}
 
 
@@ -41,7 +42,7 @@ def read(path: Path) -> str:
 
 
 @pytest.fixture
-def launch(tmp_path: Path) -> Iterator[Callable[[list[str], dict[str, str], str], tuple[subprocess.Popen[bytes], Path]]]:
+def launch(tmp_path: Path) -> Iterator[Launch]:
     started: list[subprocess.Popen[bytes]] = []
 
     def _launch(args: list[str], env: dict[str, str], name: str) -> tuple[subprocess.Popen[bytes], Path]:
@@ -103,7 +104,7 @@ def test_one_leader_failover_and_rerung_doorbells(
     ledger: sa.Engine,
     principal: Principal,
     namespace: str,
-    launch: Callable[[list[str], dict[str, str], str], tuple[subprocess.Popen[bytes], Path]],
+    launch: Launch,
 ) -> None:
     env = orch_env(services, namespace, ORCH_SCHEDULER_INTERVAL_S="0.2", ORCH_SHUTDOWN_GRACE_S="2")
     worker, worker_log = launch(["worker", "--processes", "1", "--threads", "4"], env, "worker")
@@ -130,8 +131,11 @@ def test_one_leader_failover_and_rerung_doorbells(
     assert holder_is(ledger, leader), f"the lock is held by {holders}, not by the leader's session\n{logs()}"
 
     # Jobs submitted with no doorbell are rung by the leader (after its grace) and run.
-    wait_until(lambda: " ready: queues=" in read(worker_log) or worker.poll() is not None, timeout=45,
-               what="the worker to be ready")
+    wait_until(
+        lambda: " ready: queues=" in read(worker_log) or worker.poll() is not None,
+        timeout=45,
+        what="the worker to be ready",
+    )
     assert worker.poll() is None, logs()
     before = control.submit_many(
         ledger, principal, [control.JobSpec("acme", "noop", {"i": i}) for i in range(10)], doorbell=control.NoDoorbell()
@@ -146,8 +150,12 @@ def test_one_leader_failover_and_rerung_doorbells(
     leader.wait(10)
     killed_at = time.monotonic()
     try:
-        wait_until(lambda: LEADER_LINE in read(standby_log) and holder_is(ledger, standby), timeout=15,
-                   interval=0.05, what="the standby to take over")
+        wait_until(
+            lambda: LEADER_LINE in read(standby_log) and holder_is(ledger, standby),
+            timeout=15,
+            interval=0.05,
+            what="the standby to take over",
+        )
     except pytest.fail.Exception:
         pytest.fail(f"no takeover; lock holders {lock_holders(ledger)}\n{logs()}")
     takeover_s = time.monotonic() - killed_at
@@ -170,3 +178,54 @@ def test_one_leader_failover_and_rerung_doorbells(
     assert standby.poll() is None and worker.poll() is None, logs()
     assert stop_process(standby) == 0, logs()
     assert stop_process(worker) == 0, logs()
+
+
+def test_leader_that_loses_its_session_steps_down(
+    services: Services, ledger: sa.Engine, namespace: str, launch: Launch
+) -> None:
+    """The leader's lock session is cut (as by a network partition or an admin's
+    pg_terminate_backend) while its process lives: the standby takes over and the old leader
+    goes back to standing by, so there is again exactly one leader."""
+    env = orch_env(services, namespace, ORCH_SCHEDULER_INTERVAL_S="0.2")
+    s1, log1 = launch(["scheduler"], env, "scheduler-1")
+    s2, log2 = launch(["scheduler"], env, "scheduler-2")
+
+    def logs() -> str:
+        return "\n".join(tail(p) for p in (log1, log2))
+
+    try:
+        wait_until(
+            lambda: (
+                sum(LEADER_LINE in read(p) for p in (log1, log2)) == 1
+                and sum("standing by" in read(p) for p in (log1, log2)) == 1
+            ),
+            timeout=45,
+            what="one leader and one standby",
+        )
+    except pytest.fail.Exception:
+        pytest.fail(f"no single leader\n{logs()}")
+    (leader, leader_log), (standby, standby_log) = sorted(
+        [(s1, log1), (s2, log2)], key=lambda s: LEADER_LINE not in read(s[1])
+    )
+    [holder] = lock_holders(ledger)
+    with ledger.connect() as conn:
+        assert conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": holder["pid"]}).scalar_one()
+    try:
+        wait_until(
+            lambda: LEADER_LINE in read(standby_log) and holder_is(ledger, standby),
+            timeout=15,
+            what="the standby to take over",
+        )
+        # The old leader notices on its next lock check (at most ~5 s) and stands by again.
+        wait_until(
+            lambda: (
+                read(leader_log).count("standing by") >= 1
+                and read(leader_log).rfind("standing by") > read(leader_log).rfind(LEADER_LINE)
+            ),
+            timeout=15,
+            what="the old leader to stand by",
+        )
+    except pytest.fail.Exception:
+        pytest.fail(f"lock holders {lock_holders(ledger)}\n{logs()}")
+    assert holder_is(ledger, standby), lock_holders(ledger)
+    assert leader.poll() is None and standby.poll() is None, logs()
