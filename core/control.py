@@ -15,9 +15,10 @@ from typing import Any, Protocol
 
 import sqlalchemy as sa
 
-from core.domain import errors, payloads
+from core.domain import auth, errors, payloads
 from core.domain.auth import Principal, Scope
 from core.domain.states import State
+from core.ledger import audit
 from core.ledger import jobs as ledger
 
 log = logging.getLogger(__name__)
@@ -106,9 +107,50 @@ def _ring(doorbell: Doorbell, jobs: Sequence[tuple[int, str]]) -> None:
         log.warning("could not ring %d doorbell(s), the scheduler will: %s", len(jobs), exc)
 
 
-def _check_reason(reason: str | None) -> None:
+MAX_TICKET = 128
+
+
+def _check_reason(reason: str | None, ticket: str | None = None) -> None:
     if reason is not None and len(reason) > MAX_REASON:
         raise errors.InvalidInput(f"reason is {len(reason)} characters; at most {MAX_REASON}")
+    if ticket is not None and len(ticket) > MAX_TICKET:
+        raise errors.InvalidInput(f"ticket is {len(ticket)} characters; at most {MAX_TICKET}")
+
+
+def _require_reason(action: str, reason: str | None, ticket: str | None, *, ticket_required: bool = False) -> None:
+    """Operate, quota and backfill actions need a reason (and some a ticket), from any front end."""
+    _check_reason(reason, ticket)
+    if reason is None or not reason.strip():
+        raise errors.ReasonRequired(f"{action} needs a reason (--reason, at most {MAX_REASON} characters)")
+    if ticket_required and (ticket is None or not ticket.strip()):
+        raise errors.ReasonRequired(f"{action} needs a ticket (--ticket, at most {MAX_TICKET} characters)")
+
+
+def _audit(
+    conn: sa.Connection,
+    principal: Principal,
+    scope: Scope,
+    action: str,
+    target: str,
+    *,
+    tenant: str | None,
+    reason: str | None = None,
+    ticket: str | None = None,
+    details: Mapping[str, Any] | None = None,
+) -> None:
+    audit.append(
+        conn,
+        audit.AuditEntry(
+            subject=principal.subject,
+            scopes=[scope.value],
+            action=action,
+            target=target,
+            tenant=tenant,
+            reason=reason,
+            ticket=ticket,
+            details=dict(details or {}),
+        ),
+    )
 
 
 def _check_spec(spec: JobSpec, types: Mapping[str, ledger.JobTypeRow]) -> int:
@@ -226,6 +268,22 @@ def _submit_many(
                     )
                 job_ids[i] = int(found["id"])
                 created[i] = False
+        for tenant in sorted({sp.tenant for sp in specs}):
+            mine = [job_ids[i] for i, sp in enumerate(specs) if sp.tenant == tenant and created[i]]
+            if mine:
+                _audit(
+                    conn,
+                    principal,
+                    Scope.OPERATE,
+                    "submit",
+                    f"jobs {min(mine)}..{max(mine)}" if len(mine) > 1 else f"job {mine[0]}",
+                    tenant=tenant,
+                    reason=reason,
+                    details={
+                        "count": len(mine),
+                        "job_types": sorted({sp.job_type for sp in specs if sp.tenant == tenant}),
+                    },
+                )
     _ring(doorbell, [(job_ids[i], r.queue) for i, (r, c) in enumerate(zip(rows, created, strict=True)) if c])
     return SubmitResult(job_ids, created)
 
@@ -255,31 +313,55 @@ def _load(conn: sa.Connection, job_id: int) -> sa.RowMapping:
     return row
 
 
-def cancel(engine: sa.Engine, principal: Principal, job_id: int, *, reason: str | None = None) -> str:
+def cancel(
+    engine: sa.Engine, principal: Principal, job_id: int, *, reason: str | None = None, ticket: str | None = None
+) -> str:
     """Cancel a job. Waiting jobs are canceled at once ("canceled"); a running one is asked to
     stop and is canceled when its handler notices ("cancel_requested").
-    Raises NotFound, Forbidden, InvalidTransition (already finished)."""
-    _check_reason(reason)
+    Raises ReasonRequired, NotFound, Forbidden, InvalidTransition (already finished)."""
+    _require_reason("cancel", reason, ticket)
+    principal.require(Scope.OPERATE)
     with engine.begin() as conn:
         job = _load(conn, job_id)
         principal.require(Scope.OPERATE, job["tenant"])
         state = State(job["state"])
         if state in (State.LEASED, State.RUNNING):
             ledger.request_cancel(conn, job_id)
-            return "cancel_requested"
-        moved = ledger.cancel_waiting_jobs(conn, [job_id], actor=principal.subject, reason=reason)
-        if not moved:
-            raise errors.InvalidTransition(f"job {job_id} is {state}; only waiting or running jobs can be canceled")
-        return "canceled"
+            result = "cancel_requested"
+        else:
+            moved = ledger.cancel_waiting_jobs(conn, [job_id], actor=principal.subject, reason=reason)
+            if not moved:
+                raise errors.InvalidTransition(f"job {job_id} is {state}; only waiting or running jobs can be canceled")
+            result = "canceled"
+        _audit(
+            conn,
+            principal,
+            Scope.OPERATE,
+            "cancel",
+            f"job {job_id}",
+            tenant=job["tenant"],
+            reason=reason,
+            ticket=ticket,
+            details={"from_state": state.value, "result": result},
+        )
+        return result
 
 
 def retry(
-    engine: sa.Engine, principal: Principal, job_id: int, *, doorbell: Doorbell, reason: str | None = None
+    engine: sa.Engine,
+    principal: Principal,
+    job_id: int,
+    *,
+    doorbell: Doorbell,
+    reason: str | None = None,
+    ticket: str | None = None,
 ) -> int:
     """Retry a job. A dead-lettered, canceled or upstream-failed job is replayed as a new job
     with replay_of set (history is never rewritten); returns the new job's id. A retrying
-    job is made due now; returns its own id. Raises NotFound, Forbidden, InvalidTransition."""
-    _check_reason(reason)
+    job is made due now; returns its own id.
+    Raises ReasonRequired, NotFound, Forbidden, InvalidTransition."""
+    _require_reason("retry", reason, ticket)
+    principal.require(Scope.OPERATE)
     with engine.begin() as conn:
         job = _load(conn, job_id)
         principal.require(Scope.OPERATE, job["tenant"])
@@ -287,6 +369,17 @@ def retry(
         if state == State.RETRYING:
             conn.execute(
                 sa.text("UPDATE jobs SET not_before = now() WHERE id = :id AND state = 'retrying'"), {"id": job_id}
+            )
+            _audit(
+                conn,
+                principal,
+                Scope.OPERATE,
+                "retry",
+                f"job {job_id}",
+                tenant=job["tenant"],
+                reason=reason,
+                ticket=ticket,
+                details={"from_state": state.value, "result": "due now"},
             )
             return job_id
         if state not in (State.DEAD_LETTERED, State.CANCELED, State.UPSTREAM_FAILED):
@@ -323,6 +416,17 @@ def retry(
             kind="job.replayed",
             payload={"job_id": new_id, "replay_of": job_id, "actor": principal.subject},
         )
+        _audit(
+            conn,
+            principal,
+            Scope.OPERATE,
+            "replay",
+            f"job {job_id}",
+            tenant=job["tenant"],
+            reason=reason,
+            ticket=ticket,
+            details={"from_state": state.value, "new_job_id": new_id},
+        )
     _ring(doorbell, [(new_id, job["queue"])])
     return new_id
 
@@ -332,3 +436,67 @@ def register_job_types(engine: sa.Engine, types: Sequence[ledger.JobTypeRow]) ->
     with engine.begin() as conn:
         ledger.upsert_job_types(conn, sorted(types, key=lambda t: t.name))
     _catalog.types_at = -1e9
+
+
+def create_token(
+    engine: sa.Engine,
+    principal: Principal,
+    *,
+    subject: str,
+    scopes: frozenset[Scope],
+    tenants: frozenset[str] | None,
+    reason: str | None = None,
+) -> str:
+    """Create an API token for `subject`; returns it (only its sha256 is stored). The creator
+    must hold every scope it grants, on every tenant it grants. Raises Forbidden, InvalidInput."""
+    if not subject or len(subject) > 200:
+        raise errors.InvalidInput("subject must be 1 to 200 characters")
+    for scope in scopes:
+        if tenants is None:
+            if principal.tenants is not None or scope not in principal.scopes:
+                raise errors.Forbidden(f"{principal.subject} cannot grant {scope} on every tenant")
+        else:
+            for tenant in tenants:
+                principal.require(scope, tenant)
+    for tenant in tenants or ():
+        if not TENANT_RE.match(tenant):
+            raise errors.InvalidInput(f"tenant {tenant!r} is not a valid name")
+    _check_reason(reason)
+    token = auth.new_token()
+    with engine.begin() as conn:
+        token_id = audit.insert_token(
+            conn,
+            token_sha256=auth.hash_token(token),
+            subject=subject,
+            tenants=None if tenants is None else sorted(tenants),
+            scopes=sorted(s.value for s in scopes),
+            created_by=principal.subject,
+        )
+        _audit(
+            conn,
+            principal,
+            Scope.READ,
+            "token.create",
+            f"token {token_id}",
+            tenant=None,
+            reason=reason,
+            details={
+                "subject": subject,
+                "scopes": sorted(s.value for s in scopes),
+                "tenants": None if tenants is None else sorted(tenants),
+            },
+        )
+    return token
+
+
+def authenticate(engine: sa.Engine, token: str) -> Principal:
+    """The principal of an API token. Raises Forbidden for an unknown or revoked token."""
+    with engine.connect() as conn:
+        row = audit.find_token(conn, auth.hash_token(token.strip()))
+    if row is None:
+        raise errors.Forbidden("unknown or revoked API token (check ORCH_TOKEN / --token)")
+    return Principal(
+        subject=row["subject"],
+        scopes=frozenset(Scope(s) for s in row["scopes"]),
+        tenants=None if row["tenants"] is None else frozenset(row["tenants"]),
+    )

@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 import sqlalchemy as sa
 
 from core import control, queries
-from core.domain import errors, payloads
+from core.domain import auth, errors, payloads
 from core.domain.auth import Principal, local_principal
 from core.ledger import db
 from core.settings import Settings, get_settings
@@ -30,6 +30,7 @@ EXIT_CODES: list[tuple[type[Exception], int]] = [
     (errors.InvalidTransition, 5),
     (errors.Forbidden, 4),
     (errors.NotFound, 3),
+    (errors.ReasonRequired, 7),
     (errors.InvalidInput, 2),
     (errors.OrchError, 1),
 ]
@@ -42,6 +43,7 @@ class Context:
         self.args = args
         self._engine: sa.Engine | None = None
         self._broker: Any = None
+        self._principal: Principal | None = None
 
     @property
     def settings(self) -> Settings:
@@ -83,7 +85,12 @@ class Context:
 
     @property
     def principal(self) -> Principal:
-        return local_principal()
+        """The API token's principal (--token or ORCH_TOKEN); without one, the local
+        principal: whoever reaches the database directly is already trusted."""
+        if self._principal is None:
+            token = getattr(self.args, "token", None) or os.environ.get("ORCH_TOKEN")
+            self._principal = control.authenticate(self.engine, token) if token else local_principal()
+        return self._principal
 
 
 def _print_json(value: Any) -> None:
@@ -222,16 +229,8 @@ def cmd_jobs_stats(ctx: Context) -> int:
     return 0
 
 
-def _reason(args: argparse.Namespace) -> str | None:
-    """The operator's reason, with the ticket appended until the audit log records it apart."""
-    reason, ticket = getattr(args, "reason", None), getattr(args, "ticket", None)
-    if ticket:
-        return f"{reason or ''} [ticket {ticket}]".strip()
-    return reason
-
-
 def cmd_jobs_cancel(ctx: Context) -> int:
-    result = control.cancel(ctx.engine, ctx.principal, ctx.args.id, reason=_reason(ctx.args))
+    result = control.cancel(ctx.engine, ctx.principal, ctx.args.id, reason=ctx.args.reason, ticket=ctx.args.ticket)
     if result == "canceled":
         print(f"job {ctx.args.id} canceled")
     else:
@@ -240,7 +239,9 @@ def cmd_jobs_cancel(ctx: Context) -> int:
 
 
 def cmd_jobs_retry(ctx: Context) -> int:
-    new_id = control.retry(ctx.engine, ctx.principal, ctx.args.id, doorbell=ctx.doorbell(), reason=_reason(ctx.args))
+    new_id = control.retry(
+        ctx.engine, ctx.principal, ctx.args.id, doorbell=ctx.doorbell(), reason=ctx.args.reason, ticket=ctx.args.ticket
+    )
     if ctx.args.json:
         _print_json({"job_id": new_id, "replay_of": None if new_id == ctx.args.id else ctx.args.id})
     elif new_id == ctx.args.id:
@@ -257,6 +258,70 @@ def cmd_dlq_list(ctx: Context) -> int:
         _print_json({"jobs": rows})
     else:
         _table(rows, ["id", "tenant", "job_type", "attempt", "error_class", "finished_at"])
+    return 0
+
+
+def cmd_tokens_create(ctx: Context) -> int:
+    a = ctx.args
+    tenants = None if a.tenants in (None, "*") else frozenset(t.strip() for t in a.tenants.split(",") if t.strip())
+    token = control.create_token(
+        ctx.engine,
+        ctx.principal,
+        subject=a.subject,
+        scopes=auth.parse_scopes(a.scopes),
+        tenants=tenants,
+        reason=a.reason,
+    )
+    if a.json:
+        _print_json({"token": token, "subject": a.subject})
+    else:
+        print(token)
+        print("(shown once: store it now; give it as ORCH_TOKEN or --token)", file=sys.stderr)
+    return 0
+
+
+AUDIT_COLUMNS = ["id", "at", "subject", "action", "target", "tenant", "reason", "ticket"]
+
+
+def cmd_audit_list(ctx: Context) -> int:
+    a = ctx.args
+    with ctx.engine.connect() as conn:
+        rows = queries.audit_log(conn, ctx.principal, tenant=a.tenant, action=a.action, limit=a.limit)
+    if a.json:
+        _print_json({"entries": rows})
+    else:
+        _table(rows, AUDIT_COLUMNS)
+    return 0
+
+
+def cmd_audit_verify(ctx: Context) -> int:
+    with ctx.engine.connect() as conn:
+        verdict = queries.verify_audit(conn, ctx.principal)
+    if verdict["ok"]:
+        print(f"audit log intact: {verdict['rows']} rows, hash chain verified")
+        return 0
+    print(f"orch: error: audit log broken at row {verdict['first_bad_id']}: {verdict['problem']}", file=sys.stderr)
+    return 1
+
+
+def _duration(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        if text[-1] in units:
+            return float(text[:-1]) * units[text[-1]]
+        return float(text)
+    except (ValueError, IndexError):
+        raise errors.InvalidInput(f"bad duration {text!r}: use e.g. 90s, 15m, 1h or 3d") from None
+
+
+def cmd_errors_clusters(ctx: Context) -> int:
+    a = ctx.args
+    with ctx.engine.connect() as conn:
+        rows = queries.error_clusters(conn, ctx.principal, tenant=a.tenant, since_s=_duration(a.since), limit=a.limit)
+    if a.json:
+        _print_json({"clusters": rows})
+    else:
+        _table(rows, ["error_class", "fingerprint", "count", "last_seen", "job_types", "message"])
     return 0
 
 
@@ -437,6 +502,7 @@ def _int(value: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="orch", description="Orch: source and job orchestrator")
+    p.add_argument("--token", help="API token (default: ORCH_TOKEN; none: the local principal)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     dbp = sub.add_parser("db", help="ledger schema").add_subparsers(dest="db_command", required=True)
@@ -489,6 +555,34 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("--limit", type=_int, default=100)
     dl.add_argument("--json", action="store_true")
     dl.set_defaults(fn=cmd_dlq_list)
+
+    tok = sub.add_parser("tokens", help="API tokens").add_subparsers(dest="tokens_command", required=True)
+    tc = tok.add_parser("create", help="create a token (printed once)")
+    tc.add_argument("--subject", required=True)
+    tc.add_argument("--scopes", required=True, help="e.g. orch:read,orch:operate")
+    tc.add_argument("--tenants", help="comma-separated; omit or '*' for every tenant")
+    tc.add_argument("--reason")
+    tc.add_argument("--json", action="store_true")
+    tc.set_defaults(fn=cmd_tokens_create)
+
+    aud = sub.add_parser("audit", help="the audit log").add_subparsers(dest="audit_command", required=True)
+    al = aud.add_parser("list", help="newest entries first")
+    al.add_argument("--tenant")
+    al.add_argument("--action")
+    al.add_argument("--limit", type=_int, default=100)
+    al.add_argument("--json", action="store_true")
+    al.set_defaults(fn=cmd_audit_list)
+    aud.add_parser("verify", help="recompute the hash chain; exit 1 naming the first bad row").set_defaults(
+        fn=cmd_audit_verify
+    )
+
+    err = sub.add_parser("errors", help="error clusters").add_subparsers(dest="errors_command", required=True)
+    ec = err.add_parser("clusters", help="failures grouped by class and normalised message")
+    ec.add_argument("--tenant")
+    ec.add_argument("--since", default="1h", help="window, e.g. 15m, 1h, 3d")
+    ec.add_argument("--limit", type=_int, default=20)
+    ec.add_argument("--json", action="store_true")
+    ec.set_defaults(fn=cmd_errors_clusters)
 
     def pool_args(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--processes", type=_int, default=2)

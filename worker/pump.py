@@ -29,7 +29,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from core.domain import errors
+from core.domain import errors, fingerprints
 from core.ledger import jobs as ledger
 from worker.sdk import ActiveJob
 
@@ -49,12 +49,20 @@ class FailedRetryable:
     error_class: str
     message: str
 
+    @property
+    def fingerprint(self) -> str:
+        return fingerprints.fingerprint(self.error_class, self.message)
+
 
 @dataclass(frozen=True, slots=True)
 class FailedFinal:
     error_class: str
     message: str
     why: str
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprints.fingerprint(self.error_class, self.message)
 
 
 @dataclass(frozen=True, slots=True)
@@ -409,6 +417,7 @@ class Pump:
                 [o.error_class for _, o in retry],
                 [o.message for _, o in retry],
                 actor=actor,
+                fingerprints=[o.fingerprint for _, o in retry],
             )
             done.update(r["id"] for r in rows)
         if final := groups.get(FailedFinal):
@@ -420,6 +429,7 @@ class Pump:
                 [o.message for _, o in final],
                 [o.why for _, o in final],
                 actor=actor,
+                fingerprints=[o.fingerprint for _, o in final],
             )
             done.update(r["id"] for r in rows)
         if canceled := groups.get(CanceledOutcome):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import getpass
+import hashlib
+import secrets
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -38,6 +40,35 @@ class Principal:
             raise errors.Forbidden(f"{self.subject} lacks the scope {scope}")
         if tenant is not None and self.tenants is not None and tenant not in self.tenants:
             raise errors.Forbidden(f"{self.subject} may not act on tenant {tenant!r}")
+
+
+TOKEN_PREFIX = "orch_"
+
+
+def new_token() -> str:
+    """A fresh API token (shown once; only its hash is stored)."""
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def parse_scopes(text: str) -> frozenset[Scope]:
+    """Comma-separated scope names; raises InvalidInput naming an unknown one."""
+    out: set[Scope] = set()
+    for name in (s.strip() for s in text.split(",")):
+        if not name:
+            continue
+        try:
+            out.add(Scope(name))
+        except ValueError:
+            raise errors.InvalidInput(
+                f"unknown scope {name!r}; scopes are {', '.join(s.value for s in Scope)}"
+            ) from None
+    if not out:
+        raise errors.InvalidInput("give at least one scope, e.g. orch:read")
+    return frozenset(out)
 
 
 def local_principal(user: str | None = None) -> Principal:

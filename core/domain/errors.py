@@ -11,6 +11,10 @@ class InvalidInput(OrchError):
     """Bad input from a caller: the message says what to fix."""
 
 
+class ReasonRequired(InvalidInput):
+    """An operator action without the reason (or ticket) its scope demands."""
+
+
 class UnknownJobType(InvalidInput):
     """A job type no handler is registered for."""
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from core.domain import fingerprints as fp
 from core.ledger import sql
 
 Row = sa.RowMapping
@@ -139,6 +140,7 @@ def fail_retryable_jobs(
     messages: Sequence[str],
     *,
     actor: str,
+    fingerprints: Sequence[str] | None = None,
 ) -> list[Row]:
     return _rows(
         conn,
@@ -149,6 +151,7 @@ def fail_retryable_jobs(
             "delay_s": list(delays_s),
             "error_class": list(error_classes),
             "message": list(messages),
+            "fingerprint": _fingerprints(fingerprints, error_classes, messages),
             "actor": actor,
         },
     )
@@ -163,6 +166,7 @@ def fail_final_jobs(
     whys: Sequence[str],
     *,
     actor: str,
+    fingerprints: Sequence[str] | None = None,
 ) -> list[Row]:
     return _rows(
         conn,
@@ -173,9 +177,16 @@ def fail_final_jobs(
             "error_class": list(error_classes),
             "message": list(messages),
             "why": list(whys),
+            "fingerprint": _fingerprints(fingerprints, error_classes, messages),
             "actor": actor,
         },
     )
+
+
+def _fingerprints(given: Sequence[str] | None, error_classes: Sequence[str], messages: Sequence[str]) -> list[str]:
+    if given is not None:
+        return list(given)
+    return [fp.fingerprint(c, m) for c, m in zip(error_classes, messages, strict=True)]
 
 
 def cancel_running_jobs(

@@ -12,6 +12,7 @@ import functools
 
 import sqlalchemy as sa
 
+from core.domain import fingerprints
 from core.domain.states import Event, State
 from core.ledger.transitions import TransitionSpec, build
 
@@ -40,6 +41,13 @@ NEXT_READY = (
     "        ORDER BY priority DESC, id\n"
     "        LIMIT :limit\n"
     "        FOR UPDATE SKIP LOCKED"
+)
+
+# Every lease expiry is one error cluster, whichever worker stopped.
+LEASE_EXPIRED_FINGERPRINT = fingerprints.fingerprint("lease_expired", "lease expired: worker stopped heartbeating")
+LEASE_EXPIRED_MESSAGE = (
+    "'lease expired: worker ' || coalesce(j.lease_owner, '?') || ' stopped heartbeating (last heartbeat ' || "
+    "coalesce(to_char(j.heartbeat_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'), 'never') || ' UTC)'"
 )
 
 # A fresh lease for the claiming worker; the job no longer waits.
@@ -119,6 +127,7 @@ SPECS: dict[str, TransitionSpec] = {
                 ("delay_s", "float8"),
                 ("error_class", "text"),
                 ("message", "text"),
+                ("fingerprint", "text"),
             ),
             match_lease=True,
             sets=(
@@ -126,7 +135,9 @@ SPECS: dict[str, TransitionSpec] = {
                 ("lease_expires_at", "NULL"),
                 ("error_class", "src.error_class"),
                 ("last_error", "src.message"),
+                ("error_fingerprint", "src.fingerprint"),
             ),
+            failure=("src.error_class", "src.fingerprint", "src.message"),
             reason="src.error_class || ': ' || left(src.message, 200)",
             returning=("j.not_before",),
         ),
@@ -141,6 +152,7 @@ SPECS: dict[str, TransitionSpec] = {
                 ("error_class", "text"),
                 ("message", "text"),
                 ("why", "text"),
+                ("fingerprint", "text"),
             ),
             match_lease=True,
             sets=(
@@ -148,7 +160,9 @@ SPECS: dict[str, TransitionSpec] = {
                 ("lease_expires_at", "NULL"),
                 ("error_class", "src.error_class"),
                 ("last_error", "src.message"),
+                ("error_fingerprint", "src.fingerprint"),
             ),
+            failure=("src.error_class", "src.fingerprint", "src.message"),
             reason="src.why || ': ' || src.error_class || ': ' || left(src.message, 200)",
         ),
         # The handler stopped after control asked it to (cancel_requested).
@@ -217,13 +231,10 @@ SPECS: dict[str, TransitionSpec] = {
                 ("finished_at", "CASE WHEN j.attempt >= j.max_attempts THEN now() END"),
                 ("lease_expires_at", "NULL"),
                 ("error_class", "'lease_expired'"),
-                (
-                    "last_error",
-                    "'lease expired: worker ' || coalesce(j.lease_owner, '?') || "
-                    "' stopped heartbeating (last heartbeat ' || "
-                    "coalesce(to_char(j.heartbeat_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'), 'never') || ' UTC)'",
-                ),
+                ("last_error", LEASE_EXPIRED_MESSAGE),
+                ("error_fingerprint", f"'{LEASE_EXPIRED_FINGERPRINT}'"),
             ),
+            failure=("'lease_expired'", f"'{LEASE_EXPIRED_FINGERPRINT}'", LEASE_EXPIRED_MESSAGE),
             reason=(
                 "CASE WHEN j.attempt >= j.max_attempts THEN 'lease expired on the last attempt ('"
                 " || j.attempt || '/' || j.max_attempts || ')' ELSE 'lease expired' END"

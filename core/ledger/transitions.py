@@ -36,6 +36,9 @@ class TransitionSpec:
     #: for a handler that starts at once). Each hop is checked and gets its history row;
     #: the intermediate states are never visible to other transactions.
     then: tuple[tuple[Event, State], ...] = ()
+    #: SQL expressions (error class, fingerprint, message) recorded on the history row of a
+    #: failing transition, for error clusters.
+    failure: tuple[str, str, str] | None = None
 
     def __post_init__(self) -> None:
         if len(self.to_states) > 1 and self.to_expr is None:
@@ -86,16 +89,28 @@ def build(spec: TransitionSpec) -> str:
     # Re-checked on the newest row version if a concurrent transaction changed it first
     # (READ COMMITTED re-evaluates the UPDATE's WHERE), so the lease test must live here.
     recheck = " AND j.lease_id = src.lease_id" if spec.match_lease else ""
+    columns = "job_id, from_state, event, to_state, at, actor, reason, attempt"
+    failure_cols = failure_ret = ""
+    if spec.failure is not None:
+        columns += ", error_class, fingerprint, message"
+        failure_cols = ", f_class, f_fingerprint, f_message"
+        failure_ret = (
+            f",\n        {spec.failure[0]} AS f_class, {spec.failure[1]} AS f_fingerprint,"
+            f" {spec.failure[2]} AS f_message"
+        )
     if spec.then:
         hops = [(spec.from_states[0], spec.event, spec.to_states[0])]
         for event, nxt in spec.then:
             hops.append((hops[-1][2], event, nxt))
         history = "\n    UNION ALL\n    ".join(
-            f"SELECT id, '{f.value}', '{e.value}', '{t.value}', now(), :actor, reason, attempt FROM moved"
+            f"SELECT id, '{f.value}', '{e.value}', '{t.value}', now(), :actor, reason, attempt{failure_cols} FROM moved"
             for f, e, t in hops
         )
     else:
-        history = f"SELECT id, from_state, '{spec.event.value}', to_state, now(), :actor, reason, attempt FROM moved"
+        history = (
+            f"SELECT id, from_state, '{spec.event.value}', to_state, now(), :actor, reason, attempt{failure_cols}"
+            " FROM moved"
+        )
     return f"""/* {spec.name} */
 WITH src AS (
         {src}
@@ -106,9 +121,9 @@ WITH src AS (
     FROM src
     WHERE j.id = src.id AND j.state = src.from_state AND j.state IN ({from_list}){recheck}
     RETURNING j.id, j.tenant_id, j.attempt, j.state AS to_state, src.from_state,
-        {spec.reason} AS reason{returning}
+        {spec.reason} AS reason{returning}{failure_ret}
 ), history AS (
-    INSERT INTO job_history (job_id, from_state, event, to_state, at, actor, reason, attempt)
+    INSERT INTO job_history ({columns})
     {history}
 )
 SELECT * FROM moved"""

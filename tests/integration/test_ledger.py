@@ -655,7 +655,7 @@ def test_cancel_a_queued_job(ledger: sa.Engine, principal: Principal) -> None:
     assert _claim(ledger) == []
     # A canceled job cannot be canceled again.
     with pytest.raises(errors.InvalidTransition):
-        control.cancel(ledger, principal, job_id)
+        control.cancel(ledger, principal, job_id, reason="again")
 
 
 def test_cancel_a_running_job_asks_the_handler(ledger: sa.Engine, principal: Principal) -> None:
@@ -676,7 +676,7 @@ def test_cancel_a_running_job_asks_the_handler(ledger: sa.Engine, principal: Pri
 
 def test_cancel_unknown_job(ledger: sa.Engine, principal: Principal) -> None:
     with pytest.raises(errors.NotFound):
-        control.cancel(ledger, principal, 987654)
+        control.cancel(ledger, principal, 987654, reason="missing")
 
 
 def test_cancel_refuses_an_overlong_reason(ledger: sa.Engine, principal: Principal) -> None:
@@ -729,7 +729,7 @@ def test_retry_a_dead_lettered_job_replays_it(ledger: sa.Engine, principal: Prin
 def test_retry_refuses_a_live_job(ledger: sa.Engine, principal: Principal) -> None:
     (job_id,) = _submit(ledger, principal)
     with pytest.raises(errors.InvalidTransition):
-        control.retry(ledger, principal, job_id, doorbell=control.NoDoorbell())
+        control.retry(ledger, principal, job_id, doorbell=control.NoDoorbell(), reason="retry")
     assert _count(ledger) == 1
 
 
@@ -741,7 +741,7 @@ def test_job_stats_totals(ledger: sa.Engine, principal: Principal) -> None:
     _submit(ledger, principal, 2, tenant="other")
     _claim(ledger, limit=3)
     (canceled,) = _submit(ledger, principal, tenant="acme")
-    control.cancel(ledger, principal, canceled)
+    control.cancel(ledger, principal, canceled, reason="setup")
     with ledger.connect() as conn:
         stats = queries.job_stats(conn, principal)
         acme = queries.job_stats(conn, principal, tenant="acme")

@@ -328,7 +328,7 @@ def test_cancel_honoured_by_a_handler_that_returns(stack: Stack, ledger: sa.Engi
     """test.short_lease heartbeats every 0.5 s and *returns* when should_cancel() is true."""
     [job_id] = submit(ledger, principal, "test.short_lease", [{"seconds": 30}], doorbell=stack.doorbell)
     wait_until(lambda: states(ledger, [job_id])[job_id] == "running", timeout=20, what="the job to run")
-    assert control.cancel(ledger, principal, job_id) == "cancel_requested"
+    assert control.cancel(ledger, principal, job_id, reason="stop it") == "cancel_requested"
     final = wait_terminal(ledger, stack, [job_id], timeout=10)
     assert final == {job_id: "canceled"}, events(history(ledger, [job_id])[job_id])
 
@@ -358,7 +358,7 @@ def test_replay_runs_to_success(stack: Stack, ledger: sa.Engine, principal: Prin
     # Not rung: the scheduler re-rings it only after a grace of seconds, so it is still queued.
     assert control.cancel(ledger, principal, job_id, reason="not now") == "canceled"
     assert events(history(ledger, [job_id])[job_id]) == ["submit", "cancel"]
-    new_id = control.retry(ledger, principal, job_id, doorbell=stack.doorbell)
+    new_id = control.retry(ledger, principal, job_id, doorbell=stack.doorbell, reason="replay")
     assert new_id != job_id
     assert job(ledger, new_id)["replay_of"] == job_id
     assert wait_terminal(ledger, stack, [new_id], timeout=30) == {new_id: "succeeded"}

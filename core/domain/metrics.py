@@ -1,0 +1,87 @@
+"""Every metric Orch exports, declared once. worker/exporter.py builds the prometheus-client
+objects from these; dashboards and alert rules may only name metrics declared here (a test
+checks the generated Grafana JSON and the rule files)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Kind(StrEnum):
+    COUNTER = "counter"
+    GAUGE = "gauge"
+    HISTOGRAM = "histogram"
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    name: str
+    kind: Kind
+    help: str
+    labels: tuple[str, ...] = ()
+    buckets: tuple[float, ...] = ()
+
+    def series_names(self) -> tuple[str, ...]:
+        """Names that appear in PromQL for this metric."""
+        if self.kind == Kind.HISTOGRAM:
+            return (f"{self.name}_bucket", f"{self.name}_sum", f"{self.name}_count")
+        return (self.name,)
+
+
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+
+#: Outcomes of an attempt, the values of the `outcome` label.
+OUTCOMES = ("succeeded", "retried", "dead_lettered", "canceled")
+#: SLO windows of the burn-rate metric (DESIGN.md section 7).
+BURN_WINDOWS = ("5m", "30m", "1h", "6h", "3d")
+
+METRICS: tuple[MetricSpec, ...] = (
+    # Written by worker processes (prometheus multiprocess mode) and control.
+    MetricSpec("orch_jobs_submitted_total", Kind.COUNTER, "Jobs submitted.", ("tenant", "job_type")),
+    MetricSpec(
+        "orch_jobs_finished_total",
+        Kind.COUNTER,
+        "Attempts that ended, by outcome (succeeded, retried, dead_lettered, canceled).",
+        ("tenant", "job_type", "queue", "outcome"),
+    ),
+    MetricSpec(
+        "orch_job_failures_total",
+        Kind.COUNTER,
+        "Failed attempts by error class.",
+        ("tenant", "job_type", "error_class"),
+    ),
+    MetricSpec(
+        "orch_job_duration_seconds",
+        Kind.HISTOGRAM,
+        "Handler run time of an attempt.",
+        ("job_type", "queue"),
+        DURATION_BUCKETS,
+    ),
+    MetricSpec(
+        "orch_job_queue_wait_seconds",
+        Kind.HISTOGRAM,
+        "Time from ready (queued) to claimed.",
+        ("job_type", "queue"),
+        DURATION_BUCKETS,
+    ),
+    # Written by the scheduler.
+    MetricSpec("orch_lease_expirations_total", Kind.COUNTER, "Leases reaped after their worker stopped heartbeating."),
+    # Read from the ledger at scrape time (one collector, cheap indexed queries).
+    MetricSpec("orch_queue_depth", Kind.GAUGE, "Jobs per queue and non-terminal state.", ("queue", "state")),
+    MetricSpec("orch_oldest_ready_age_seconds", Kind.GAUGE, "Age of the oldest ready (queued) job.", ("queue",)),
+    MetricSpec("orch_dead_letter_depth", Kind.GAUGE, "Dead-lettered jobs per tenant.", ("tenant",)),
+    MetricSpec(
+        "orch_slo_burn_rate",
+        Kind.GAUGE,
+        "Error-budget burn rate (error ratio / (1 - target)) from the ledger.",
+        ("slo", "window"),
+    ),
+)
+
+BY_NAME: dict[str, MetricSpec] = {m.name: m for m in METRICS}
+
+
+def declared_series() -> frozenset[str]:
+    """Every series name a query may use."""
+    return frozenset(n for m in METRICS for n in m.series_names())
