@@ -135,10 +135,14 @@ def test_cancel_and_retry(services: Services, ledger: Any) -> None:
     done = orch(services, "jobs", "cancel", str(job_id), "--reason", "not needed", "--ticket", "OPS-1")
     assert done.returncode == 0 and "canceled" in done.stdout
     history = ok_json(orch(services, "jobs", "show", str(job_id), "--json"))["history"]
-    assert history[-1]["event"] == "cancel" and history[-1]["reason"] == "not needed [ticket OPS-1]"
-    again = orch(services, "jobs", "cancel", str(job_id))
+    assert history[-1]["event"] == "cancel" and history[-1]["reason"] == "not needed"
+    entries = ok_json(orch(services, "audit", "list", "--action", "cancel", "--json"))["entries"]
+    assert [(e["target"], e["reason"], e["ticket"]) for e in entries] == [(f"job {job_id}", "not needed", "OPS-1")]
+    no_reason = orch(services, "jobs", "cancel", str(job_id))
+    assert no_reason.returncode == 7 and "needs a reason" in no_reason.stderr
+    again = orch(services, "jobs", "cancel", str(job_id), "--reason", "twice")
     assert again.returncode == 5 and "canceled" in again.stderr
-    replay = ok_json(orch(services, "jobs", "retry", str(job_id), "--json"))
+    replay = ok_json(orch(services, "jobs", "retry", str(job_id), "--reason", "rerun", "--json"))
     assert replay["replay_of"] == job_id and replay["job_id"] != job_id
     new = ok_json(orch(services, "jobs", "show", str(replay["job_id"]), "--json"))["job"]
     assert new["replay_of"] == job_id and new["state"] == "queued"
