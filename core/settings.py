@@ -35,6 +35,16 @@ class Settings(BaseSettings):
     shutdown_grace_s: float = Field(default=10.0, ge=0)
     #: Dramatiq namespace in Redis.
     broker_namespace: str = "orch"
+    #: Where /metrics is served (orch up, orch exporter).
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=9464, ge=0, le=65535)
+    #: The console's port (orch console, orch up).
+    console_port: int = Field(default=8501, ge=1, le=65535)
+    #: Where worker processes of this host write their metric files (multiprocess mode).
+    #: Unset: a fresh temporary directory per pool start.
+    metrics_dir: Path | None = None
+    #: The job-success SLO target (DESIGN.md section 7).
+    slo_target: float = Field(default=0.99, gt=0, lt=1)
 
     @field_validator("database_url")
     @classmethod

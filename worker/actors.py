@@ -14,7 +14,7 @@ import dramatiq
 from core.domain import backoff, errors
 from core.domain.failures import ErrorClass, truncate_message
 from worker import broker as broker_mod
-from worker import sdk
+from worker import exporter, sdk
 from worker.pump import CanceledOutcome, FailedFinal, FailedRetryable, Outcome, Pump, Succeeded
 
 log = logging.getLogger(__name__)
@@ -56,10 +56,15 @@ class Runtime:
             return
         if self.on_start is not None:
             self.on_start(job, time.monotonic())
+        m = exporter.metrics()
+        m.attempt_started(job.job_type, job.queue, job.queue_wait_s)
         ctx = sdk.JobContext(job, self.pump)
+        started = time.perf_counter()
         outcome = self._execute(spec, ctx, job)
         if outcome is not None:
             self.pump.finish(job, outcome)
+            label, error_class = _outcome_label(outcome)
+            m.attempt_ended(job.tenant, job.job_type, job.queue, label, time.perf_counter() - started, error_class)
 
     def _execute(self, spec: sdk.HandlerSpec, ctx: sdk.JobContext, job: sdk.ActiveJob) -> Outcome | None:
         try:
@@ -93,6 +98,16 @@ class Runtime:
             return FailedFinal(error_class, message, f"attempts exhausted ({job.attempt}/{job.max_attempts})")
         delay = backoff.retry_delay(job.attempt, spec.policy, self.rng, retry_after)
         return FailedRetryable(delay, error_class, message)
+
+
+def _outcome_label(outcome: Outcome) -> tuple[str, str | None]:
+    if isinstance(outcome, Succeeded):
+        return "succeeded", None
+    if isinstance(outcome, FailedRetryable):
+        return "retried", outcome.error_class
+    if isinstance(outcome, FailedFinal):
+        return "dead_lettered", outcome.error_class
+    return "canceled", None
 
 
 def declare_doorbells(broker: broker_mod.OrchRedisBroker, queues: list[str], runtime: Runtime) -> None:

@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 import sqlalchemy as sa
@@ -396,6 +397,65 @@ def cmd_scheduler(ctx: Context) -> int:
     return 0
 
 
+def cmd_exporter(ctx: Context) -> int:
+    from worker import logs
+
+    logs.configure("exporter")
+    s = ctx.settings
+    if s.metrics_dir is not None:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(s.metrics_dir)  # this host's worker files
+    server = _serve_metrics(ctx.engine, s)
+    if server is None:
+        return 6
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    stop.wait()
+    server.shutdown()
+    return 0
+
+
+def _serve_metrics(engine: sa.Engine, s: Settings) -> Any:
+    from worker import exporter
+
+    try:
+        server = exporter.serve(engine, s.metrics_host, s.metrics_port)
+    except OSError as exc:
+        print(
+            f"orch: error: cannot serve metrics on {s.metrics_host}:{s.metrics_port}: {exc.strerror} "
+            "(set ORCH_METRICS_PORT)",
+            file=sys.stderr,
+        )
+        return None
+    print(f"metrics: http://{s.metrics_host}:{s.metrics_port}/metrics", flush=True)
+    return server
+
+
+def _admin_token(ctx: Context, data_dir: Path) -> tuple[str, Path]:
+    """The local admin token of `orch up`: created on first start, kept in .orch/admin-token
+    (mode 600) for the console and for `ORCH_TOKEN=$(cat .orch/admin-token) orch ...`."""
+    path = data_dir / "admin-token"
+    if path.exists():
+        token = path.read_text().strip()
+        try:
+            control.authenticate(ctx.engine, token)
+            return token, path
+        except errors.Forbidden:
+            pass  # the ledger was reset: make a new one
+    token = control.create_token(
+        ctx.engine,
+        local_principal(),
+        subject="admin",
+        scopes=auth.ALL_SCOPES,
+        tenants=None,
+        reason="orch up: local admin token",
+    )
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    os.chmod(path, 0o600)
+    return token, path
+
+
 def cmd_up(ctx: Context) -> int:
     from worker import demo, logs, pool, services
 
@@ -408,6 +468,7 @@ def cmd_up(ctx: Context) -> int:
     _stop_on_signals(stop)
     threads: list[threading.Thread] = []
     sup: pool.Supervisor | None = None
+    metrics_server: Any = None
     try:
         db_url, redis_url = s.database_url, s.redis_url
         if db_url is None or redis_url is None:
@@ -422,12 +483,20 @@ def cmd_up(ctx: Context) -> int:
             db_url = db_url or urls.database_url
             redis_url = redis_url or urls.redis_url
         _export_urls(db_url, redis_url)
+        from worker import exporter
+
+        # Before anything imports prometheus_client: workers and this process share the files.
+        exporter.prepare_multiprocess_dir(s.data_dir.resolve() / "metrics")
         ctx = Context(ctx.args)
         rev = db.upgrade(ctx.engine)
         handlers = pool.load_handlers(get_settings().handler_module_list())
         control.register_job_types(ctx.engine, [h.job_type_row() for h in handlers.values()])
         print(f"ledger: {db.describe(ctx.engine.url)} (revision {rev})")
         print(f"broker: {redis_url}")
+        token, token_path = _admin_token(ctx, s.data_dir)
+        os.environ["ORCH_CONSOLE_TOKEN"] = token
+        print(f"admin token: {token_path} (mode 600; use it as ORCH_TOKEN)")
+        metrics_server = _serve_metrics(ctx.engine, get_settings())
         config = _pool_config(ctx)
         sup = pool.Supervisor(config, get_settings())
         sup.start()
@@ -455,6 +524,8 @@ def cmd_up(ctx: Context) -> int:
         if sup is not None:
             sup.stopping.set()
             sup.shutdown()
+        if metrics_server is not None:
+            metrics_server.shutdown()
         if embedded is not None:
             embedded.stop()
         print("stopped.", flush=True)
@@ -594,6 +665,7 @@ def build_parser() -> argparse.ArgumentParser:
     pool_args(w)
     w.set_defaults(fn=cmd_worker)
     sub.add_parser("scheduler", help="run the scheduler (one leader at a time)").set_defaults(fn=cmd_scheduler)
+    sub.add_parser("exporter", help="serve /metrics (ORCH_METRICS_HOST/PORT)").set_defaults(fn=cmd_exporter)
     up = sub.add_parser("up", help="run everything: (embedded) services, scheduler, workers")
     pool_args(up)
     up.add_argument("--demo", action="store_true", help="keep submitting a mixed demo workload")

@@ -136,6 +136,11 @@ class Supervisor:
         return proc
 
     def start(self) -> None:
+        from worker import exporter
+
+        if not os.environ.get(exporter.ENV):
+            # Before any worker process exists: each imports prometheus_client fresh.
+            exporter.prepare_multiprocess_dir(self.settings.metrics_dir)
         for slot in range(self.config.processes):
             self.children[slot] = self._spawn(slot)
 
@@ -145,6 +150,10 @@ class Supervisor:
                 continue
             code = proc.exitcode
             how = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+            if proc.pid:
+                from worker import exporter
+
+                exporter.mark_process_dead(proc.pid)
             now = time.monotonic()
             self.restarts = [t for t in self.restarts if now - t < RESTART_WINDOW_S] + [now]
             if len(self.restarts) > MAX_RESTARTS_IN_WINDOW:

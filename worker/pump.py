@@ -287,6 +287,7 @@ class Pump:
             lease_s=lease_s,
             heartbeat_s=heartbeat_s,
             correlation_id=row["correlation_id"],
+            queue_wait_s=float(row["queue_wait_s"] or 0.0),
             cancel_requested=row["cancel_requested"],
         )
 

@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -21,6 +22,7 @@ import sqlalchemy as sa
 from core.control import Doorbell
 from core.ledger import jobs as ledger
 from core.settings import Settings
+from worker import exporter
 from worker.broker import OrchRedisBroker
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,7 @@ class Scheduler:
         self.settings = settings
         self.actor = f"scheduler:{socket.gethostname()}:{os.getpid()}"
         self.is_leader = False
+        self._last_sample = -1e9
 
     # -- one pass ------------------------------------------------------------------------
 
@@ -70,6 +73,7 @@ class Scheduler:
         self._ring([(r["id"], r["queue"]) for r in leased])
         if running:
             log.info("reaped %d job(s) whose worker stopped heartbeating", len(running))
+            exporter.metrics().leases_expired(len(running))
         return len(leased), len(running)
 
     def release_due(self) -> int:
@@ -103,8 +107,18 @@ class Scheduler:
             total += len(ids)
         return total
 
+    def sample_depth(self) -> None:
+        """Queue depth per tenant, queue and state for the console's chart, every 10 s."""
+        now = time.monotonic()
+        if now - self._last_sample < 10.0:
+            return
+        self._last_sample = now
+        with self.engine.begin() as conn:
+            ledger.sample_queue_depth(conn)
+
     def run_pass(self) -> PassResult:
         r = PassResult()
+        self.sample_depth()
         r.reaped_leased, r.reaped_running = self.reap()
         r.released = self.release_due()
         r.rerung = self.reconcile_doorbells()

@@ -154,6 +154,7 @@ class ActiveJob:
     lease_s: float
     heartbeat_s: float
     correlation_id: str | None = None
+    queue_wait_s: float = 0.0
     cancel_requested: bool = False
     lease_lost: bool = False
     next_renew: float = 0.0

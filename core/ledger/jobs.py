@@ -345,3 +345,25 @@ def insert_event(conn: sa.Connection, *, tenant_id: int | None, kind: str, paylo
     conn.execute(
         sql.INSERT_EVENT, {"tenant_id": tenant_id, "kind": kind, "payload": json.dumps(payload, sort_keys=True)}
     )
+
+
+def queue_depth(conn: sa.Connection) -> list[sa.Row[Any]]:
+    """(tenant_id, queue, state, count) for live jobs."""
+    return list(conn.execute(sql.QUEUE_DEPTH))
+
+
+def sample_queue_depth(conn: sa.Connection, *, keep_days: int = 7) -> None:
+    conn.execute(sql.SAMPLE_QUEUE_DEPTH)
+    conn.execute(sql.PRUNE_QUEUE_DEPTH, {"days": keep_days})
+
+
+def oldest_ready(conn: sa.Connection) -> dict[str, float]:
+    return {r[0]: float(r[1]) for r in conn.execute(sql.OLDEST_READY)}
+
+
+def dead_letter_depth(conn: sa.Connection) -> dict[str, int]:
+    return {r[0]: int(r[1]) for r in conn.execute(sql.DEAD_LETTER_DEPTH)}
+
+
+def submit_counts(conn: sa.Connection) -> list[sa.Row[Any]]:
+    return list(conn.execute(sql.SUBMIT_COUNTS))

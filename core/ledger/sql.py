@@ -31,6 +31,8 @@ JOB_COLUMNS = (
     "j.run_id",
     "j.source_id",
     "(SELECT t.name FROM tenants AS t WHERE t.id = j.tenant_id) AS tenant",
+    # Ready (rung) until claimed: the queue wait. now() is the claiming transaction's start.
+    "extract(epoch FROM now() - coalesce(j.rung_at, j.created_at)) AS queue_wait_s",
 )
 
 # The best ready jobs of a queue that the caller can run; rows other workers hold are skipped.
@@ -297,7 +299,11 @@ INSERT_JOBS = _named(
     FROM jsonb_array_elements(CAST(:rows AS jsonb)) WITH ORDINALITY AS r(v, n)
     JOIN jsonb_array_elements(CAST(:payloads AS jsonb)) WITH ORDINALITY AS p(v, n) USING (n)
     ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-    RETURNING id, state, tenant_id
+    RETURNING id, state, tenant_id, job_type
+), counted AS (
+    INSERT INTO submit_counters (tenant_id, job_type, submitted)
+    SELECT tenant_id, job_type, count(*) FROM ins GROUP BY tenant_id, job_type
+    ON CONFLICT (tenant_id, job_type) DO UPDATE SET submitted = submit_counters.submitted + EXCLUDED.submitted
 ), history AS (
     INSERT INTO job_history (job_id, from_state, event, to_state, at, actor, reason, attempt)
     SELECT id, NULL, 'submit', state, now(), :actor, :reason, 0 FROM ins
@@ -457,4 +463,51 @@ WHERE (job_types.queue, job_types.max_attempts, job_types.backoff_base_s, job_ty
 INSERT_EVENT = _named(
     "insert_event",
     "INSERT INTO events (tenant_id, kind, payload) VALUES (:tenant_id, :kind, CAST(:payload AS jsonb))",
+)
+
+
+# -- name: queue_depth --
+# Live jobs per tenant, queue and state, one partial index per group of states (pending is
+# not counted: nothing creates pending jobs until DAG scheduling exists).
+QUEUE_DEPTH = _named(
+    "queue_depth",
+    """SELECT tenant_id, queue, state, count(*) AS count FROM jobs WHERE state = 'queued' GROUP BY 1, 2, 3
+UNION ALL
+SELECT tenant_id, queue, state, count(*) FROM jobs WHERE state IN ('leased', 'running') GROUP BY 1, 2, 3
+UNION ALL
+SELECT tenant_id, queue, state, count(*) FROM jobs WHERE state IN ('retrying', 'throttled') GROUP BY 1, 2, 3""",
+)
+
+# -- name: sample_queue_depth --
+SAMPLE_QUEUE_DEPTH = _named(
+    "sample_queue_depth",
+    "INSERT INTO queue_depth_samples (at, tenant_id, queue, state, count) SELECT now(), * FROM ("
+    + QUEUE_DEPTH.text.split("\n", 1)[1]
+    + ") AS depth",
+)
+
+# -- name: prune_queue_depth --
+PRUNE_QUEUE_DEPTH = _named(
+    "prune_queue_depth",
+    """DELETE FROM queue_depth_samples WHERE at < now() - make_interval(days => :days)""",
+)
+
+# -- name: oldest_ready --
+OLDEST_READY = _named(
+    "oldest_ready",
+    """SELECT queue, extract(epoch FROM now() - min(coalesce(rung_at, created_at))) AS age_s
+FROM jobs WHERE state = 'queued' GROUP BY queue""",
+)
+
+# -- name: dead_letter_depth --
+DEAD_LETTER_DEPTH = _named(
+    "dead_letter_depth",
+    """SELECT t.name AS tenant, (SELECT count(*) FROM jobs j WHERE j.tenant_id = t.id AND j.state = 'dead_lettered')
+FROM tenants t""",
+)
+
+# -- name: submit_counts --
+SUBMIT_COUNTS = _named(
+    "submit_counts",
+    """SELECT t.name AS tenant, c.job_type, c.submitted FROM submit_counters c JOIN tenants t ON t.id = c.tenant_id""",
 )

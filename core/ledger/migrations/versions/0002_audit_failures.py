@@ -64,6 +64,15 @@ CREATE INDEX jobs_finished_idx ON jobs (finished_at) WHERE finished_at IS NOT NU
 -- Dead letters grouped by cluster.
 CREATE INDEX jobs_dead_cluster_idx ON jobs (error_fingerprint) WHERE state = 'dead_lettered';
 
+-- Running totals of submitted jobs, kept by the submit statement itself, so the metrics
+-- collector reads a counter without scanning jobs.
+CREATE TABLE submit_counters (
+    tenant_id  bigint NOT NULL REFERENCES tenants (id),
+    job_type   text NOT NULL,
+    submitted  bigint NOT NULL,
+    PRIMARY KEY (tenant_id, job_type)
+);
+
 -- Queue depth over time, sampled by the scheduler (the console's chart); pruned by age.
 CREATE TABLE queue_depth_samples (
     at         timestamptz NOT NULL,

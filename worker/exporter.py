@@ -1,0 +1,171 @@
+"""Prometheus metrics: the prometheus-client objects built from core.domain.metrics, the
+multiprocess set-up for worker processes, and the one collector that reads the ledger at
+scrape time.
+
+Multiprocess mode: PROMETHEUS_MULTIPROC_DIR must be set before prometheus_client is first
+imported in a process, so `prepare_multiprocess_dir` runs in the supervisor (or `orch up`)
+before any worker process is spawned, with a fresh directory per pool start.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import threading
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from core.domain import metrics as decl
+from core.domain import slo
+from core.domain.auth import local_principal
+from core.ledger import jobs as ledger
+
+log = logging.getLogger(__name__)
+
+ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def prepare_multiprocess_dir(base: Path | None = None) -> Path:
+    """A fresh, empty directory for this pool's metric files, exported in the environment
+    (inherited by worker processes spawned afterwards)."""
+    if "prometheus_client" in __import__("sys").modules and ENV not in os.environ:
+        log.warning("prometheus_client was imported before the multiprocess directory was set")
+    if base is None:
+        path = Path(tempfile.mkdtemp(prefix="orch-metrics-"))
+    else:
+        path = base
+        shutil.rmtree(path, ignore_errors=True)
+        path.mkdir(parents=True)
+    os.environ[ENV] = str(path)
+    return path
+
+
+class Metrics:
+    """This process's metric objects, created on first use from the declarations."""
+
+    def __init__(self) -> None:
+        import prometheus_client as pc
+
+        self._objects: dict[str, Any] = {}
+        for spec in decl.METRICS:
+            if spec.kind == decl.Kind.GAUGE:
+                continue  # gauges come from the ledger collector
+            name = spec.name.removesuffix("_total") if spec.kind == decl.Kind.COUNTER else spec.name
+            if spec.kind == decl.Kind.COUNTER:
+                self._objects[spec.name] = pc.Counter(name, spec.help, spec.labels)
+            else:
+                self._objects[spec.name] = pc.Histogram(name, spec.help, spec.labels, buckets=spec.buckets)
+
+    def attempt_started(self, job_type: str, queue: str, queue_wait_s: float) -> None:
+        self._objects["orch_job_queue_wait_seconds"].labels(job_type, queue).observe(max(0.0, queue_wait_s))
+
+    def attempt_ended(
+        self, tenant: str, job_type: str, queue: str, outcome: str, duration_s: float, error_class: str | None
+    ) -> None:
+        self._objects["orch_jobs_finished_total"].labels(tenant, job_type, queue, outcome).inc()
+        self._objects["orch_job_duration_seconds"].labels(job_type, queue).observe(duration_s)
+        if error_class is not None:
+            self._objects["orch_job_failures_total"].labels(tenant, job_type, error_class).inc()
+
+    def leases_expired(self, n: int) -> None:
+        if n:
+            self._objects["orch_lease_expirations_total"].inc(n)
+
+
+_metrics: Metrics | None = None
+_lock = threading.Lock()
+
+
+def metrics() -> Metrics:
+    global _metrics
+    with _lock:
+        if _metrics is None:
+            _metrics = Metrics()
+        return _metrics
+
+
+class LedgerCollector:
+    """Gauges (and the submitted counter) read from the ledger when Prometheus scrapes."""
+
+    def __init__(self, engine: sa.Engine, objective: slo.Slo | None = None) -> None:
+        self.engine = engine
+        self.objective = objective or slo.Slo()
+
+    def describe(self) -> list[Any]:
+        return []  # collected only at scrape time (no queries at registration)
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        from core import queries
+
+        try:
+            with self.engine.connect() as conn:
+                depth = ledger.queue_depth(conn)
+                oldest = ledger.oldest_ready(conn)
+                dead = ledger.dead_letter_depth(conn)
+                submitted = ledger.submit_counts(conn)
+                burns = queries.burn_rates(conn, local_principal("exporter"), objective=self.objective)
+        except sa.exc.SQLAlchemyError as exc:
+            log.warning("ledger metrics unavailable: %s", str(exc).splitlines()[0])
+            return
+        spec = decl.BY_NAME
+        g = GaugeMetricFamily("orch_queue_depth", spec["orch_queue_depth"].help, labels=["queue", "state"])
+        totals: dict[tuple[str, str], int] = defaultdict(int)
+        for row in depth:
+            totals[(row.queue, row.state)] += int(row._mapping["count"])
+        for (queue, state), count in sorted(totals.items()):
+            g.add_metric([queue, state], count)
+        yield g
+        g = GaugeMetricFamily(
+            "orch_oldest_ready_age_seconds", spec["orch_oldest_ready_age_seconds"].help, labels=["queue"]
+        )
+        for queue, age in sorted(oldest.items()):
+            g.add_metric([queue], age)
+        yield g
+        g = GaugeMetricFamily("orch_dead_letter_depth", spec["orch_dead_letter_depth"].help, labels=["tenant"])
+        for tenant, count in sorted(dead.items()):
+            g.add_metric([tenant], count)
+        yield g
+        c = CounterMetricFamily(
+            "orch_jobs_submitted", spec["orch_jobs_submitted_total"].help, labels=["tenant", "job_type"]
+        )
+        for row in sorted(submitted, key=lambda r: (r.tenant, r.job_type)):
+            c.add_metric([row.tenant, row.job_type], int(row.submitted))
+        yield c
+        # The fleet-wide burn rate per window (per tenant and job type: the recording rules).
+        g = GaugeMetricFamily("orch_slo_burn_rate", spec["orch_slo_burn_rate"].help, labels=["slo", "window"])
+        for window in slo.WINDOWS:
+            rows = [b for b in burns if b["window"] == window]
+            failed, total = sum(b["failed"] for b in rows), sum(b["total"] for b in rows)
+            g.add_metric([self.objective.name, window], slo.burn_rate(failed, total, self.objective.target))
+        yield g
+
+
+def serve(engine: sa.Engine | None, host: str, port: int) -> Any:
+    """Serve /metrics: this host's worker processes (multiprocess files, when the directory
+    is set) plus the ledger collector. Returns the server (shut it down to stop)."""
+    from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+
+    registry = CollectorRegistry()
+    if os.environ.get(ENV):
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    if engine is not None:
+        registry.register(LedgerCollector(engine))
+    server, _thread = start_http_server(port, addr=host, registry=registry)
+    log.info("metrics on http://%s:%d/metrics", host, port)
+    return server
+
+
+def mark_process_dead(pid: int) -> None:
+    """Tidy a dead worker's live-gauge files (counters and histograms keep their totals)."""
+    if os.environ.get(ENV):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
