@@ -112,7 +112,10 @@ def engine(services: Services) -> Iterator[sa.Engine]:
     eng.dispose()
 
 
-LEDGER_TABLES = "jobs, job_history, dag_edges, artifacts, job_logs, events, runs, sources, tenants"
+LEDGER_TABLES = (
+    "jobs, job_history, dag_edges, artifacts, job_logs, events, runs, sources, tenants, audit_log, api_tokens,"
+    " submit_counters, queue_depth_samples"
+)
 
 
 @pytest.fixture
