@@ -11,7 +11,7 @@ from typing import Any
 
 import dramatiq
 
-from core.domain import backoff, errors
+from core.domain import backoff, errors, redaction
 from core.domain.failures import ErrorClass, truncate_message
 from worker import broker as broker_mod
 from worker import exporter, sdk
@@ -80,7 +80,7 @@ class Runtime:
             return FailedFinal(exc.error_class, truncate_message(str(exc) or type(exc).__name__), "fatal error")
         except Exception as exc:  # the handler's bug or an unclassified failure: retried
             message = f"{type(exc).__name__}: {exc}"
-            log.info("job %d (%s) raised %s", job.id, job.job_type, message[:200])
+            log.info("job %d (%s) raised %s", job.id, job.job_type, redaction.redact_text(message[:200]))
             return self._retry_or_dead(spec, job, ErrorClass.UNKNOWN, message, None)
         if job.lease_lost:
             return None
