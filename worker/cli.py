@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 import sqlalchemy as sa
 
 from core import control, queries
-from core.domain import auth, errors, payloads
+from core.domain import auth, errors, payloads, slo
 from core.domain.auth import Principal, local_principal
 from core.ledger import db
 from core.settings import Settings, get_settings
@@ -418,7 +418,7 @@ def _serve_metrics(engine: sa.Engine, s: Settings) -> Any:
     from worker import exporter
 
     try:
-        server = exporter.serve(engine, s.metrics_host, s.metrics_port)
+        server = exporter.serve(engine, s.metrics_host, s.metrics_port, slo.Slo(target=s.slo_target))
     except OSError as exc:
         print(
             f"orch: error: cannot serve metrics on {s.metrics_host}:{s.metrics_port}: {exc.strerror} "

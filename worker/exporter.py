@@ -148,7 +148,7 @@ class LedgerCollector:
         yield g
 
 
-def serve(engine: sa.Engine | None, host: str, port: int) -> Any:
+def serve(engine: sa.Engine | None, host: str, port: int, objective: slo.Slo | None = None) -> Any:
     """Serve /metrics: this host's worker processes (multiprocess files, when the directory
     is set) plus the ledger collector. Returns the server (shut it down to stop)."""
     from prometheus_client import CollectorRegistry, multiprocess, start_http_server
@@ -157,7 +157,7 @@ def serve(engine: sa.Engine | None, host: str, port: int) -> Any:
     if os.environ.get(ENV):
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     if engine is not None:
-        registry.register(LedgerCollector(engine))
+        registry.register(LedgerCollector(engine, objective))
     server, _thread = start_http_server(port, addr=host, registry=registry)
     log.info("metrics on http://%s:%d/metrics", host, port)
     return server
