@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: run test lint unit integration bench up down clean
+.PHONY: run test lint rules unit integration bench up down clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,12 +17,19 @@ run: $(STAMP)
 	$(BIN)/orch up --demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check core worker bench tests
-	$(BIN)/ruff format --check core worker bench
+	$(BIN)/ruff check core worker dashboards app bench tests
+	$(BIN)/ruff format --check core worker dashboards app bench
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 
-test: lint
+# Prometheus rules: syntax, and the promtool unit tests that make every alert fire.
+rules:
+	@command -v promtool >/dev/null || { echo "promtool is missing: apt-get install prometheus (Debian), or put promtool on PATH"; exit 1; }
+	promtool check config grafana/prometheus/prometheus.yml grafana/prometheus/prometheus.local.yml
+	promtool check rules grafana/prometheus/rules/*.yml
+	promtool test rules grafana/prometheus/tests/*.yml
+
+test: lint rules
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 unit: $(STAMP)

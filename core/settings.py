@@ -38,7 +38,8 @@ class Settings(BaseSettings):
     #: Where /metrics is served (orch up, orch exporter).
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(default=9464, ge=0, le=65535)
-    #: The console's port (orch console, orch up).
+    #: The console's address (orch console, orch up); 0.0.0.0 in a container.
+    console_host: str = "127.0.0.1"
     console_port: int = Field(default=8501, ge=1, le=65535)
     #: Where worker processes of this host write their metric files (multiprocess mode).
     #: Unset: a fresh temporary directory per pool start.

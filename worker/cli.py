@@ -370,7 +370,15 @@ def cmd_worker(ctx: Context) -> int:
     _export_urls(db_url, redis_url)
     sup = pool.Supervisor(config, get_settings())
     _stop_on_signals(sup.stopping)
+    server = None
+    if ctx.args.metrics:
+        from worker import exporter
+
+        exporter.prepare_multiprocess_dir(get_settings().metrics_dir)
+        server = _serve_metrics(None, get_settings())
     sup.run()
+    if server is not None:
+        server.shutdown()
     return 0
 
 
@@ -393,7 +401,10 @@ def cmd_scheduler(ctx: Context) -> int:
     db.check_connection(ctx.engine)
     stop = threading.Event()
     _stop_on_signals(stop)
+    server = _serve_metrics(None, ctx.settings) if ctx.args.metrics else None
     _scheduler(ctx, redis_url).run(stop)
+    if server is not None:
+        server.shutdown()
     return 0
 
 
@@ -414,7 +425,7 @@ def cmd_exporter(ctx: Context) -> int:
     return 0
 
 
-def _serve_metrics(engine: sa.Engine, s: Settings) -> Any:
+def _serve_metrics(engine: sa.Engine | None, s: Settings) -> Any:
     from worker import exporter
 
     try:
@@ -469,6 +480,7 @@ def cmd_up(ctx: Context) -> int:
     threads: list[threading.Thread] = []
     sup: pool.Supervisor | None = None
     metrics_server: Any = None
+    console: Any = None
     try:
         db_url, redis_url = s.database_url, s.redis_url
         if db_url is None or redis_url is None:
@@ -497,6 +509,12 @@ def cmd_up(ctx: Context) -> int:
         os.environ["ORCH_CONSOLE_TOKEN"] = token
         print(f"admin token: {token_path} (mode 600; use it as ORCH_TOKEN)")
         metrics_server = _serve_metrics(ctx.engine, get_settings())
+        if not a.no_console:
+            import subprocess
+
+            command, env, root = _console_command(db_url, get_settings().console_port)
+            console = subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            print(f"console: http://127.0.0.1:{get_settings().console_port} (signed in as admin)", flush=True)
         config = _pool_config(ctx)
         sup = pool.Supervisor(config, get_settings())
         sup.start()
@@ -524,6 +542,12 @@ def cmd_up(ctx: Context) -> int:
         if sup is not None:
             sup.stopping.set()
             sup.shutdown()
+        if console is not None and console.poll() is None:
+            console.terminate()
+            try:
+                console.wait(10)
+            except Exception:
+                console.kill()
         if metrics_server is not None:
             metrics_server.shutdown()
         if embedded is not None:
@@ -558,6 +582,59 @@ def _status_loop(ctx: Context, sup: Any, stop: threading.Event) -> None:
         elif now - last_print >= 5:
             print(line, flush=True)
             last_print = now
+
+
+def _console_command(db_url: str, port: int, host: str = "127.0.0.1") -> tuple[list[str], dict[str, str], Path]:
+    """The Streamlit command line, environment and working directory of the console."""
+    root = Path(__file__).resolve().parent.parent
+    home = root / "app" / "Home.py"
+    if not home.is_file():
+        raise errors.InvalidInput(f"the console is not here: {home} is missing (run orch from a checkout)")
+    pythonpath = os.pathsep.join(p for p in [str(root), os.environ.get("PYTHONPATH", "")] if p)
+    env = dict(os.environ, ORCH_DATABASE_URL=db_url, PYTHONPATH=pythonpath)
+    command = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(home),
+        "--server.headless=true",
+        f"--server.address={host}",
+        f"--server.port={port}",
+        "--browser.gatherUsageStats=false",
+    ]
+    return command, env, root
+
+
+def cmd_console(ctx: Context) -> int:
+    """Run the Streamlit console (app/Home.py) against the ledger other commands use."""
+    import subprocess
+
+    db_url, _ = ctx.urls()
+    port_text = str(ctx.args.port) if ctx.args.port is not None else os.environ.get("ORCH_CONSOLE_PORT", "8501")
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise errors.InvalidInput(f"ORCH_CONSOLE_PORT must be a port number, got {port_text!r}") from None
+    if not 1 <= port <= 65535:
+        raise errors.InvalidInput(f"the console port must be between 1 and 65535, got {port}")
+    host = ctx.settings.console_host
+    command, env, root = _console_command(db_url, port, host)
+    print(f"console: http://{host}:{port} (ledger {db.describe(db_url)}); Ctrl-C stops it", flush=True)
+    proc = subprocess.Popen(command, cwd=root, env=env)
+    signal.signal(signal.SIGTERM, lambda signum, frame: proc.terminate())
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:  # Ctrl-C reached streamlit too: let it stop
+        try:
+            return proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.terminate()
+            return proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(10)
 
 
 # -- parser --------------------------------------------------------------------------------
@@ -663,13 +740,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     w = sub.add_parser("worker", help="run a supervised pool of worker processes")
     pool_args(w)
+    w.add_argument("--metrics", action="store_true", help="serve this pool's /metrics (ORCH_METRICS_HOST/PORT)")
     w.set_defaults(fn=cmd_worker)
-    sub.add_parser("scheduler", help="run the scheduler (one leader at a time)").set_defaults(fn=cmd_scheduler)
+    sch = sub.add_parser("scheduler", help="run the scheduler (one leader at a time)")
+    sch.add_argument("--metrics", action="store_true", help="serve its /metrics (ORCH_METRICS_HOST/PORT)")
+    sch.set_defaults(fn=cmd_scheduler)
     sub.add_parser("exporter", help="serve /metrics (ORCH_METRICS_HOST/PORT)").set_defaults(fn=cmd_exporter)
     up = sub.add_parser("up", help="run everything: (embedded) services, scheduler, workers")
     pool_args(up)
     up.add_argument("--demo", action="store_true", help="keep submitting a mixed demo workload")
+    up.add_argument("--no-console", action="store_true", help="do not start the Streamlit console")
     up.set_defaults(fn=cmd_up)
+    con = sub.add_parser("console", help="run the Streamlit console on 127.0.0.1")
+    con.add_argument("--port", type=_int, help="default ORCH_CONSOLE_PORT or 8501")
+    con.set_defaults(fn=cmd_console)
     return p
 
 

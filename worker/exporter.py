@@ -151,11 +151,13 @@ class LedgerCollector:
 def serve(engine: sa.Engine | None, host: str, port: int, objective: slo.Slo | None = None) -> Any:
     """Serve /metrics: this host's worker processes (multiprocess files, when the directory
     is set) plus the ledger collector. Returns the server (shut it down to stop)."""
-    from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+    from prometheus_client import REGISTRY, CollectorRegistry, multiprocess, start_http_server
 
     registry = CollectorRegistry()
     if os.environ.get(ENV):
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    elif engine is None:
+        registry = REGISTRY  # a single process's own metrics (the scheduler)
     if engine is not None:
         registry.register(LedgerCollector(engine, objective))
     server, _thread = start_http_server(port, addr=host, registry=registry)

@@ -1,0 +1,1 @@
+"""The Streamlit operator console: reads through core.queries, writes only through core.control."""

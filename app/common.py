@@ -1,0 +1,278 @@
+"""What every page shares: the ledger engine, sign-in by API token, filters, and the
+confirmation dialog through which every button acts (core.control, signed-in principal)."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+import streamlit as st
+
+from app import labels
+from core import control, settings
+from core.domain import errors
+from core.domain.auth import Principal, Scope
+
+TOKEN_KEY = "orch_token"
+SIGNED_OUT_KEY = "orch_signed_out"
+SIGN_IN_ERROR_KEY = "orch_sign_in_error"
+PENDING_KEY = "orch_pending_action"
+OUTCOME_KEY = "orch_outcome"
+#: Set by `orch up` to its local admin token so the demo console is signed in at once.
+CONSOLE_TOKEN_ENV = "ORCH_CONSOLE_TOKEN"
+
+
+@dataclass(frozen=True)
+class Session:
+    engine: sa.Engine
+    principal: Principal
+
+
+@st.cache_resource(show_spinner=False)
+def _engine(url: str) -> sa.Engine:
+    # One small pool per URL for the whole console process; pre-ping because a console
+    # sits idle for long stretches and must survive a restarted database.
+    return sa.create_engine(
+        url,
+        pool_size=4,
+        max_overflow=4,
+        pool_pre_ping=True,
+        connect_args={"application_name": "orch-console", "connect_timeout": 5},
+    )
+
+
+def _database_url() -> str:
+    try:
+        url = settings.get_settings().database_url
+    except errors.InvalidInput as exc:
+        st.error(str(exc))
+        st.stop()
+    if url is None:
+        st.error(labels.NO_DATABASE)
+        st.stop()
+    return url
+
+
+def page(title: str) -> Session:
+    """Set up a page: title, engine, the signed-in principal (or the sign-in form and stop),
+    the outcome of the last action, and the confirmation dialog of a pending one."""
+    st.set_page_config(page_title=f"{title} · {labels.TITLE}", layout="wide")
+    engine = _engine(_database_url())
+    principal = _signed_in(engine)
+    st.title(title)
+    _show_outcome()
+    session = Session(engine, principal)
+    pending = st.session_state.get(PENDING_KEY)
+    if isinstance(pending, Action):
+        _confirm(session, pending)
+    return session
+
+
+def _signed_in(engine: sa.Engine) -> Principal:
+    if TOKEN_KEY not in st.session_state and not st.session_state.get(SIGNED_OUT_KEY):
+        preset = os.environ.get(CONSOLE_TOKEN_ENV, "").strip()
+        if preset:
+            st.session_state[TOKEN_KEY] = preset
+    token = st.session_state.get(TOKEN_KEY)
+    if token:
+        try:
+            principal = control.authenticate(engine, token)
+        except errors.Forbidden as exc:
+            st.session_state.pop(TOKEN_KEY, None)
+            st.session_state[SIGN_IN_ERROR_KEY] = str(exc)
+        except sa.exc.OperationalError as exc:
+            st.error(f"The ledger is unavailable: {str(exc.orig or exc).strip().splitlines()[0]}")
+            st.stop()
+        else:
+            _identity(principal)
+            return principal
+    _sign_in_form(engine)
+    st.stop()
+
+
+def _identity(principal: Principal) -> None:
+    with st.sidebar:
+        st.markdown(f"Signed in as **{principal.subject}**")
+        st.caption("Scopes: " + ", ".join(sorted(s.value for s in principal.scopes)))
+        tenants = "every tenant" if principal.tenants is None else ", ".join(sorted(principal.tenants))
+        st.caption(f"Tenants: {tenants}")
+        if st.button(labels.SIGN_OUT, key="orch_sign_out"):
+            st.session_state.pop(TOKEN_KEY, None)
+            st.session_state.pop(PENDING_KEY, None)
+            st.session_state[SIGNED_OUT_KEY] = True
+            st.rerun()
+
+
+def _sign_in_form(engine: sa.Engine) -> None:
+    st.title(labels.TITLE)
+    st.subheader(labels.SIGN_IN_HEADER)
+    st.write(labels.SIGN_IN_PROMPT)
+    token = st.text_input(labels.TOKEN_LABEL, type="password", key="orch_token_input")
+    if st.button(labels.SIGN_IN, key="orch_sign_in", type="primary"):
+        try:
+            control.authenticate(engine, token or "")
+        except errors.Forbidden as exc:
+            st.session_state[SIGN_IN_ERROR_KEY] = str(exc)
+        else:
+            st.session_state[TOKEN_KEY] = token.strip()
+            st.session_state.pop(SIGN_IN_ERROR_KEY, None)
+            st.rerun()
+    problem = st.session_state.get(SIGN_IN_ERROR_KEY)
+    if problem:
+        st.error(problem)
+
+
+@contextlib.contextmanager
+def shown_errors() -> Iterator[None]:
+    """Show a query's deliberate error (or an unreachable ledger) on the page instead of a
+    traceback; the next refresh tries again."""
+    try:
+        yield
+    except errors.OrchError as exc:
+        st.error(str(exc))
+    except sa.exc.OperationalError as exc:
+        st.error(f"The ledger is unavailable: {str(exc.orig or exc).strip().splitlines()[0]}")
+
+
+# -- filters ----------------------------------------------------------------------------------
+
+
+def tenant_filter(principal: Principal, *, key: str) -> str | None:
+    """A principal limited to some tenants picks one of them (or all of them); one that sees
+    every tenant types a name."""
+    if principal.tenants is not None:
+        options = [labels.ALL, *sorted(principal.tenants)]
+        choice = st.selectbox("Tenant", options, key=key)
+        return None if choice == labels.ALL else str(choice)
+    text = st.text_input("Tenant", key=key, help=labels.ANY_TENANT_HELP, placeholder=labels.ALL)
+    return text.strip() or None
+
+
+def time_range(*, key: str, label: str = "Time range") -> int:
+    names = list(labels.TIME_RANGES)
+    choice = st.selectbox(label, names, index=names.index(labels.DEFAULT_TIME_RANGE), key=key)
+    return labels.TIME_RANGES[str(choice)]
+
+
+def bucket_for(range_s: int) -> int:
+    return labels.BUCKETS_S.get(range_s, max(60, range_s // 40))
+
+
+def parse_time(value: str | None) -> dt.datetime | None:
+    return None if value is None else dt.datetime.fromisoformat(value)
+
+
+def joined(values: Sequence[Any] | None) -> str:
+    return ", ".join(str(v) for v in values or [] if v is not None)
+
+
+# -- actions ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Action:
+    """What a button asks core.control to do once the operator confirms with a reason."""
+
+    kind: str  # "cancel" or "retry" (a retry of a finished job is a replay)
+    job_ids: tuple[int, ...]
+    title: str
+    tenant: str | None = None
+    #: Makes each opening of the dialog start with empty inputs.
+    nonce: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+
+
+def action_button(session: Session, label: str, action: Action, *, key: str, blocked: str | None = None) -> None:
+    """A button that opens the confirmation dialog for `action`. Disabled, with the reason
+    shown, when the principal lacks orch:operate (on the action's tenant) or `blocked` says
+    why the action does not apply."""
+    why = blocked
+    if not session.principal.can(Scope.OPERATE, action.tenant):
+        why = labels.missing_scope(session.principal.subject, Scope.OPERATE.value)
+        if action.tenant is not None and Scope.OPERATE in session.principal.scopes:
+            why = f"{session.principal.subject} may not act on tenant {action.tenant!r}."
+    # A disabled button never fires in a browser; the check also holds for a forged click.
+    if st.button(label, key=key, disabled=why is not None, help=why) and why is None:
+        st.session_state[PENDING_KEY] = action
+        st.rerun()  # inside a live fragment this reruns the page, which opens the dialog
+    if why is not None:
+        st.caption(why)
+
+
+def _close_dialog() -> None:
+    st.session_state.pop(PENDING_KEY, None)
+
+
+@st.dialog(labels.DIALOG_TITLE, on_dismiss=_close_dialog)
+def _confirm(session: Session, action: Action) -> None:
+    st.markdown(f"**{action.title}**")
+    st.caption(f"Acting as {session.principal.subject}. The action and its reason are written to the audit log.")
+    reason = st.text_input(labels.REASON_LABEL, max_chars=control.MAX_REASON, key=f"orch_reason_{action.nonce}")
+    ticket = st.text_input(labels.TICKET_LABEL, max_chars=control.MAX_TICKET, key=f"orch_ticket_{action.nonce}")
+    left, right = st.columns(2)
+    confirmed = left.button(labels.CONFIRM, type="primary", key=f"orch_confirm_{action.nonce}")
+    if right.button(labels.BACK, key=f"orch_back_{action.nonce}"):
+        _close_dialog()
+        st.rerun()
+    if confirmed:
+        try:
+            outcome = perform(session, action, reason=reason, ticket=ticket.strip() or None)
+        except errors.InvalidInput as exc:  # a missing or too long reason: fix it here
+            st.error(str(exc))
+            return
+        st.session_state[OUTCOME_KEY] = outcome
+        _close_dialog()
+        st.rerun()
+
+
+def perform(session: Session, action: Action, *, reason: str, ticket: str | None) -> tuple[str, str]:
+    """Carry out a confirmed action through core.control; returns (kind, message) where kind
+    is success, warning (some jobs of a batch failed) or error. Raises InvalidInput (e.g.
+    ReasonRequired) before anything changed, so the dialog can ask again."""
+    done: list[str] = []
+    failed: list[str] = []
+    for i, job_id in enumerate(action.job_ids):
+        try:
+            done.append(_perform_one(session, action.kind, job_id, reason=reason, ticket=ticket))
+        except errors.InvalidInput:
+            if i == 0:
+                raise
+            failed.append(f"job {job_id}: invalid input")
+        except errors.OrchError as exc:
+            failed.append(f"job {job_id}: {exc}")
+        except sa.exc.SQLAlchemyError as exc:
+            failed.append(f"job {job_id}: the ledger is unavailable ({str(exc).splitlines()[0]})")
+    if not failed:
+        return "success", f"{action.title}: " + "; ".join(done)
+    if not done:
+        return "error", f"{action.title} failed: " + "; ".join(failed)
+    return (
+        "warning",
+        f"{action.title}: {len(done)} done ({'; '.join(done)}), {len(failed)} failed ({'; '.join(failed)})",
+    )
+
+
+def _perform_one(session: Session, kind: str, job_id: int, *, reason: str, ticket: str | None) -> str:
+    if kind == "cancel":
+        result = control.cancel(session.engine, session.principal, job_id, reason=reason, ticket=ticket)
+        return f"job {job_id} canceled" if result == "canceled" else f"job {job_id}: cancellation requested"
+    if kind == "retry":
+        # The console has no broker: the scheduler rings the doorbell of the queued job.
+        new_id = control.retry(
+            session.engine, session.principal, job_id, doorbell=control.NoDoorbell(), reason=reason, ticket=ticket
+        )
+        return f"job {job_id} will be retried now" if new_id == job_id else f"job {new_id} replays job {job_id}"
+    raise errors.InvalidInput(f"unknown console action {kind!r}")
+
+
+def _show_outcome() -> None:
+    outcome = st.session_state.pop(OUTCOME_KEY, None)
+    if outcome is None:
+        return
+    kind, message = outcome
+    {"success": st.success, "warning": st.warning}.get(kind, st.error)(message)

@@ -1,0 +1,398 @@
+"""Every panel of Orch, declared once: what it shows, its PromQL for Grafana, and for the console
+the read model and the figure builder that draw it from the ledger; and the three dashboards
+that lay the panels out. dashboards.grafana turns these into grafana/dashboards/*.json."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import plotly.graph_objects as go
+
+from core.domain import slo
+from dashboards import figures
+
+FigureBuilder = Callable[[Sequence[Mapping[str, Any]]], go.Figure]
+
+#: Grafana template variables every PromQL selector that has the label filters on.
+TENANT = 'tenant=~"$tenant"'
+JOB_TYPE = 'job_type=~"$job_type"'
+#: Grid columns of a Grafana dashboard.
+GRID_COLUMNS = 24
+#: The recording rules (grafana/prometheus/rules/recording.yml) that panels read.
+BURN_RATE_RECORD = "tenant_job_type:orch_slo_burn_rate:{window}"
+ERROR_RATIO_RECORD = "tenant_job_type:orch_slo_error_ratio:rate{window}"
+
+
+class PanelType(StrEnum):
+    """Grafana panel types the generator knows how to lay out."""
+
+    TIMESERIES = "timeseries"
+    STAT = "stat"
+    TABLE = "table"
+    BARGAUGE = "bargauge"
+
+
+@dataclass(frozen=True)
+class Query:
+    """One PromQL target; `legend` is a Grafana legend format such as "{{queue}}"."""
+
+    expr: str
+    legend: str = ""
+
+
+@dataclass(frozen=True)
+class Size:
+    """A panel's width (of 24 grid columns) and height (grid rows); its x and y follow from
+    the dashboard's rows."""
+
+    w: int
+    h: int
+
+    def __post_init__(self) -> None:
+        if not (1 <= self.w <= GRID_COLUMNS and self.h >= 1):
+            raise ValueError(f"panel size {self.w}x{self.h} does not fit a {GRID_COLUMNS}-column grid")
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """From `value` up, the panel shows the colour of burn-rate `level` (ok, warn, critical)."""
+
+    value: float
+    level: str
+
+
+@dataclass(frozen=True)
+class Panel:
+    key: str
+    title: str
+    #: Grafana unit id: "short", "s" (seconds), "ops" (per second), "suffix:x" (a multiple).
+    unit: str
+    description: str
+    type: PanelType
+    size: Size
+    queries: tuple[Query, ...]
+    #: Name of a function in dashboards.read_models; None for a panel only Prometheus can draw
+    #: (its numbers exist only as metrics, e.g. a histogram of queue waits).
+    read_model: str | None
+    figure: FigureBuilder | None
+    thresholds: tuple[Threshold, ...] = ()
+    decimals: int | None = None
+
+    def __post_init__(self) -> None:
+        if (self.read_model is None) != (self.figure is None):
+            raise ValueError(f"panel {self.key}: a read model and a figure builder go together")
+        if not self.queries:
+            raise ValueError(f"panel {self.key}: no PromQL")
+
+
+@dataclass(frozen=True)
+class Dashboard:
+    uid: str
+    title: str
+    #: File name under grafana/dashboards/.
+    filename: str
+    description: str
+    #: Rows of panel keys, left to right; a row is as tall as its tallest panel.
+    rows: tuple[tuple[str, ...], ...]
+
+
+STAT = Size(12, 5)
+WIDE_STAT = Size(24, 5)
+CHART = Size(12, 8)
+TABLE = Size(24, 9)
+
+#: Burn-rate colours by the alert thresholds: amber from the ticket alert's 1x, red from the
+#: fast page's 14.4x (core.domain.slo.level says the same for the console's tiles).
+BURN_THRESHOLDS: tuple[Threshold, ...] = (
+    Threshold(0.0, slo.level(0.0)),
+    Threshold(1.0, slo.level(1.0)),
+    Threshold(slo.ALERTS[0][2], slo.level(slo.ALERTS[0][2])),
+)
+
+
+def _burn_rate_queries() -> tuple[Query, ...]:
+    return tuple(
+        Query(f"max({BURN_RATE_RECORD.format(window=w)}{{{TENANT}, {JOB_TYPE}}})", legend=w) for w in slo.WINDOWS
+    )
+
+
+PANELS: tuple[Panel, ...] = (
+    Panel(
+        key="jobs_now",
+        title="Jobs now",
+        unit="short",
+        description="Jobs per non-terminal state across queues, and dead-lettered jobs waiting for an operator.",
+        type=PanelType.STAT,
+        size=WIDE_STAT,
+        # Every exporter reads the same ledger: max by, not sum by, across instances.
+        queries=(
+            Query("sum by (state) (max by (queue, state) (orch_queue_depth))", legend="{{state}}"),
+            Query(f"sum(max by (tenant) (orch_dead_letter_depth{{{TENANT}}}))", legend="dead_lettered"),
+        ),
+        read_model="job_counts",
+        figure=figures.job_counts_bar,
+    ),
+    Panel(
+        key="throughput",
+        title="Jobs per second",
+        unit="ops",
+        description="Finished jobs per second by outcome. Grafana counts attempts (retried ones included); "
+        "the console counts finished jobs from the ledger.",
+        type=PanelType.TIMESERIES,
+        size=CHART,
+        queries=(
+            Query(
+                f"sum by (outcome) (rate(orch_jobs_finished_total{{{TENANT}, {JOB_TYPE}}}[$__rate_interval]))",
+                legend="{{outcome}}",
+            ),
+        ),
+        read_model="throughput",
+        figure=figures.throughput_lines,
+    ),
+    Panel(
+        key="duration_p95",
+        title="Job duration p95",
+        unit="s",
+        description="95th percentile of handler run time per attempt.",
+        type=PanelType.TIMESERIES,
+        size=CHART,
+        queries=(
+            Query(
+                "histogram_quantile(0.95, sum by (le) "
+                f"(rate(orch_job_duration_seconds_bucket{{{JOB_TYPE}}}[$__rate_interval])))",
+                legend="p95",
+            ),
+        ),
+        read_model="throughput",
+        figure=figures.duration_p95_line,
+    ),
+    Panel(
+        key="outcomes",
+        title="Outcomes",
+        unit="short",
+        description="How jobs ended in the selected range. Grafana counts attempts by outcome (succeeded, "
+        "retried, dead_lettered, canceled); the console counts finished jobs from the ledger.",
+        type=PanelType.BARGAUGE,
+        size=CHART,
+        queries=(
+            Query(
+                f"sum by (outcome) (increase(orch_jobs_finished_total{{{TENANT}, {JOB_TYPE}}}[$__range]))",
+                legend="{{outcome}}",
+            ),
+        ),
+        read_model="throughput",
+        figure=figures.outcomes_bar,
+    ),
+    Panel(
+        key="queue_depth",
+        title="Queue depth",
+        unit="short",
+        description="Jobs per queue and non-terminal state over time.",
+        type=PanelType.TIMESERIES,
+        size=CHART,
+        queries=(Query("max by (queue, state) (orch_queue_depth)", legend="{{queue}} {{state}}"),),
+        read_model="queue_depth",
+        figure=figures.queue_depth_lines,
+    ),
+    Panel(
+        key="oldest_ready_age",
+        title="Oldest ready job",
+        unit="s",
+        description="How long the oldest queued job of each queue has waited for a worker; "
+        "the OrchReadyJobStuck alert pages after 10 minutes.",
+        type=PanelType.TIMESERIES,
+        size=CHART,
+        queries=(Query("max by (queue) (orch_oldest_ready_age_seconds)", legend="{{queue}}"),),
+        read_model=None,
+        figure=None,
+    ),
+    Panel(
+        key="queue_wait_p95",
+        title="Queue wait p95",
+        unit="s",
+        description="95th percentile of the time from ready (queued) to claimed, per queue.",
+        type=PanelType.TIMESERIES,
+        size=CHART,
+        queries=(
+            Query(
+                "histogram_quantile(0.95, sum by (le, queue) "
+                f"(rate(orch_job_queue_wait_seconds_bucket{{{JOB_TYPE}}}[$__rate_interval])))",
+                legend="{{queue}}",
+            ),
+        ),
+        read_model=None,
+        figure=None,
+    ),
+    Panel(
+        key="submitted",
+        title="Submissions per second",
+        unit="ops",
+        description="Jobs submitted per second, per tenant.",
+        type=PanelType.TIMESERIES,
+        size=CHART,
+        queries=(
+            Query(
+                f"sum by (tenant) (rate(orch_jobs_submitted_total{{{TENANT}, {JOB_TYPE}}}[$__rate_interval]))",
+                legend="{{tenant}}",
+            ),
+        ),
+        read_model=None,
+        figure=None,
+    ),
+    Panel(
+        key="burn_rate",
+        title="SLO burn rate",
+        unit="suffix:x",
+        description="Error-budget burn rate (dead-lettered share / (1 - 99%)) per window, worst tenant and "
+        "job type. 1x spends the budget exactly; the alerts fire at 14.4x (1h and 5m), 6x (6h and 30m) "
+        "and 1x (3d and 6h).",
+        type=PanelType.STAT,
+        size=STAT,
+        queries=_burn_rate_queries(),
+        read_model="burn_rates",
+        figure=figures.burn_rate_bars,
+        thresholds=BURN_THRESHOLDS,
+        decimals=2,
+    ),
+    Panel(
+        key="burn_rate_trend",
+        title="SLO burn rate over time",
+        unit="suffix:x",
+        description="The burn rate of every window over time, worst tenant and job type, with the alert thresholds.",
+        type=PanelType.TIMESERIES,
+        size=CHART,
+        queries=_burn_rate_queries(),
+        read_model=None,
+        figure=None,
+        thresholds=BURN_THRESHOLDS,
+        decimals=2,
+    ),
+    Panel(
+        key="failures_by_class",
+        title="Failures by error class",
+        unit="short",
+        description="Failed attempts in the selected range by error class.",
+        type=PanelType.BARGAUGE,
+        size=CHART,
+        queries=(
+            Query(
+                f"sum by (error_class) (increase(orch_job_failures_total{{{TENANT}, {JOB_TYPE}}}[$__range]))",
+                legend="{{error_class}}",
+            ),
+        ),
+        read_model="error_trend",
+        figure=figures.failures_by_class_bar,
+    ),
+    Panel(
+        key="error_trend",
+        title="Failures per 5 minutes",
+        unit="short",
+        description="Failed attempts per 5 minutes: by error class in Grafana, by error cluster "
+        "(class and fingerprint) in the console.",
+        type=PanelType.TIMESERIES,
+        size=CHART,
+        queries=(
+            Query(
+                f"sum by (error_class) (increase(orch_job_failures_total{{{TENANT}, {JOB_TYPE}}}[5m]))",
+                legend="{{error_class}}",
+            ),
+        ),
+        read_model="error_trend",
+        figure=figures.error_trend_bars,
+    ),
+    Panel(
+        key="error_clusters",
+        title="Top error clusters",
+        unit="short",
+        description="Where jobs fail most in the selected range. Metrics carry no fingerprint (labels stay "
+        "bounded), so Grafana groups by error class, tenant and job type; the console lists the "
+        "fingerprinted clusters from the ledger.",
+        type=PanelType.TABLE,
+        size=TABLE,
+        queries=(
+            Query(
+                "sort_desc(sum by (error_class, tenant, job_type) "
+                f"(increase(orch_job_failures_total{{{TENANT}, {JOB_TYPE}}}[$__range])) > 0)",
+            ),
+        ),
+        read_model="error_clusters",
+        figure=figures.error_clusters_bar,
+    ),
+    Panel(
+        key="dead_letter_depth",
+        title="Dead letters",
+        unit="short",
+        description="Dead-lettered jobs per tenant; the OrchDeadLettersGrowing alert opens a ticket when a "
+        "tenant's grow by more than 10 in 30 minutes.",
+        type=PanelType.TIMESERIES,
+        size=CHART,
+        queries=(Query(f"max by (tenant) (orch_dead_letter_depth{{{TENANT}}})", legend="{{tenant}}"),),
+        read_model="job_counts",
+        figure=figures.dead_letter_indicator,
+    ),
+    Panel(
+        key="lease_expirations",
+        title="Lease expirations per 5 minutes",
+        unit="short",
+        description="Leases the scheduler reaped because their worker stopped heartbeating (the console "
+        "counts failures classed lease_expired).",
+        type=PanelType.TIMESERIES,
+        size=CHART,
+        queries=(Query("sum(increase(orch_lease_expirations_total[5m]))", legend="lease expirations"),),
+        read_model="error_trend",
+        figure=figures.lease_expirations_bar,
+    ),
+)
+
+BY_KEY: dict[str, Panel] = {p.key: p for p in PANELS}
+
+DASHBOARDS: tuple[Dashboard, ...] = (
+    Dashboard(
+        uid="orch-overview",
+        title="Orch / Overview",
+        filename="overview.json",
+        description="Jobs now, throughput, burn rate and the largest error clusters.",
+        rows=(
+            ("jobs_now",),
+            ("burn_rate", "outcomes"),
+            ("throughput", "duration_p95"),
+            ("queue_depth", "failures_by_class"),
+            ("error_clusters",),
+        ),
+    ),
+    Dashboard(
+        uid="orch-queues",
+        title="Orch / Queues and throughput",
+        filename="queues.json",
+        description="Queue depth, waits, submissions, throughput and lease expirations.",
+        rows=(
+            ("queue_depth", "oldest_ready_age"),
+            ("throughput", "submitted"),
+            ("duration_p95", "queue_wait_p95"),
+            ("outcomes", "lease_expirations"),
+        ),
+    ),
+    Dashboard(
+        uid="orch-errors-slo",
+        title="Orch / Errors and SLO",
+        filename="errors-slo.json",
+        description="Error-budget burn per window, failures by class and cluster, dead letters.",
+        rows=(
+            ("burn_rate", "burn_rate_trend"),
+            ("failures_by_class", "error_trend"),
+            ("dead_letter_depth", "lease_expirations"),
+            ("error_clusters",),
+        ),
+    ),
+)
+
+
+def panel(key: str) -> Panel:
+    """The panel declared under `key`; KeyError names the keys there are."""
+    try:
+        return BY_KEY[key]
+    except KeyError:
+        raise KeyError(f"no panel {key!r}; one of: {', '.join(sorted(BY_KEY))}") from None

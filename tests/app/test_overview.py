@@ -1,0 +1,156 @@
+"""Overview page: counts now, the last hour, burn-rate tiles, queue depth, top clusters; sign-in."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import pytest
+import sqlalchemy as sa
+from streamlit.testing.v1 import AppTest
+
+from app import labels
+from core.domain import slo
+from core.domain.auth import Scope
+from tests.app.conftest import HOME, TENANT_A, TENANT_B, Seeded, Tenant, button, metrics, open_app, text_input, texts
+
+
+def _p95_text(engine: sa.Engine) -> str:
+    with engine.connect() as conn:
+        p95 = conn.execute(
+            sa.text(
+                "SELECT percentile_cont(0.95) WITHIN GROUP (ORDER BY extract(epoch FROM finished_at - started_at))"
+                " FROM jobs WHERE state IN ('succeeded', 'dead_lettered')"
+                " AND finished_at > now() - interval '1 hour'"
+            )
+        ).scalar_one()
+    return f"{p95 * 1000:.0f} ms" if p95 < 1 else f"{p95:.2f} s"
+
+
+def _finished(*tenants: Tenant) -> tuple[int, int]:
+    failed = sum(len(t.dead_ids) for t in tenants)
+    return failed, failed + sum(len(t.succeeded) for t in tenants)
+
+
+def _charts(at: AppTest) -> dict[str, dict[str, object]]:
+    out = {}
+    for el in at.get("plotly_chart"):
+        spec = json.loads(el.proto.spec)
+        out[spec["layout"]["title"]["text"]] = spec
+    return out
+
+
+def test_overview_shows_the_numbers_of_every_tenant(
+    seeded: Seeded, console: sa.Engine, make_token: Callable[..., str]
+) -> None:
+    at = open_app(make_token("sre", {Scope.READ}))
+    a, b = seeded.a, seeded.b
+    shown = metrics(at)
+    assert shown["Queued"] == str(len(a.queued) + len(b.queued))
+    assert shown["Running"] == str(len(a.running) + len(b.running))
+    assert shown["Retrying"] == str(len(a.retrying) + len(b.retrying))
+    assert shown["Dead-lettered"] == str(len(a.dead_ids) + len(b.dead_ids))
+    _, finished = _finished(a, b)
+    assert shown["Jobs/s (last hour)"] == f"{finished / 3600:.3g}"
+    assert f"{finished} jobs finished in the last hour." in texts(at)
+    assert shown["p95 run time (last hour)"] == _p95_text(console)
+
+    # Burn rate: the worst tenant and job type (acme: 3 of 5 failed) in every window, red.
+    failed, total = _finished(a)
+    rate = slo.burn_rate(failed, total, slo.Slo().target)
+    assert slo.level(rate) == "critical"
+    for window in slo.WINDOWS:
+        assert shown[f"Burn rate {window}"] == f"{rate:.1f}x"
+    badges = [m.value for m in at.markdown if "-badge[" in m.value]
+    assert badges == [f":red-badge[{labels.LEVELS['critical'][0]}]"] * len(slo.WINDOWS)
+
+    # Top error clusters: the two HTTP 503 pages are one cluster of two.
+    clusters = at.dataframe[0].value
+    by_class = dict(zip(clusters["class"], clusters["count"], strict=True))
+    assert by_class == {"http_5xx": 2, "timeout": 1, "schema_mismatch": 1, "http_429": 1}
+
+    # Queue depth per queue: the scheduler's sample of live jobs (queued, running, retrying).
+    depth = _charts(at)["Queue depth per queue"]
+    (trace,) = depth["data"]
+    live = len(a.queued + a.running + a.retrying + b.queued + b.running + b.retrying)
+    assert trace["name"] == "default"
+    assert trace["y"] == [live]
+
+
+def test_overview_of_a_tenant_limited_principal_shows_nothing_of_another(
+    seeded: Seeded, make_token: Callable[..., str]
+) -> None:
+    at = open_app(make_token("globex-sre", {Scope.READ}, {TENANT_B}))
+    b = seeded.b
+    shown = metrics(at)
+    assert shown["Queued"] == str(len(b.queued))
+    assert shown["Running"] == "0"
+    assert shown["Retrying"] == str(len(b.retrying))
+    assert shown["Dead-lettered"] == str(len(b.dead_ids))
+    _, finished = _finished(b)
+    assert shown["Jobs/s (last hour)"] == f"{finished / 3600:.3g}"
+    failed, total = _finished(b)
+    rate = slo.burn_rate(failed, total, slo.Slo().target)
+    assert slo.level(rate) == "warn"  # 1 of 20: amber
+    assert shown["Burn rate 1h"] == f"{rate:.1f}x"
+    badges = {m.value for m in at.markdown if "-badge[" in m.value}
+    assert badges == {f":orange-badge[{labels.LEVELS['warn'][0]}]"}
+    clusters = at.dataframe[0].value
+    assert set(clusters["class"]) == {"schema_mismatch", "http_429"}
+    page = texts(at) + clusters.to_string()
+    assert TENANT_A not in page
+    assert "timed out" not in page
+    # The tenant filter offers only the principal's tenants.
+    assert at.selectbox(key="overview_tenant").options == [labels.ALL, TENANT_B]
+    depth = _charts(at)["Queue depth per queue"]
+    assert depth["data"][0]["y"] == [len(b.queued + b.retrying)]
+
+
+def test_tenant_filter_narrows_the_overview(seeded: Seeded, make_token: Callable[..., str]) -> None:
+    at = open_app(make_token("admin", set(Scope)))
+    at.text_input(key="overview_tenant").input(TENANT_A).run()
+    shown = metrics(at)
+    assert shown["Queued"] == str(len(seeded.a.queued))
+    assert shown["Running"] == str(len(seeded.a.running))
+    assert shown["Dead-lettered"] == str(len(seeded.a.dead_ids))
+    assert set(at.dataframe[0].value["class"]) == {"http_5xx", "timeout"}
+
+
+def test_sign_in_with_a_token(seeded: Seeded, make_token: Callable[..., str]) -> None:
+    token = make_token("operator", {Scope.READ, Scope.OPERATE})
+    at = AppTest.from_file(str(HOME), default_timeout=60).run()
+    assert not at.metric  # nothing shown before signing in
+    assert [t.label for t in at.text_input] == [labels.TOKEN_LABEL]
+    text_input(at, labels.TOKEN_LABEL).input("orch_not-a-token")
+    button(at, labels.SIGN_IN).click().run()
+    assert "unknown or revoked API token" in texts(at)
+    assert not at.metric
+    text_input(at, labels.TOKEN_LABEL).input(token)
+    button(at, labels.SIGN_IN).click().run()
+    assert not at.exception
+    assert "Signed in as **operator**" in texts(at)
+    assert metrics(at)["Queued"] == str(len(seeded.a.queued) + len(seeded.b.queued))
+    button(at, labels.SIGN_OUT).click().run()
+    assert not at.metric
+    assert [t.label for t in at.text_input] == [labels.TOKEN_LABEL]
+
+
+def test_console_token_from_the_environment_signs_in(
+    seeded: Seeded, make_token: Callable[..., str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ORCH_CONSOLE_TOKEN", make_token("local-admin", set(Scope)))
+    at = open_app(None)
+    assert "Signed in as **local-admin**" in texts(at)
+    assert metrics(at)["Dead-lettered"] == str(len(seeded.a.dead_ids) + len(seeded.b.dead_ids))
+
+
+def test_without_a_database_url_the_console_says_what_to_set(
+    console: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from core import settings
+
+    monkeypatch.delenv("ORCH_DATABASE_URL")
+    settings.get_settings.cache_clear()
+    at = AppTest.from_file(str(HOME), default_timeout=60).run()
+    assert [e.value for e in at.error] == [labels.NO_DATABASE]
+    assert not at.text_input
