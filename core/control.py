@@ -500,3 +500,85 @@ def authenticate(engine: sa.Engine, token: str) -> Principal:
         scopes=frozenset(Scope(s) for s in row["scopes"]),
         tenants=None if row["tenants"] is None else frozenset(row["tenants"]),
     )
+
+
+def replay_many(
+    engine: sa.Engine,
+    principal: Principal,
+    job_ids: Sequence[int],
+    *,
+    doorbell: Doorbell,
+    reason: str | None = None,
+    ticket: str | None = None,
+    label: str | None = None,
+) -> dict[int, int]:
+    """Replay dead-lettered jobs (e.g. a whole error cluster) in one transaction with one
+    audit row; returns {old id: new id}. Jobs not dead-lettered are refused with
+    InvalidTransition and nothing is replayed. Raises ReasonRequired, NotFound, Forbidden."""
+    _require_reason("replay", reason, ticket)
+    principal.require(Scope.OPERATE)
+    if not job_ids:
+        return {}
+    if len(job_ids) > 10_000:
+        raise errors.InvalidInput("replay at most 10000 jobs at once")
+    with engine.begin() as conn:
+        rows = (
+            conn.execute(
+                sa.text(
+                    "SELECT j.id, j.state, j.tenant_id, t.name AS tenant, j.job_type, j.queue, j.priority,"
+                    " j.payload, j.max_attempts, j.correlation_id, j.run_id"
+                    " FROM jobs j JOIN tenants t ON t.id = j.tenant_id WHERE j.id = ANY(:ids)"
+                    " ORDER BY j.id FOR UPDATE OF j"
+                ),
+                {"ids": list(job_ids)},
+            )
+            .mappings()
+            .all()
+        )
+        found = {r["id"] for r in rows}
+        missing = sorted(set(job_ids) - found)
+        if missing:
+            raise errors.NotFound(
+                f"no job {missing[0]}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+            )
+        for r in rows:
+            principal.require(Scope.OPERATE, r["tenant"])
+            if r["state"] != State.DEAD_LETTERED:
+                raise errors.InvalidTransition(f"job {r['id']} is {r['state']}; only dead-lettered jobs are replayed")
+        new_ids = ledger.allocate_job_ids(conn, len(rows))
+        news = []
+        for new_id, r in zip(new_ids, rows, strict=True):
+            text = payloads.canonical_json(r["payload"])
+            news.append(
+                ledger.NewJob(
+                    id=new_id,
+                    tenant_id=r["tenant_id"],
+                    job_type=r["job_type"],
+                    queue=r["queue"],
+                    priority=r["priority"],
+                    payload_json=text,
+                    digest=payloads.digest(text),
+                    idempotency_key=None,
+                    state=State.QUEUED,
+                    max_attempts=r["max_attempts"],
+                    correlation_id=r["correlation_id"],
+                    replay_of=r["id"],
+                    run_id=r["run_id"],
+                )
+            )
+        ledger.insert_jobs(conn, news, actor=principal.subject, reason=reason)
+        for tenant in sorted({r["tenant"] for r in rows}):
+            mine = [(r["id"], n) for r, n in zip(rows, new_ids, strict=True) if r["tenant"] == tenant]
+            _audit(
+                conn,
+                principal,
+                Scope.OPERATE,
+                "replay",
+                label or f"{len(mine)} dead-lettered jobs",
+                tenant=tenant,
+                reason=reason,
+                ticket=ticket,
+                details={"replayed": {str(o): n for o, n in mine}},
+            )
+    _ring(doorbell, [(n.id or 0, n.queue) for n in news])
+    return {r["id"]: n for r, n in zip(rows, new_ids, strict=True)}

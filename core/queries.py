@@ -121,11 +121,16 @@ def list_jobs(
     state: str | None = None,
     job_type: str | None = None,
     limit: int = 50,
+    since_s: float | None = None,
 ) -> list[dict[str, Any]]:
-    """Newest first. Raises InvalidInput for an unknown state or a bad limit."""
+    """Newest first; `since_s` keeps jobs created in that many seconds.
+    Raises InvalidInput for an unknown state, a bad limit or window."""
     if not 1 <= limit <= 10_000:
         raise errors.InvalidInput(f"limit must be between 1 and 10000, got {limit}")
     where, params = _tenant_filter(principal, tenant)
+    if since_s is not None:
+        where += " AND j.created_at > now() - make_interval(secs => :since)"
+        params["since"] = _since(since_s)
     if state is not None:
         where += " AND j.state = :state"
         params["state"] = _parse_state(state).value
@@ -381,3 +386,56 @@ def verify_audit(conn: sa.Connection, principal: Principal) -> dict[str, Any]:
     principal.require(Scope.READ)
     v = audit.verify(conn)
     return {"ok": v.ok, "rows": v.rows, "first_bad_id": v.first_bad_id, "problem": v.problem}
+
+
+def tenants(conn: sa.Connection, principal: Principal) -> list[str]:
+    """The tenants this principal may see, by name."""
+    where, params = _tenant_filter(principal, None)
+    return [r[0] for r in conn.execute(sa.text(f"SELECT t.name FROM tenants t WHERE {where} ORDER BY 1"), params)]
+
+
+def job_types(conn: sa.Connection, principal: Principal) -> list[dict[str, Any]]:
+    """Registered job types with their policy (queue, attempts, backoff, lease)."""
+    principal.require(Scope.READ)
+    rows = conn.execute(
+        sa.text(
+            "SELECT name, queue, max_attempts, backoff_base_s, backoff_cap_s, lease_s, heartbeat_s"
+            " FROM job_types ORDER BY name"
+        )
+    ).mappings()
+    return [_plain(r) for r in rows]
+
+
+def run_time_summary(
+    conn: sa.Connection,
+    principal: Principal,
+    *,
+    since_s: float = 3600,
+    tenant: str | None = None,
+    job_type: str | None = None,
+) -> dict[str, Any]:
+    """Over the window: jobs finished, jobs/s, p50 and p95 run time of the last attempt."""
+    where, params = _tenant_filter(principal, tenant)
+    if job_type is not None:
+        where += " AND j.job_type = :job_type"
+        params["job_type"] = job_type
+    row = (
+        conn.execute(
+            sa.text(
+                f"""SELECT count(*) AS finished,
+                      percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM j.finished_at - j.started_at))
+                          AS p50_duration_s,
+                      percentile_cont(0.95) WITHIN GROUP (ORDER BY extract(epoch FROM j.finished_at - j.started_at))
+                          AS p95_duration_s
+               FROM jobs j JOIN tenants t ON t.id = j.tenant_id
+               WHERE j.finished_at > now() - make_interval(secs => :since)
+                 AND j.state IN ('succeeded', 'dead_lettered') AND {where}"""
+            ),
+            {**params, "since": _since(since_s)},
+        )
+        .mappings()
+        .one()
+    )
+    out = _plain(row)
+    out["jobs_per_s"] = out["finished"] / since_s
+    return out

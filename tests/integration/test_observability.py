@@ -216,3 +216,41 @@ def test_exporter_serves_ledger_metrics(
     assert 'orch_jobs_submitted_total{job_type="noop",tenant="t"} 4.0' in text
     assert 'orch_slo_burn_rate{slo="job_success",window="5m"} 0.0' in text
     assert "orch_oldest_ready_age_seconds" in text and 'orch_dead_letter_depth{tenant="t"} 0.0' in text
+
+
+def test_replay_a_whole_cluster_in_one_action(ledger: sa.Engine, principal: Principal) -> None:
+    ids = control.submit_many(ledger, principal, [control.JobSpec("t", "fail")] * 3, doorbell=NO_BELL).job_ids
+    _fail_final(ledger, ids, "HTTP 503 for /feed?page={i}")
+    with ledger.connect() as conn:
+        (cluster,) = queries.dead_letter_clusters(conn, principal)
+    before = _audit_count(ledger)
+    replayed = control.replay_many(
+        ledger, principal, cluster["job_ids"], doorbell=NO_BELL, reason="upstream fixed", label="cluster x"
+    )
+    assert sorted(replayed) == sorted(ids) and len(set(replayed.values())) == 3
+    assert _audit_count(ledger) == before + 1
+    with ledger.connect() as conn:
+        for old, new in replayed.items():
+            job = queries.get_job(conn, principal, new)
+            assert (job["replay_of"], job["state"]) == (old, "queued")
+        assert queries.audit_log(conn, principal, action="replay")[0]["target"] == "cluster x"
+    with pytest.raises(errors.InvalidTransition):
+        control.replay_many(ledger, principal, list(replayed.values()), doorbell=NO_BELL, reason="again")
+    with pytest.raises(errors.ReasonRequired):
+        control.replay_many(ledger, principal, ids, doorbell=NO_BELL)
+
+
+def test_catalogue_and_run_time_queries(ledger: sa.Engine, principal: Principal) -> None:
+    control.submit_many(ledger, principal, [control.JobSpec("acme", "noop")] * 4, doorbell=NO_BELL)
+    control.submit(ledger, principal, control.JobSpec("globex", "noop"), doorbell=NO_BELL)
+    _succeed(ledger, 5)
+    limited = Principal("bob", frozenset({Scope.READ}), frozenset({"acme"}))
+    with ledger.connect() as conn:
+        assert queries.tenants(conn, principal) == ["acme", "globex"]
+        assert queries.tenants(conn, limited) == ["acme"]
+        assert {"noop", "sleep", "fail", "flaky"} <= {t["name"] for t in queries.job_types(conn, principal)}
+        summary = queries.run_time_summary(conn, principal, since_s=600)
+        assert summary["finished"] == 5 and summary["jobs_per_s"] == pytest.approx(5 / 600)
+        assert summary["p95_duration_s"] is not None and summary["p95_duration_s"] >= 0
+        assert queries.run_time_summary(conn, limited, since_s=600)["finished"] == 4
+        assert len(queries.list_jobs(conn, principal, since_s=600)) == 5
