@@ -1,35 +1,33 @@
-"""Overview: jobs by state now, the last hour's throughput and p95 run time, queue depth over
-time, SLO burn-rate tiles per window and the top error clusters."""
+"""Overview: jobs by state now, the last hour's jobs/s and p95 run time, SLO burn-rate tiles per
+window, the queue depth and throughput panels over time and the top error clusters. The charts
+are the panels of dashboards/ (the same declarations Grafana is generated from)."""
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 import streamlit as st
 
-from app import charts, common, labels
+from app import common, labels
 from core import queries
 from core.domain import slo
 from core.domain.states import State
+from dashboards import panels
+from dashboards.read_models import Filters
 
-#: Bucket wider than the epoch so far: the whole window falls in one row of
-#: throughput_series, so its p95 is the window's exact p95 (not a mix of per-bucket ones).
-WHOLE_WINDOW_BUCKET_S = 2**32
 #: The figures at the top are "over the last hour".
 HOUR_S = 3600
 TOP_CLUSTERS = 10
+#: Panels drawn under the tiles, two a row, over the "Charts over" range.
+CHARTS: tuple[tuple[str, str], ...] = (("queue_depth", "throughput"), ("duration_p95", "outcomes"))
 
 session = common.page("Overview")
 principal = session.principal
 
-filters = st.columns(2)
-with filters[0]:
-    tenant = common.tenant_filter(principal, key="overview_tenant")
-with filters[1]:
-    depth_range_s = common.time_range(key="overview_range", label="Charts over")
-
-
-def _rate(finished: int, seconds: float) -> str:
-    return f"{finished / seconds:.3g}"
+filter_cols = st.columns(2)
+with filter_cols[0]:
+    tenant = common.tenant_filter(session, key="overview_tenant")
+with filter_cols[1]:
+    charts_range_s = common.time_range(key="overview_range", label="Charts over")
 
 
 def _duration(seconds: float | None) -> str:
@@ -39,6 +37,8 @@ def _duration(seconds: float | None) -> str:
 
 
 def _render(conn: sa.Connection) -> None:
+    drawn = common.Panels(conn, principal)
+    hour = Filters(tenant=tenant, since_s=HOUR_S)
     stats = queries.job_stats(conn, principal, tenant=tenant)
     by = stats["by_state"]
     now_cols = st.columns(4)
@@ -53,16 +53,17 @@ def _render(conn: sa.Connection) -> None:
         f"succeeded {by[State.SUCCEEDED]}, canceled {by[State.CANCELED]}."
     )
 
-    hour = queries.throughput_series(conn, principal, since_s=HOUR_S, bucket_s=WHOLE_WINDOW_BUCKET_S, tenant=tenant)
-    finished = sum(int(r["finished"]) for r in hour)
-    p95 = hour[0]["p95_duration_s"] if hour else None
+    summary = queries.run_time_summary(conn, principal, since_s=HOUR_S, tenant=tenant, job_type=None)
+    finished = int(summary["finished"])
     hour_cols = st.columns(2)
-    hour_cols[0].metric("Jobs/s (last hour)", _rate(finished, HOUR_S), help=f"{finished} jobs finished in the hour.")
-    hour_cols[1].metric("p95 run time (last hour)", _duration(p95))
+    hour_cols[0].metric(
+        "Jobs/s (last hour)", f"{summary['jobs_per_s']:.3g}", help=f"{finished} jobs finished in the hour."
+    )
+    hour_cols[1].metric("p95 run time (last hour)", _duration(summary["p95_duration_s"]))
     st.caption(f"{finished} jobs finished in the last hour.")
 
-    st.subheader("SLO burn rate")
-    burns = queries.burn_rates(conn, principal, tenant=tenant)
+    st.subheader(panels.panel("burn_rate").title)
+    burns = drawn.panel_rows("burn_rate", hour)
     tiles = st.columns(len(slo.WINDOWS))
     for col, window in zip(tiles, slo.WINDOWS, strict=True):
         rows = [r for r in burns if r["window"] == window]
@@ -83,23 +84,14 @@ def _render(conn: sa.Connection) -> None:
         + "; ".join(f"{rate}x over {long} and {short} ({severity})" for long, short, rate, severity in slo.ALERTS)
     )
 
-    left, right = st.columns(2)
-    with left:
-        depth = queries.queue_depth_series(conn, principal, since_s=depth_range_s, tenant=tenant)
-        if depth:
-            st.plotly_chart(charts.queue_depth(depth), key="overview_depth_chart")
-        else:
-            st.info("No queue depth samples in this range yet (the scheduler records them).")
-    with right:
-        bucket_s = common.bucket_for(depth_range_s)
-        series = queries.throughput_series(conn, principal, since_s=depth_range_s, bucket_s=bucket_s, tenant=tenant)
-        if series:
-            st.plotly_chart(charts.throughput(series, bucket_s), key="overview_throughput_chart")
-        else:
-            st.info("No jobs finished in this range.")
+    charts = Filters(tenant=tenant, since_s=charts_range_s)
+    for row in CHARTS:
+        for col, key in zip(st.columns(len(row)), row, strict=True):
+            with col:
+                drawn.chart(key, charts, chart_key=f"overview_{key}_chart")
 
-    st.subheader("Top error clusters (last hour)")
-    clusters = queries.error_clusters(conn, principal, tenant=tenant, since_s=HOUR_S, limit=TOP_CLUSTERS)
+    st.subheader(f"{panels.panel('error_clusters').title} (last hour)")
+    clusters = drawn.panel_rows("error_clusters", hour)[:TOP_CLUSTERS]
     if clusters:
         st.dataframe(
             [

@@ -1,9 +1,9 @@
-"""Plotly figures of the console, built from core.queries rows (colours from app.labels)."""
+"""Console-only figures, with no panel (and no Grafana twin) in dashboards/: a single job's
+state history. Every chart that has a panel is drawn by dashboards.panels.draw."""
 
 from __future__ import annotations
 
 import datetime as dt
-from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,52 +19,6 @@ _LAYOUT: dict[str, Any] = {
     "height": 320,
     "legend": {"orientation": "h"},
 }
-
-
-def queue_depth(rows: Rows) -> go.Figure:
-    """Jobs waiting or running per queue over time (the states of a sample summed)."""
-    per_queue: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for r in rows:
-        per_queue[r["queue"]][r["at"]] += int(r["count"])
-    fig = go.Figure()
-    for queue in sorted(per_queue):
-        points = sorted(per_queue[queue].items())
-        fig.add_trace(go.Scatter(x=[p[0] for p in points], y=[p[1] for p in points], mode="lines", name=queue))
-    fig.update_layout(title="Queue depth per queue", yaxis_title="jobs", **_LAYOUT)
-    return fig
-
-
-def throughput(rows: Rows, bucket_s: int) -> go.Figure:
-    """Jobs finished per second (succeeded and dead-lettered, stacked) and the p95 run time."""
-    x = [r["bucket"] for r in rows]
-    fig = go.Figure()
-    for key, state in (("succeeded", "succeeded"), ("dead_lettered", "dead_lettered")):
-        fig.add_trace(
-            go.Bar(
-                x=x,
-                y=[int(r[key]) / bucket_s for r in rows],
-                name=labels.state_label(state),
-                marker_color=labels.STATE_COLOURS[state],
-            )
-        )
-    fig.add_trace(
-        go.Scatter(
-            x=x,
-            y=[r["p95_duration_s"] for r in rows],
-            name="p95 run time (s)",
-            yaxis="y2",
-            mode="lines+markers",
-            line={"color": "#546e7a"},
-        )
-    )
-    fig.update_layout(
-        title="Throughput",
-        barmode="stack",
-        yaxis={"title": "jobs/s"},
-        yaxis2={"title": "p95 s", "overlaying": "y", "side": "right", "rangemode": "tozero"},
-        **_LAYOUT,
-    )
-    return fig
 
 
 def history_timeline(history: Rows, now: dt.datetime) -> go.Figure:
@@ -95,22 +49,4 @@ def history_timeline(history: Rows, now: dt.datetime) -> go.Figure:
         )
         shown.add(state)
     fig.update_layout(title="State history", xaxis={"type": "date"}, barmode="overlay", **_LAYOUT)
-    return fig
-
-
-def error_trend(rows: Rows, names: dict[str, str]) -> go.Figure:
-    """Failures per cluster per time bucket, stacked; `names` maps a fingerprint to its label."""
-    per_cluster: dict[str, list[tuple[str, int]]] = defaultdict(list)
-    for r in rows:
-        per_cluster[r["fingerprint"]].append((r["bucket"], int(r["count"])))
-    fig = go.Figure()
-    for fingerprint, points in sorted(per_cluster.items(), key=lambda kv: -sum(c for _, c in kv[1])):
-        fig.add_trace(
-            go.Bar(
-                x=[p[0] for p in points],
-                y=[p[1] for p in points],
-                name=names.get(fingerprint, fingerprint[:12]),
-            )
-        )
-    fig.update_layout(title="Failures per cluster", barmode="stack", yaxis_title="failures", **_LAYOUT)
     return fig

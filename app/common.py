@@ -1,5 +1,6 @@
-"""What every page shares: the ledger engine, sign-in by API token, filters, and the
-confirmation dialog through which every button acts (core.control, signed-in principal)."""
+"""What every page shares: the ledger engine, sign-in by API token, filters, the panels of
+dashboards/ drawn from their read models, and the confirmation dialog through which every
+button acts (core.control, signed-in principal)."""
 
 from __future__ import annotations
 
@@ -7,23 +8,26 @@ import contextlib
 import datetime as dt
 import os
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
 import streamlit as st
 
 from app import labels
-from core import control, settings
+from core import control, queries, settings
 from core.domain import errors
 from core.domain.auth import Principal, Scope
+from dashboards import panels, read_models
 
 TOKEN_KEY = "orch_token"
 SIGNED_OUT_KEY = "orch_signed_out"
 SIGN_IN_ERROR_KEY = "orch_sign_in_error"
 PENDING_KEY = "orch_pending_action"
 OUTCOME_KEY = "orch_outcome"
+#: Replays named one by one in the outcome of a cluster replay.
+SHOWN_REPLAYS = 20
 #: Set by `orch up` to its local admin token so the demo console is signed in at once.
 CONSOLE_TOKEN_ENV = "ORCH_CONSOLE_TOKEN"
 
@@ -143,15 +147,25 @@ def shown_errors() -> Iterator[None]:
 # -- filters ----------------------------------------------------------------------------------
 
 
-def tenant_filter(principal: Principal, *, key: str) -> str | None:
-    """A principal limited to some tenants picks one of them (or all of them); one that sees
-    every tenant types a name."""
-    if principal.tenants is not None:
-        options = [labels.ALL, *sorted(principal.tenants)]
-        choice = st.selectbox("Tenant", options, key=key)
-        return None if choice == labels.ALL else str(choice)
-    text = st.text_input("Tenant", key=key, help=labels.ANY_TENANT_HELP, placeholder=labels.ALL)
-    return text.strip() or None
+def _choices(session: Session, fetch: Callable[[sa.Connection], list[str]]) -> list[str]:
+    """The options of a picker, read from the ledger; none (with the error shown) when the read fails."""
+    with shown_errors(), session.engine.connect() as conn:
+        return fetch(conn)
+    return []
+
+
+def tenant_filter(session: Session, *, key: str) -> str | None:
+    """Pick one of the tenants the principal may see (queries.tenants), or all of them."""
+    names = _choices(session, lambda conn: queries.tenants(conn, session.principal))
+    choice = st.selectbox("Tenant", [labels.ALL, *names], key=key)
+    return None if choice == labels.ALL else str(choice)
+
+
+def job_type_filter(session: Session, *, key: str, label: str = "Job type") -> str | None:
+    """Pick one of the registered job types (queries.job_types), or all of them."""
+    names = _choices(session, lambda conn: [str(t["name"]) for t in queries.job_types(conn, session.principal)])
+    choice = st.selectbox(label, [labels.ALL, *names], key=key)
+    return None if choice == labels.ALL else str(choice)
 
 
 def time_range(*, key: str, label: str = "Time range") -> int:
@@ -160,8 +174,35 @@ def time_range(*, key: str, label: str = "Time range") -> int:
     return labels.TIME_RANGES[str(choice)]
 
 
-def bucket_for(range_s: int) -> int:
-    return labels.BUCKETS_S.get(range_s, max(60, range_s // 40))
+# -- panels -----------------------------------------------------------------------------------
+
+
+class Panels:
+    """The panels of dashboards/ for one render of a page: each read model runs once per
+    filter set however many panels draw from it, and each chart is the panel's own figure
+    builder with the panel's title and unit (dashboards.panels.draw)."""
+
+    def __init__(self, conn: sa.Connection, principal: Principal) -> None:
+        self._conn = conn
+        self._principal = principal
+        self._rows: dict[tuple[str, read_models.Filters], read_models.Rows] = {}
+
+    def rows(self, read_model: str, filters: read_models.Filters) -> read_models.Rows:
+        if (read_model, filters) not in self._rows:
+            self._rows[(read_model, filters)] = read_models.run(read_model, self._conn, self._principal, filters)
+        return self._rows[(read_model, filters)]
+
+    def panel_rows(self, key: str, filters: read_models.Filters) -> read_models.Rows:
+        """The rows the console draws panel `key` from."""
+        p = panels.panel(key)
+        if p.read_model is None:
+            raise ValueError(f"panel {key} has no read model: only Grafana draws it")
+        return self.rows(p.read_model, filters)
+
+    def chart(self, key: str, filters: read_models.Filters, *, chart_key: str) -> None:
+        """Draw panel `key` as a plotly chart."""
+        p = panels.panel(key)
+        st.plotly_chart(panels.draw(p, self.panel_rows(key, filters)), key=chart_key)
 
 
 def parse_time(value: str | None) -> dt.datetime | None:
@@ -179,10 +220,14 @@ def joined(values: Sequence[Any] | None) -> str:
 class Action:
     """What a button asks core.control to do once the operator confirms with a reason."""
 
-    kind: str  # "cancel" or "retry" (a retry of a finished job is a replay)
+    #: cancel and retry act on each job (a retry of a finished job is a replay); replay_cluster
+    #: replays every dead letter of an error cluster as one audited action (per tenant).
+    kind: Literal["cancel", "retry", "replay_cluster"]
     job_ids: tuple[int, ...]
     title: str
     tenant: str | None = None
+    #: What the audit log names as the target of a replay_cluster.
+    label: str | None = None
     #: Makes each opening of the dialog start with empty inputs.
     nonce: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
 
@@ -234,6 +279,8 @@ def perform(session: Session, action: Action, *, reason: str, ticket: str | None
     """Carry out a confirmed action through core.control; returns (kind, message) where kind
     is success, warning (some jobs of a batch failed) or error. Raises InvalidInput (e.g.
     ReasonRequired) before anything changed, so the dialog can ask again."""
+    if action.kind == "replay_cluster":
+        return _replay_cluster(session, action, reason=reason, ticket=ticket)
     done: list[str] = []
     failed: list[str] = []
     for i, job_id in enumerate(action.job_ids):
@@ -255,6 +302,32 @@ def perform(session: Session, action: Action, *, reason: str, ticket: str | None
         "warning",
         f"{action.title}: {len(done)} done ({'; '.join(done)}), {len(failed)} failed ({'; '.join(failed)})",
     )
+
+
+def _replay_cluster(session: Session, action: Action, *, reason: str, ticket: str | None) -> tuple[str, str]:
+    """All the jobs or none: control.replay_many writes one audit row per tenant of the cluster."""
+    try:
+        # The console has no broker: the scheduler rings the doorbells of the queued jobs.
+        replayed = control.replay_many(
+            session.engine,
+            session.principal,
+            list(action.job_ids),
+            doorbell=control.NoDoorbell(),
+            reason=reason,
+            ticket=ticket,
+            label=action.label,
+        )
+    except errors.InvalidInput:
+        raise
+    except errors.OrchError as exc:
+        return "error", f"{action.title} failed: {exc}"
+    except sa.exc.SQLAlchemyError as exc:
+        return "error", f"{action.title} failed: the ledger is unavailable ({str(exc).splitlines()[0]})"
+    pairs = [f"job {new} replays job {old}" for old, new in sorted(replayed.items())]
+    shown = "; ".join(pairs[:SHOWN_REPLAYS])
+    if len(pairs) > SHOWN_REPLAYS:
+        shown += f"; and {len(pairs) - SHOWN_REPLAYS} more"
+    return "success", f"{action.title}: {len(pairs)} jobs replayed ({shown})"
 
 
 def _perform_one(session: Session, kind: str, job_id: int, *, reason: str, ticket: str | None) -> str:

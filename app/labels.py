@@ -59,11 +59,7 @@ TIME_RANGES: dict[str, int] = {
 }
 DEFAULT_TIME_RANGE = "Last hour"
 
-#: Chart buckets per time range (about 30 to 60 points per chart).
-BUCKETS_S: dict[int, int] = {900: 30, 3600: 60, 21600: 600, 86400: 1800, 259200: 7200, 604800: 14400}
-
 ALL = "All"
-ANY_TENANT_HELP = "Leave empty for every tenant you may see."
 
 # -- sign-in ----------------------------------------------------------------------------------
 SIGN_IN_HEADER = "Sign in"
@@ -99,3 +95,8 @@ def state_label(state: str | None) -> str:
 def cluster_title(error_class: str | None, message: str | None) -> str:
     text = (message or "").strip() or "(no message)"
     return f"{error_class or 'unknown'} · {text[:120]}"
+
+
+def cluster_target(error_class: str | None, fingerprint: str | None, count: int) -> str:
+    """The audit target of a cluster replay."""
+    return f"{count} dead-lettered jobs of error cluster {error_class or 'unknown'}/{(fingerprint or '-')[:16]}"

@@ -21,9 +21,22 @@ TENANT = 'tenant=~"$tenant"'
 JOB_TYPE = 'job_type=~"$job_type"'
 #: Grid columns of a Grafana dashboard.
 GRID_COLUMNS = 24
+#: How a value of each Grafana unit reads in the console: the suffix of its value axis
+#: ("suffix:<text>" units carry their own).
+UNIT_SUFFIXES: dict[str, str] = {"short": "", "s": " s", "ops": "/s"}
 #: The recording rules (grafana/prometheus/rules/recording.yml) that panels read.
 BURN_RATE_RECORD = "tenant_job_type:orch_slo_burn_rate:{window}"
 ERROR_RATIO_RECORD = "tenant_job_type:orch_slo_error_ratio:rate{window}"
+
+
+def unit_suffix(unit: str) -> str:
+    """The console's axis suffix for a Grafana unit id; ValueError for a unit it cannot show."""
+    if unit.startswith("suffix:"):
+        return unit.removeprefix("suffix:")
+    try:
+        return UNIT_SUFFIXES[unit]
+    except KeyError:
+        raise ValueError(f"unknown unit {unit!r}; one of: {', '.join(sorted(UNIT_SUFFIXES))}, suffix:<text>") from None
 
 
 class PanelType(StrEnum):
@@ -86,6 +99,7 @@ class Panel:
             raise ValueError(f"panel {self.key}: a read model and a figure builder go together")
         if not self.queries:
             raise ValueError(f"panel {self.key}: no PromQL")
+        unit_suffix(self.unit)
 
 
 @dataclass(frozen=True)
@@ -388,6 +402,24 @@ DASHBOARDS: tuple[Dashboard, ...] = (
         ),
     ),
 )
+
+
+def draw(p: Panel, rows: Sequence[Mapping[str, Any]]) -> go.Figure:
+    """The console's figure of panel `p` from its read model's rows: the panel's figure
+    builder, titled with the panel's title, the value axis suffixed by the panel's unit (the
+    x axis of horizontal bars, else the y axis). ValueError for a panel only Grafana draws."""
+    if p.figure is None:
+        raise ValueError(f"panel {p.key} has no console figure: only Prometheus has its numbers")
+    fig = p.figure(rows)
+    fig.update_layout(title={"text": p.title})
+    suffix = unit_suffix(p.unit)
+    if suffix:
+        horizontal = bool(fig.data) and all(getattr(t, "orientation", None) == "h" for t in fig.data)
+        if horizontal:
+            fig.update_xaxes(ticksuffix=suffix)
+        else:
+            fig.update_yaxes(ticksuffix=suffix)
+    return fig
 
 
 def panel(key: str) -> Panel:

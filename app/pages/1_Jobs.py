@@ -24,13 +24,13 @@ principal = session.principal
 
 cols = st.columns([2, 2, 2, 2, 1])
 with cols[0]:
-    tenant = common.tenant_filter(principal, key="jobs_tenant")
+    tenant = common.tenant_filter(session, key="jobs_tenant")
 with cols[1]:
     state_choice = st.selectbox(
         "State", [labels.ALL, *(s.value for s in State)], format_func=labels.state_label, key="jobs_state"
     )
 with cols[2]:
-    job_type = st.text_input("Job type", key="jobs_type", placeholder=labels.ALL).strip() or None
+    job_type = common.job_type_filter(session, key="jobs_type")
 with cols[3]:
     range_s = common.time_range(key="jobs_range", label="Created")
 with cols[4]:
@@ -39,9 +39,9 @@ state = None if state_choice == labels.ALL else str(state_choice)
 
 
 def _job_list(conn: sa.Connection) -> list[dict[str, Any]]:
-    rows = queries.list_jobs(conn, principal, tenant=tenant, state=state, job_type=job_type, limit=int(limit))
-    since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=range_s)
-    return [r for r in rows if dt.datetime.fromisoformat(r["created_at"]) >= since]
+    return queries.list_jobs(
+        conn, principal, tenant=tenant, state=state, job_type=job_type, limit=int(limit), since_s=range_s
+    )
 
 
 def _job_label(job: dict[str, Any]) -> str:

@@ -1,4 +1,5 @@
-"""Dead letters grouped by error cluster: replay one job, or every job of a cluster."""
+"""Dead letters grouped by error cluster: replay one job, or every job of a cluster as one
+audited action (control.replay_many: all of them or none, one audit row per tenant)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ SHOWN_IDS = 200
 
 session = common.page("Dead letters")
 principal = session.principal
-tenant = common.tenant_filter(principal, key="dlq_tenant")
+tenant = common.tenant_filter(session, key="dlq_tenant")
 
 
 def _cluster(c: dict[str, Any]) -> None:
@@ -44,10 +45,11 @@ def _cluster(c: dict[str, Any]) -> None:
                 session,
                 f"{labels.REPLAY_CLUSTER} ({len(job_ids)})",
                 common.Action(
-                    "retry",
+                    "replay_cluster",
                     tuple(job_ids),
                     f"Replay {len(job_ids)} dead-lettered jobs of cluster "
                     f"{labels.cluster_title(c['error_class'], c['message'])}",
+                    label=labels.cluster_target(c["error_class"], c["fingerprint"], len(job_ids)),
                 ),
                 key=f"dlq_replay_cluster_{key}",
             )

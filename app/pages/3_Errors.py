@@ -1,28 +1,32 @@
-"""Error clusters (class and normalised message) with their trend over time."""
+"""Error clusters (class and normalised message) with their trend over time: the error_trend,
+failures_by_class and error_clusters panels of dashboards/, drawn from their read models."""
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 import streamlit as st
 
-from app import charts, common, labels
-from core import queries
+from app import common, labels
+from dashboards.read_models import Filters
 
-CLUSTER_LIMIT = 20
+#: Panels drawn side by side; both draw from the error_trend read model (one query).
+CHARTS: tuple[str, ...] = ("error_trend", "failures_by_class")
 
 session = common.page("Errors")
 principal = session.principal
 
 cols = st.columns(2)
 with cols[0]:
-    tenant = common.tenant_filter(principal, key="errors_tenant")
+    tenant = common.tenant_filter(session, key="errors_tenant")
 with cols[1]:
     range_s = common.time_range(key="errors_range")
 
 
 def _render(conn: sa.Connection) -> None:
-    clusters = queries.error_clusters(conn, principal, tenant=tenant, since_s=range_s, limit=CLUSTER_LIMIT)
-    trend = queries.error_trend(conn, principal, since_s=range_s, bucket_s=common.bucket_for(range_s), tenant=tenant)
+    drawn = common.Panels(conn, principal)
+    filters = Filters(tenant=tenant, since_s=range_s)
+    clusters = drawn.panel_rows("error_clusters", filters)
+    trend = drawn.panel_rows("error_trend", filters)
     failures = sum(int(r["count"]) for r in trend)
     top = st.columns(2)
     top[0].metric("Failures in range", failures)
@@ -30,8 +34,9 @@ def _render(conn: sa.Connection) -> None:
     if not clusters:
         st.success("No failures in this range.")
         return
-    names = {c["fingerprint"]: labels.cluster_title(c["error_class"], c["message"])[:60] for c in clusters}
-    st.plotly_chart(charts.error_trend(trend, names), key="errors_trend_chart")
+    for col, key in zip(st.columns(len(CHARTS)), CHARTS, strict=True):
+        with col:
+            drawn.chart(key, filters, chart_key=f"errors_{key}_chart")
     st.dataframe(
         [
             {

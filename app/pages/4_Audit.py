@@ -17,7 +17,7 @@ principal = session.principal
 
 cols = st.columns([2, 2, 2, 1])
 with cols[0]:
-    tenant = common.tenant_filter(principal, key="audit_tenant")
+    tenant = common.tenant_filter(session, key="audit_tenant")
 with cols[1]:
     action = st.text_input("Action", key="audit_action", placeholder="e.g. cancel, replay, submit").strip() or None
 with cols[2]:

@@ -13,6 +13,7 @@ from tests.app.conftest import (
     TENANT_A,
     TENANT_B,
     Seeded,
+    _dead_letter,
     audit_count,
     button,
     job_state,
@@ -59,10 +60,10 @@ def test_replay_one_job_writes_one_audit_row(
     at = open_app(make_token("operator", {Scope.READ, Scope.OPERATE}), "dead_letters")
     http_ids = seeded.a.dead[seeded.clusters_a["http_5xx"][0]]
     target = min(http_ids)
-    picker = next(s for s in at.selectbox if int(s.value) in http_ids)
+    picker = next(s for s in at.selectbox if str(s.key).startswith("dlq_pick_") and int(str(s.value)) in http_ids)
     picker.set_value(target).run()
     before = audit_count(console)
-    replay = next(b for b in at.button if b.label == labels.REPLAY_JOB and b.key.startswith("dlq_replay_one_"))
+    replay = next(b for b in at.button if b.label == labels.REPLAY_JOB and str(b.key).startswith("dlq_replay_one_"))
     # The first cluster's button: the http_5xx one is listed first.
     assert replay.key == next(b.key for b in at.button if b.label == labels.REPLAY_JOB)
     replay.click().run()
@@ -83,27 +84,97 @@ def test_replay_one_job_writes_one_audit_row(
     assert _replayed(console, http_ids) == {target: "queued"}
 
 
-def test_replay_a_whole_cluster(seeded: Seeded, console: sa.Engine, make_token: Callable[..., str]) -> None:
+def _audit_since(engine: sa.Engine, after: int) -> list[sa.RowMapping]:
+    with engine.connect() as conn:
+        return list(
+            conn.execute(
+                sa.text("SELECT * FROM audit_log ORDER BY id OFFSET :n"),
+                {"n": after},
+            )
+            .mappings()
+            .all()
+        )
+
+
+def _confirm_cluster_replay(at: AppTest, count: int, reason: str, ticket: str | None = None) -> None:
+    button(at, f"{labels.REPLAY_CLUSTER} ({count})").click().run()
+    text_input(at, labels.REASON_LABEL).input(reason)
+    if ticket is not None:
+        text_input(at, labels.TICKET_LABEL).input(ticket)
+    button(at, labels.CONFIRM).click().run()
+    assert not at.exception
+
+
+def test_replay_a_whole_cluster_is_one_audited_action(
+    seeded: Seeded, console: sa.Engine, make_token: Callable[..., str]
+) -> None:
     at = open_app(make_token("operator", {Scope.READ, Scope.OPERATE}), "dead_letters")
     http_ids = seeded.a.dead[seeded.clusters_a["http_5xx"][0]]
     before = audit_count(console)
+    # No reason: control refuses, the dialog stays open, nothing is replayed.
     button(at, f"{labels.REPLAY_CLUSTER} ({len(http_ids)})").click().run()
-    text_input(at, labels.REASON_LABEL).input("upstream outage over")
-    text_input(at, labels.TICKET_LABEL).input("INC-7")
     button(at, labels.CONFIRM).click().run()
-    assert not at.exception
+    assert "replay needs a reason" in texts(at)
+    assert audit_count(console) == before
+    assert _replayed(console, http_ids) == {}
+    button(at, labels.BACK).click().run()
+
+    _confirm_cluster_replay(at, len(http_ids), "upstream outage over", "INC-7")
     (message,) = [s.value for s in at.success]
+    assert f": {len(http_ids)} jobs replayed (" in message
     for job_id in http_ids:
         assert f"replays job {job_id}" in message
+    # One new queued job per dead letter of the cluster, and nothing else replayed.
     assert _replayed(console, seeded.a.dead_ids + seeded.b.dead_ids) == {i: "queued" for i in http_ids}
-    # control has no batch replay: one audit row per replayed job, each with the reason.
-    assert audit_count(console) == before + len(http_ids)
+    # One audit row for the whole cluster (control.replay_many), naming every replay.
+    (row,) = _audit_since(console, before)
+    assert (row["subject"], row["action"], row["tenant"], row["reason"], row["ticket"]) == (
+        "operator",
+        "replay",
+        TENANT_A,
+        "upstream outage over",
+        "INC-7",
+    )
+    assert row["target"].startswith(f"{len(http_ids)} dead-lettered jobs of error cluster http_5xx/")
+    assert sorted(int(old) for old in row["details"]["replayed"]) == sorted(http_ids)
     with console.connect() as conn:
-        rows = conn.execute(
-            sa.text("SELECT action, target, reason, ticket FROM audit_log ORDER BY id DESC LIMIT :n"),
-            {"n": len(http_ids)},
-        ).all()
-    assert sorted(rows) == sorted(("replay", f"job {i}", "upstream outage over", "INC-7") for i in http_ids)
+        news = conn.execute(sa.text("SELECT id, replay_of FROM jobs WHERE replay_of = ANY(:ids)"), {"ids": http_ids})
+        assert {str(r.replay_of): r.id for r in news} == row["details"]["replayed"]
+
+
+def test_replay_of_a_cluster_of_two_tenants_writes_one_audit_row_per_tenant(
+    console: sa.Engine, make_token: Callable[..., str]
+) -> None:
+    pages = [f"HTTP 503 for https://feeds.example/feed?page={n}" for n in (1, 2, 3)]
+    a_ids = _dead_letter(console, TENANT_A, "http_5xx", pages[:2])
+    b_ids = _dead_letter(console, TENANT_B, "http_5xx", pages[2:])
+    at = open_app(make_token("admin", {Scope.READ, Scope.OPERATE}), "dead_letters")
+    assert _cluster_titles(at) == ["http_5xx · HTTP <n> for <url>"]  # one cluster of both tenants
+    before = audit_count(console)
+    _confirm_cluster_replay(at, len(a_ids + b_ids), "feeds are back")
+    assert _replayed(console, a_ids + b_ids) == {i: "queued" for i in a_ids + b_ids}
+    rows = _audit_since(console, before)
+    assert sorted((r["action"], r["tenant"], sorted(map(int, r["details"]["replayed"]))) for r in rows) == [
+        ("replay", TENANT_A, sorted(a_ids)),
+        ("replay", TENANT_B, b_ids),
+    ]
+
+
+def test_a_forged_cluster_replay_across_tenants_replays_nothing(
+    seeded: Seeded, console: sa.Engine, make_token: Callable[..., str]
+) -> None:
+    """replay_many is all or nothing: one job of another tenant refuses the whole cluster."""
+    at = open_app(make_token("acme-ops", {Scope.READ, Scope.OPERATE}, {TENANT_A}), "dead_letters")
+    (other,) = seeded.b.dead_ids
+    ids = (*seeded.a.dead_ids, other)
+    before = audit_count(console)
+    at.session_state[common.PENDING_KEY] = common.Action("replay_cluster", ids, "Replay a cluster", label="forged")
+    at.run()
+    text_input(at, labels.REASON_LABEL).input("not all mine")
+    button(at, labels.CONFIRM).click().run()
+    assert [e.value for e in at.error] == [f"Replay a cluster failed: acme-ops may not act on tenant {TENANT_B!r}"]
+    assert audit_count(console) == before
+    assert _replayed(console, list(ids)) == {}
 
 
 def test_a_principal_without_operate_sees_disabled_buttons(

@@ -13,10 +13,12 @@ from app import common, labels
 from core.domain.auth import Scope
 from tests.app.conftest import (
     ARTIFACT,
+    JOB_TYPE,
     SECRET,
     TENANT_A,
     TENANT_B,
     Seeded,
+    _submit,
     audit_count,
     button,
     job_state,
@@ -38,20 +40,48 @@ def test_filters_list_the_right_jobs(seeded: Seeded, make_token: Callable[..., s
     at = open_app(make_token("sre", {Scope.READ}), "jobs")
     everyone = seeded.a.all_ids + seeded.b.all_ids
     assert _listed(at) == sorted(everyone, reverse=True)
-    at.text_input(key="jobs_tenant").input(TENANT_A).run()
+    # Tenants and job types are picked from the ledger (queries.tenants / queries.job_types).
+    assert at.selectbox(key="jobs_tenant").options == [labels.ALL, TENANT_A, TENANT_B]
+    types = at.selectbox(key="jobs_type").options
+    assert types[0] == labels.ALL and JOB_TYPE in types and types[1:] == sorted(types[1:])
+    other_type = next(t for t in types[1:] if t != JOB_TYPE)
+    at.selectbox(key="jobs_tenant").set_value(TENANT_A).run()
     assert _listed(at) == sorted(seeded.a.all_ids, reverse=True)
     at.selectbox(key="jobs_state").set_value("dead_lettered").run()
     assert _listed(at) == sorted(seeded.a.dead_ids, reverse=True)
-    at.text_input(key="jobs_tenant").input("").run()
+    at.selectbox(key="jobs_tenant").set_value(labels.ALL).run()
     assert _listed(at) == sorted(seeded.a.dead_ids + seeded.b.dead_ids, reverse=True)
-    at.text_input(key="jobs_type").input("no.such.type").run()
+    at.selectbox(key="jobs_type").set_value(other_type).run()
     assert _listed(at) == []
-    at.text_input(key="jobs_type").input("test.report").run()
+    at.selectbox(key="jobs_type").set_value(JOB_TYPE).run()
     assert len(_listed(at)) == len(seeded.a.dead_ids + seeded.b.dead_ids)
     # The filters survive a rerun (as on a live refresh).
     at.run()
     assert at.selectbox(key="jobs_state").value == "dead_lettered"
+    assert at.selectbox(key="jobs_type").value == JOB_TYPE
     assert len(_listed(at)) == len(seeded.a.dead_ids + seeded.b.dead_ids)
+
+
+def test_time_range_is_applied_by_the_query_before_the_limit(
+    seeded: Seeded, console: sa.Engine, make_token: Callable[..., str]
+) -> None:
+    """The newest 50 jobs were created two hours ago: "Last hour, newest 50" lists the seeded
+    jobs (the range is part of the query), not nothing (a range applied after the limit)."""
+    old = _submit(console, TENANT_B, 50)
+    with console.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE jobs SET created_at = now() - interval '2 hours' WHERE id = ANY(:ids)"), {"ids": old}
+        )
+    at = open_app(make_token("sre", {Scope.READ}), "jobs")
+    fewest, more = at.selectbox(key="jobs_limit").options[:2]
+    assert (int(fewest), int(more)) == (len(old), 200)
+    at.selectbox(key="jobs_limit").set_value(int(fewest)).run()
+    assert at.selectbox(key="jobs_range").value == "Last hour"
+    assert _listed(at) == sorted(seeded.a.all_ids + seeded.b.all_ids, reverse=True)
+    at.selectbox(key="jobs_range").set_value("Last 6 hours").run()
+    assert _listed(at) == sorted(old, reverse=True)  # the newest 50, all of them old
+    at.selectbox(key="jobs_limit").set_value(int(more)).run()
+    assert _listed(at) == sorted(old + seeded.a.all_ids + seeded.b.all_ids, reverse=True)
 
 
 def test_job_detail_shows_history_progress_logs_artifacts_provenance(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -12,6 +13,7 @@ from streamlit.testing.v1 import AppTest
 from app import labels
 from core.domain import slo
 from core.domain.auth import Scope
+from dashboards import panels
 from tests.app.conftest import HOME, TENANT_A, TENANT_B, Seeded, Tenant, button, metrics, open_app, text_input, texts
 
 
@@ -32,7 +34,7 @@ def _finished(*tenants: Tenant) -> tuple[int, int]:
     return failed, failed + sum(len(t.succeeded) for t in tenants)
 
 
-def _charts(at: AppTest) -> dict[str, dict[str, object]]:
+def _charts(at: AppTest) -> dict[str, dict[str, Any]]:
     out = {}
     for el in at.get("plotly_chart"):
         spec = json.loads(el.proto.spec)
@@ -69,12 +71,37 @@ def test_overview_shows_the_numbers_of_every_tenant(
     by_class = dict(zip(clusters["class"], clusters["count"], strict=True))
     assert by_class == {"http_5xx": 2, "timeout": 1, "schema_mismatch": 1, "http_429": 1}
 
-    # Queue depth per queue: the scheduler's sample of live jobs (queued, running, retrying).
-    depth = _charts(at)["Queue depth per queue"]
-    (trace,) = depth["data"]
-    live = len(a.queued + a.running + a.retrying + b.queued + b.running + b.retrying)
-    assert trace["name"] == "default"
-    assert trace["y"] == [live]
+    # Queue depth per queue and state: the scheduler's sample of live jobs.
+    depth = _charts(at)[panels.panel("queue_depth").title]
+    assert {t["name"]: t["y"] for t in depth["data"]} == {
+        "default queued": [len(a.queued + b.queued)],
+        "default running": [len(a.running + b.running)],
+        "default retrying": [len(a.retrying + b.retrying)],
+    }
+
+
+def test_overview_charts_are_the_declared_panels(seeded: Seeded, make_token: Callable[..., str]) -> None:
+    """Every chart is a panel of dashboards/: its title, its unit on the value axis, its figure
+    builder's traces, drawn from its read model's rows."""
+    at = open_app(make_token("sre", {Scope.READ}))
+    charts = _charts(at)
+    keys = ("queue_depth", "throughput", "duration_p95", "outcomes")
+    assert sorted(charts) == sorted(panels.panel(k).title for k in keys)
+    for key in keys:
+        p = panels.panel(key)
+        assert charts[p.title]["layout"]["yaxis"].get("ticksuffix", "") == panels.unit_suffix(p.unit), key
+    # Jobs per second: one-minute buckets over the hour, finished = succeeded + dead-lettered.
+    finished, succeeded = _finished(seeded.a, seeded.b)[1], len(seeded.a.succeeded + seeded.b.succeeded)
+    lines = {t["name"]: t["y"] for t in charts[panels.panel("throughput").title]["data"]}
+    assert round(sum(lines["finished"]) * 60) == finished
+    assert round(sum(lines["succeeded"]) * 60) == succeeded
+    outcomes = charts[panels.panel("outcomes").title]["data"][0]
+    assert dict(zip(outcomes["x"], outcomes["y"], strict=True)) == {
+        "succeeded": succeeded,
+        "dead_lettered": finished - succeeded,
+    }
+    (p95,) = charts[panels.panel("duration_p95").title]["data"]
+    assert p95["name"] == "p95" and all(v is not None and v >= 0 for v in p95["y"])
 
 
 def test_overview_of_a_tenant_limited_principal_shows_nothing_of_another(
@@ -102,18 +129,31 @@ def test_overview_of_a_tenant_limited_principal_shows_nothing_of_another(
     assert "timed out" not in page
     # The tenant filter offers only the principal's tenants.
     assert at.selectbox(key="overview_tenant").options == [labels.ALL, TENANT_B]
-    depth = _charts(at)["Queue depth per queue"]
-    assert depth["data"][0]["y"] == [len(b.queued + b.retrying)]
+    depth = _charts(at)[panels.panel("queue_depth").title]
+    assert {t["name"]: t["y"] for t in depth["data"]} == {
+        "default queued": [len(b.queued)],
+        "default retrying": [len(b.retrying)],
+    }
+    outcomes = _charts(at)[panels.panel("outcomes").title]["data"][0]
+    assert dict(zip(outcomes["x"], outcomes["y"], strict=True)) == {
+        "succeeded": len(b.succeeded),
+        "dead_lettered": len(b.dead_ids),
+    }
 
 
 def test_tenant_filter_narrows_the_overview(seeded: Seeded, make_token: Callable[..., str]) -> None:
     at = open_app(make_token("admin", set(Scope)))
-    at.text_input(key="overview_tenant").input(TENANT_A).run()
+    # The picker offers the tenants of the ledger (queries.tenants), not free text.
+    assert at.selectbox(key="overview_tenant").options == [labels.ALL, TENANT_A, TENANT_B]
+    at.selectbox(key="overview_tenant").set_value(TENANT_A).run()
     shown = metrics(at)
     assert shown["Queued"] == str(len(seeded.a.queued))
     assert shown["Running"] == str(len(seeded.a.running))
     assert shown["Dead-lettered"] == str(len(seeded.a.dead_ids))
     assert set(at.dataframe[0].value["class"]) == {"http_5xx", "timeout"}
+    _, finished = _finished(seeded.a)
+    assert shown["Jobs/s (last hour)"] == f"{finished / 3600:.3g}"
+    assert f"{finished} jobs finished in the last hour." in texts(at)
 
 
 def test_sign_in_with_a_token(seeded: Seeded, make_token: Callable[..., str]) -> None:

@@ -128,6 +128,33 @@ def test_panel_declaration_rejects_half_a_console_panel_and_oversized_panels() -
         panels.Panel("k", "t", "short", "d", panels.PanelType.STAT, panels.STAT, (), None, None)
     with pytest.raises(ValueError, match="24-column"):
         panels.Size(25, 4)
+    with pytest.raises(ValueError, match="unknown unit 'bytes'"):
+        panels.Panel("k", "t", "bytes", "d", panels.PanelType.STAT, panels.STAT, (panels.Query("up"),), None, None)
+
+
+@pytest.mark.parametrize("panel", CONSOLE_PANELS, ids=lambda p: p.key)
+def test_the_console_draws_a_panel_with_its_title_and_unit(panel: panels.Panel) -> None:
+    fig = panels.draw(panel, SAMPLE_ROWS[str(panel.read_model)])
+    assert fig.layout.title.text == panel.title
+    suffix = panels.unit_suffix(panel.unit)
+    horizontal = all(getattr(t, "orientation", None) == "h" for t in fig.data)
+    value_axis, other_axis = (
+        (fig.layout.xaxis, fig.layout.yaxis) if horizontal else (fig.layout.yaxis, fig.layout.xaxis)
+    )
+    assert (value_axis.ticksuffix or "") == suffix
+    assert not other_axis.ticksuffix
+    # The builder's traces are kept as they are.
+    assert panel.figure is not None
+    built = panel.figure(SAMPLE_ROWS[str(panel.read_model)])
+    assert [t.to_plotly_json() for t in fig.data] == [t.to_plotly_json() for t in built.data]
+
+
+def test_unit_suffixes_and_grafana_only_panels() -> None:
+    assert [panels.unit_suffix(u) for u in ("short", "s", "ops", "suffix:x")] == ["", " s", "/s", "x"]
+    assert panels.draw(panels.panel("failures_by_class"), SAMPLE_ROWS["error_trend"]).layout.xaxis.ticksuffix is None
+    assert panels.draw(panels.panel("burn_rate"), SAMPLE_ROWS["burn_rates"]).layout.yaxis.ticksuffix == "x"
+    with pytest.raises(ValueError, match="only Prometheus"):
+        panels.draw(panels.panel("queue_wait_p95"), [])
 
 
 def test_the_required_panels_are_declared() -> None:
