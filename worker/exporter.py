@@ -62,16 +62,27 @@ class Metrics:
             else:
                 self._objects[spec.name] = pc.Histogram(name, spec.help, spec.labels, buckets=spec.buckets)
 
+        # Labelled children, cached: .labels() takes a lock and builds a key on every call,
+        # and these run once or twice per job.
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def _child(self, name: str, *labels: str) -> Any:
+        key = (name, *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self._objects[name].labels(*labels)
+        return child
+
     def attempt_started(self, job_type: str, queue: str, queue_wait_s: float) -> None:
-        self._objects["orch_job_queue_wait_seconds"].labels(job_type, queue).observe(max(0.0, queue_wait_s))
+        self._child("orch_job_queue_wait_seconds", job_type, queue).observe(max(0.0, queue_wait_s))
 
     def attempt_ended(
         self, tenant: str, job_type: str, queue: str, outcome: str, duration_s: float, error_class: str | None
     ) -> None:
-        self._objects["orch_jobs_finished_total"].labels(tenant, job_type, queue, outcome).inc()
-        self._objects["orch_job_duration_seconds"].labels(job_type, queue).observe(duration_s)
+        self._child("orch_jobs_finished_total", tenant, job_type, queue, outcome).inc()
+        self._child("orch_job_duration_seconds", job_type, queue).observe(duration_s)
         if error_class is not None:
-            self._objects["orch_job_failures_total"].labels(tenant, job_type, error_class).inc()
+            self._child("orch_job_failures_total", tenant, job_type, error_class).inc()
 
     def leases_expired(self, n: int) -> None:
         if n:
