@@ -387,7 +387,7 @@ def _scheduler(ctx: Context, redis_url: str) -> Any:
 
     b = broker.build_broker(redis_url, namespace=ctx.settings.broker_namespace)
     broker.check_redis(b)
-    engine = db.create_engine(ctx.urls()[0], pool_size=3, application_name="orch-scheduler")
+    engine = db.create_engine(ctx.urls()[0], pool_size=3, application_name="orch-scheduler", ordered_scans=True)
     return scheduler.Scheduler(engine, b, broker.RedisDoorbell(b), ctx.settings)
 
 

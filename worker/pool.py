@@ -76,6 +76,7 @@ def worker_main(slot: int, config: PoolConfig, ready: multiprocessing.synchroniz
         # the job leased, its lease expires and the scheduler retries it. Submissions, which
         # are not recoverable, keep synchronous commit (docs/adr/0003).
         synchronous_commit=False,
+        ordered_scans=True,
     )
     owner = owner_name(slot)
     pump = Pump(

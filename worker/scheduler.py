@@ -54,6 +54,8 @@ class Scheduler:
         self.actor = f"scheduler:{socket.gethostname()}:{os.getpid()}"
         self.is_leader = False
         self._last_sample = -1e9
+        self._last_maintenance = -1e9
+        self._warned_autovacuum = False
 
     # -- one pass ------------------------------------------------------------------------
 
@@ -116,9 +118,31 @@ class Scheduler:
         with self.engine.begin() as conn:
             ledger.sample_queue_depth(conn)
 
+    def check_maintenance(self) -> None:
+        """With autovacuum off, the jobs table's statistics go stale and its dead rows pile
+        up. Say so once, and keep the statistics fresh with an ANALYZE every 5 minutes (dead
+        rows still need VACUUM, which is the database owner's call)."""
+        now = time.monotonic()
+        if now - self._last_maintenance < 300.0:
+            return
+        self._last_maintenance = now
+        with self.engine.connect() as conn:
+            autovacuum = conn.execute(sa.text("SHOW autovacuum")).scalar()
+            if autovacuum == "on":
+                return
+            if not self._warned_autovacuum:
+                log.warning(
+                    "autovacuum is off in this PostgreSQL: the jobs table will bloat; turn it on or run "
+                    "VACUUM (ANALYZE) jobs regularly (the scheduler only refreshes statistics)"
+                )
+                self._warned_autovacuum = True
+            conn.execute(sa.text("ANALYZE jobs"))
+            conn.commit()
+
     def run_pass(self) -> PassResult:
         r = PassResult()
         self.sample_depth()
+        self.check_maintenance()
         r.reaped_leased, r.reaped_running = self.reap()
         r.released = self.release_due()
         r.rerung = self.reconcile_doorbells()

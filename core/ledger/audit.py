@@ -53,10 +53,15 @@ def row_hash(prev_hash: str, at: dt.datetime, e: AuditEntry) -> str:
 def append(conn: sa.Connection, entry: AuditEntry) -> int:
     """Append one row in the caller's transaction (which must commit for it to count)."""
     conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": AUDIT_LOCK_KEY})
-    prev = conn.execute(sa.text("SELECT hash FROM audit_log ORDER BY id DESC LIMIT 1")).scalar()
+    # A new statement after the lock: under READ COMMITTED its snapshot sees every row
+    # appended before we got the lock. Microseconds survive the timestamptz round trip.
+    prev, at = conn.execute(
+        sa.text(
+            "SELECT (SELECT hash FROM audit_log ORDER BY id DESC LIMIT 1),"
+            " date_trunc('microseconds', clock_timestamp())"
+        )
+    ).one()
     prev_hash = prev or GENESIS
-    # Microsecond precision survives the round trip through timestamptz unchanged.
-    at = conn.execute(sa.text("SELECT date_trunc('microseconds', clock_timestamp())")).scalar_one()
     digest = row_hash(prev_hash, at, entry)
     row_id = conn.execute(
         sa.text(

@@ -22,6 +22,7 @@ def create_engine(
     pool_size: int = 5,
     application_name: str = "orch",
     synchronous_commit: bool = True,
+    ordered_scans: bool = False,
     pre_ping: bool = False,
     **kw: Any,
 ) -> sa.Engine:
@@ -35,6 +36,12 @@ def create_engine(
     options = ["-c plan_cache_mode=force_generic_plan"]
     if not synchronous_commit:
         options.append("-c synchronous_commit=off")
+    if ordered_scans:
+        # The claim must walk jobs_claim_idx in order and stop after LIMIT rows. With stale
+        # statistics (autovacuum off or behind) the planner may instead bitmap-scan every
+        # entry of the queue and sort them: 10 ms a claim at 60,000 entries. Worker
+        # statements never need a bitmap scan.
+        options.append("-c enable_bitmapscan=off")
     connect_args: dict[str, Any] = {
         "application_name": application_name,
         "connect_timeout": 5,
