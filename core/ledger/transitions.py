@@ -88,6 +88,8 @@ def build(spec: TransitionSpec) -> str:
     returning = "".join(f",\n        {expr}" for expr in spec.returning)
     # Re-checked on the newest row version if a concurrent transaction changed it first
     # (READ COMMITTED re-evaluates the UPDATE's WHERE), so the lease test must live here.
+    # No constant state predicate on j here: it would let the planner reach j through a
+    # partial index (all queued jobs, say) instead of by primary key from src.
     recheck = " AND j.lease_id = src.lease_id" if spec.match_lease else ""
     columns = "job_id, from_state, event, to_state, at, actor, reason, attempt"
     failure_cols = failure_ret = ""
@@ -119,7 +121,7 @@ WITH src AS (
         state = {to},
         updated_at = now(){sets}
     FROM src
-    WHERE j.id = src.id AND j.state = src.from_state AND j.state IN ({from_list}){recheck}
+    WHERE j.id = src.id AND j.state = src.from_state{recheck}
     RETURNING j.id, j.tenant_id, j.attempt, j.state AS to_state, src.from_state,
         {spec.reason} AS reason{returning}{failure_ret}
 ), history AS (
