@@ -347,6 +347,26 @@ def cancel(
         return result
 
 
+def _replay_of(job: sa.RowMapping, new_id: int) -> ledger.NewJob:
+    """A new queued job with the same type, payload and provenance as `job`, replay_of it."""
+    text = payloads.canonical_json(job["payload"])
+    return ledger.NewJob(
+        id=new_id,
+        tenant_id=job["tenant_id"],
+        job_type=job["job_type"],
+        queue=job["queue"],
+        priority=job["priority"],
+        payload_json=text,
+        digest=payloads.digest(text),
+        idempotency_key=None,
+        state=State.QUEUED,
+        max_attempts=job["max_attempts"],
+        correlation_id=job["correlation_id"],
+        replay_of=job["id"],
+        run_id=job["run_id"],
+    )
+
+
 def retry(
     engine: sa.Engine,
     principal: Principal,
@@ -386,27 +406,10 @@ def retry(
             raise errors.InvalidTransition(
                 f"job {job_id} is {state}; only dead-lettered, canceled or upstream-failed jobs are replayed"
             )
-        text = payloads.canonical_json(job["payload"])
         new_id = ledger.allocate_job_ids(conn, 1)[0]
         ledger.insert_jobs(
             conn,
-            [
-                ledger.NewJob(
-                    id=new_id,
-                    tenant_id=job["tenant_id"],
-                    job_type=job["job_type"],
-                    queue=job["queue"],
-                    priority=job["priority"],
-                    payload_json=text,
-                    digest=payloads.digest(text),
-                    idempotency_key=None,
-                    state=State.QUEUED,
-                    max_attempts=job["max_attempts"],
-                    correlation_id=job["correlation_id"],
-                    replay_of=job_id,
-                    run_id=job["run_id"],
-                )
-            ],
+            [_replay_of(job, new_id)],
             actor=principal.subject,
             reason=reason or f"replay of job {job_id}",
         )
@@ -546,26 +549,7 @@ def replay_many(
             if r["state"] != State.DEAD_LETTERED:
                 raise errors.InvalidTransition(f"job {r['id']} is {r['state']}; only dead-lettered jobs are replayed")
         new_ids = ledger.allocate_job_ids(conn, len(rows))
-        news = []
-        for new_id, r in zip(new_ids, rows, strict=True):
-            text = payloads.canonical_json(r["payload"])
-            news.append(
-                ledger.NewJob(
-                    id=new_id,
-                    tenant_id=r["tenant_id"],
-                    job_type=r["job_type"],
-                    queue=r["queue"],
-                    priority=r["priority"],
-                    payload_json=text,
-                    digest=payloads.digest(text),
-                    idempotency_key=None,
-                    state=State.QUEUED,
-                    max_attempts=r["max_attempts"],
-                    correlation_id=r["correlation_id"],
-                    replay_of=r["id"],
-                    run_id=r["run_id"],
-                )
-            )
+        news = [_replay_of(r, new_id) for new_id, r in zip(new_ids, rows, strict=True)]
         ledger.insert_jobs(conn, news, actor=principal.subject, reason=reason)
         for tenant in sorted({r["tenant"] for r in rows}):
             mine = [(r["id"], n) for r, n in zip(rows, new_ids, strict=True) if r["tenant"] == tenant]
