@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     scheduler_batch: int = Field(default=1000, ge=1, le=100_000)
     #: Seconds a stopping worker waits for running handlers before releasing their leases.
     shutdown_grace_s: float = Field(default=10.0, ge=0)
+    #: How long a worker's writer waits for more outcomes when it has only a few: larger
+    #: batches, no latency any handler sees (outcomes are asynchronous).
+    write_linger_s: float = Field(default=0.002, ge=0, le=0.1)
     #: Dramatiq namespace in Redis.
     broker_namespace: str = "orch"
     #: Where /metrics is served (orch up, orch exporter).

@@ -84,6 +84,7 @@ def worker_main(slot: int, config: PoolConfig, ready: multiprocessing.synchroniz
         owner=owner,
         job_types=lambda: list(handlers),
         lease_policy=lambda t: (handlers[t].lease_s, handlers[t].heartbeat_s) if t in handlers else (30.0, 10.0),
+        write_linger_s=settings.write_linger_s,
     )
     from core import control
 

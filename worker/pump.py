@@ -127,10 +127,13 @@ class Pump:
         owner: str,
         job_types: Callable[[], Sequence[str]],
         lease_policy: Callable[[str], tuple[float, float]],
+        write_linger_s: float = 0.0,
     ) -> None:
         """`job_types` lists the types this process can run (claims take only those);
-        `lease_policy(job_type)` gives (lease_s, heartbeat_s)."""
+        `lease_policy(job_type)` gives (lease_s, heartbeat_s); `write_linger_s` is how long
+        the writer waits for more outcomes when it has only a few."""
         self.engine = engine
+        self.write_linger_s = write_linger_s
         self.owner = owner
         self._job_types = job_types
         self._lease_policy = lease_policy
@@ -312,6 +315,12 @@ class Pump:
                 self._write_cond.wait(self._next_wake(time.monotonic()))
             if self._stopping and not self._write_pending():
                 return False
+            linger = self.write_linger_s > 0 and not self._renew_now and not self._stopping and len(self._finishes) < 8
+        if linger:
+            # Outcomes are asynchronous (nobody waits on them), so a moment's wait for more
+            # of them costs no latency a handler sees and makes batches larger.
+            time.sleep(self.write_linger_s)
+        with self._write_cond:
             finishes, self._finishes = self._finishes[:MAX_BATCH], self._finishes[MAX_BATCH:]
             progress, self._progress = list(self._progress.values()), {}
             logs, self._logs = self._logs[:MAX_BATCH], self._logs[MAX_BATCH:]
