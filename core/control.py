@@ -295,22 +295,26 @@ def submit(
     return submit_many(engine, principal, [spec], doorbell=doorbell, reason=reason).job_ids[0]
 
 
-def _load(conn: sa.Connection, job_id: int) -> sa.RowMapping:
-    row = (
+def _lock_jobs(conn: sa.Connection, job_ids: Sequence[int]) -> list[sa.RowMapping]:
+    """The jobs (with their tenant's name), locked in id order for the rest of the transaction."""
+    return list(
         conn.execute(
             sa.text(
                 "SELECT j.id, j.state, j.tenant_id, t.name AS tenant, j.job_type, j.queue, j.priority,"
                 " j.payload, j.max_attempts, j.correlation_id, j.run_id"
-                " FROM jobs j JOIN tenants t ON t.id = j.tenant_id WHERE j.id = :id FOR UPDATE OF j"
+                " FROM jobs j JOIN tenants t ON t.id = j.tenant_id WHERE j.id = ANY(:ids)"
+                " ORDER BY j.id FOR UPDATE OF j"
             ),
-            {"id": job_id},
-        )
-        .mappings()
-        .first()
+            {"ids": list(job_ids)},
+        ).mappings()
     )
-    if row is None:
+
+
+def _load(conn: sa.Connection, job_id: int) -> sa.RowMapping:
+    rows = _lock_jobs(conn, [job_id])
+    if not rows:
         raise errors.NotFound(f"no job {job_id}; list jobs with `orch jobs list`")
-    return row
+    return rows[0]
 
 
 def cancel(
@@ -525,19 +529,7 @@ def replay_many(
     if len(job_ids) > 10_000:
         raise errors.InvalidInput("replay at most 10000 jobs at once")
     with engine.begin() as conn:
-        rows = (
-            conn.execute(
-                sa.text(
-                    "SELECT j.id, j.state, j.tenant_id, t.name AS tenant, j.job_type, j.queue, j.priority,"
-                    " j.payload, j.max_attempts, j.correlation_id, j.run_id"
-                    " FROM jobs j JOIN tenants t ON t.id = j.tenant_id WHERE j.id = ANY(:ids)"
-                    " ORDER BY j.id FOR UPDATE OF j"
-                ),
-                {"ids": list(job_ids)},
-            )
-            .mappings()
-            .all()
-        )
+        rows = _lock_jobs(conn, job_ids)
         found = {r["id"] for r in rows}
         missing = sorted(set(job_ids) - found)
         if missing:

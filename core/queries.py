@@ -77,8 +77,19 @@ def get_job(conn: sa.Connection, principal: Principal, job_id: int) -> dict[str,
     return job
 
 
+def _require_job(conn: sa.Connection, principal: Principal, job_id: int) -> None:
+    """NotFound unless the job exists and the principal may see its tenant."""
+    where, params = _tenant_filter(principal, None)
+    found = conn.execute(
+        sa.text(f"SELECT 1 FROM jobs j JOIN tenants t ON t.id = j.tenant_id WHERE j.id = :id AND {where}"),
+        {"id": job_id, **params},
+    ).first()
+    if found is None:
+        raise errors.NotFound(f"no job {job_id}; list jobs with `orch jobs list`")
+
+
 def job_history(conn: sa.Connection, principal: Principal, job_id: int) -> list[dict[str, Any]]:
-    get_job(conn, principal, job_id)
+    _require_job(conn, principal, job_id)
     rows = conn.execute(
         sa.text(
             "SELECT from_state, to_state, event, at, actor, reason, attempt FROM job_history"
@@ -90,7 +101,7 @@ def job_history(conn: sa.Connection, principal: Principal, job_id: int) -> list[
 
 
 def job_logs(conn: sa.Connection, principal: Principal, job_id: int, limit: int = 200) -> list[dict[str, Any]]:
-    get_job(conn, principal, job_id)
+    _require_job(conn, principal, job_id)
     rows = conn.execute(
         sa.text("SELECT at, attempt, level, message FROM job_logs WHERE job_id = :id ORDER BY id DESC LIMIT :limit"),
         {"id": job_id, "limit": limit},
@@ -102,7 +113,7 @@ def job_logs(conn: sa.Connection, principal: Principal, job_id: int, limit: int 
 
 
 def job_artifacts(conn: sa.Connection, principal: Principal, job_id: int) -> list[dict[str, Any]]:
-    get_job(conn, principal, job_id)
+    _require_job(conn, principal, job_id)
     rows = conn.execute(
         sa.text(
             "SELECT id, name, media_type, sha256, size_bytes, attempt, created_at FROM artifacts"
@@ -166,20 +177,6 @@ def dead_letters(
     conn: sa.Connection, principal: Principal, *, tenant: str | None = None, limit: int = 100
 ) -> list[dict[str, Any]]:
     return list_jobs(conn, principal, tenant=tenant, state=State.DEAD_LETTERED.value, limit=limit)
-
-
-def throughput(conn: sa.Connection, principal: Principal, *, window_s: float = 10.0) -> float:
-    """Jobs finished per second over the last `window_s` seconds (all visible tenants)."""
-    where, params = _tenant_filter(principal, None)
-    count = conn.execute(
-        sa.text(
-            "SELECT count(*) FROM jobs j JOIN tenants t ON t.id = j.tenant_id"
-            f" WHERE j.state IN ('succeeded', 'dead_lettered') AND {where}"
-            " AND j.finished_at > now() - make_interval(secs => :w)"
-        ),
-        {**params, "w": window_s},
-    ).scalar_one()
-    return float(count) / window_s
 
 
 def _since(since_s: float) -> float:

@@ -7,7 +7,6 @@ import logging
 import random
 import time
 from collections.abc import Mapping
-from typing import Any
 
 import dramatiq
 
@@ -29,8 +28,6 @@ class Runtime:
         self.pump = pump
         self.handlers = handlers
         self.rng = rng or random.Random()
-        #: Optional observer of handler starts, (job, monotonic time); used by benchmarks.
-        self.on_start: Any = None
 
     def on_doorbell(self, queue: str) -> None:
         try:
@@ -54,8 +51,6 @@ class Runtime:
         if job.cancel_requested:
             self.pump.finish(job, CanceledOutcome())
             return
-        if self.on_start is not None:
-            self.on_start(job, time.monotonic())
         m = exporter.metrics()
         m.attempt_started(job.job_type, job.queue, job.queue_wait_s)
         ctx = sdk.JobContext(job, self.pump)

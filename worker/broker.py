@@ -52,13 +52,6 @@ class OrchRedisBroker(RedisBroker):
             self.client.publish(self.notify_channel(message.queue_name), b"1")
         return sent
 
-    def enqueue_batch(self, messages: Sequence[Message[Any]]) -> None:
-        """Enqueue many messages with a few round trips; wakes idle consumers once per queue."""
-        by_queue: dict[str, list[tuple[str, bytes]]] = defaultdict(list)
-        for m in messages:
-            by_queue[m.queue_name].append((m.options["redis_message_id"], m.encode()))
-        self.enqueue_encoded(by_queue)
-
     def enqueue_encoded(self, by_queue: Mapping[str, Sequence[tuple[str, bytes]]], *, chunk: int = 5000) -> None:
         """Enqueue (redis message id, encoded message) pairs per queue in one pipeline."""
         pipe = self.client.pipeline(transaction=False)
@@ -149,19 +142,9 @@ def build_broker(redis_url: str, *, namespace: str = "orch") -> OrchRedisBroker:
     return OrchRedisBroker(url=redis_url, namespace=namespace, middleware=[])  # type: ignore[no-untyped-call]
 
 
-def doorbell_message(queue: str, job_id: int) -> Message[Any]:
-    return Message(
-        queue_name=queue,
-        actor_name=actor_name(queue),
-        args=(job_id,),
-        kwargs={},
-        options={"redis_message_id": str(uuid.uuid4())},
-    )
-
-
 def encode_doorbells(queue: str, job_ids: Sequence[int]) -> list[tuple[str, bytes]]:
     """(redis message id, encoded message) for each job: byte for byte what
-    `doorbell_message(...).encode()` gives with these ids, built without a dataclass and a
+    a Dramatiq `Message(...).encode()` of the doorbell actor gives with these ids, built without a dataclass and a
     JSON encoder per message (ringing 20,000 doorbells is on the batch-submit path). Ids are
     a random per-batch prefix plus a counter: unique, and one urandom call per batch."""
     prefix = uuid.uuid4().hex

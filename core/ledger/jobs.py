@@ -95,11 +95,6 @@ def find_idempotent_jobs(conn: sa.Connection, keys: Sequence[tuple[int, str]]) -
     return {(r["tenant_id"], r["idempotency_key"]): r for r in rows}
 
 
-def insert_dag_edges(conn: sa.Connection, edges: Sequence[tuple[int, int]]) -> None:
-    if edges:
-        conn.execute(sql.INSERT_DAG_EDGES, {"parent": [e[0] for e in edges], "child": [e[1] for e in edges]})
-
-
 def claim_jobs(conn: sa.Connection, *, queue: str, limit: int, owner: str, job_types: Sequence[str]) -> list[Row]:
     """queued -> leased for up to `limit` jobs of `queue` whose type the caller can run
     (best priority, then oldest)."""

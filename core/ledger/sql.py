@@ -324,14 +324,6 @@ FROM unnest(CAST(:tenant_id AS bigint[]), CAST(:idem AS text[])) AS i(tenant_id,
 JOIN jobs AS j ON j.tenant_id = i.tenant_id AND j.idempotency_key = i.idem""",
 )
 
-# -- name: insert_dag_edges --
-INSERT_DAG_EDGES = _named(
-    "insert_dag_edges",
-    """INSERT INTO dag_edges (parent_id, child_id)
-SELECT * FROM unnest(CAST(:parent AS bigint[]), CAST(:child AS bigint[]))
-ON CONFLICT DO NOTHING""",
-)
-
 # -- name: ensure_tenants --
 ENSURE_TENANTS = _named(
     "ensure_tenants",
