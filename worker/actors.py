@@ -14,7 +14,7 @@ from core.domain import backoff, errors, redaction
 from core.domain.failures import ErrorClass, truncate_message
 from worker import broker as broker_mod
 from worker import exporter, sdk
-from worker.pump import CanceledOutcome, FailedFinal, FailedRetryable, Outcome, Pump, Succeeded
+from worker.pump import CanceledOutcome, FailedFinal, FailedRetryable, Outcome, Pump, Succeeded, Throttled
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,10 @@ class Runtime:
             return None
         except sdk.Canceled:
             return CanceledOutcome()
+        except sdk.UpstreamThrottled as exc:
+            # Not a failure of the job: it waits for the bucket again, attempt given back.
+            delay = exc.retry_after if exc.retry_after is not None and exc.retry_after >= 0 else 1.0
+            return Throttled(min(delay, backoff.MAX_RETRY_AFTER_S), truncate_message(str(exc)), exc.retry_after)
         except sdk.RetryableError as exc:
             return self._retry_or_dead(spec, job, exc.error_class, str(exc), exc.retry_after)
         except sdk.FatalError as exc:
@@ -102,6 +106,8 @@ def _outcome_label(outcome: Outcome) -> tuple[str, str | None]:
         return "retried", outcome.error_class
     if isinstance(outcome, FailedFinal):
         return "dead_lettered", outcome.error_class
+    if isinstance(outcome, Throttled):
+        return "throttled", ErrorClass.HTTP_429
     return "canceled", None
 
 

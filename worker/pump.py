@@ -30,6 +30,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from core.domain import errors, fingerprints
+from core.domain.failures import ErrorClass
 from core.ledger import jobs as ledger
 from worker.sdk import ActiveJob
 
@@ -70,7 +71,20 @@ class CanceledOutcome:
     pass
 
 
-Outcome = Succeeded | FailedRetryable | FailedFinal | CanceledOutcome
+@dataclass(frozen=True, slots=True)
+class Throttled:
+    """The upstream answered 429: wait `delay_s` (its Retry-After) without using an attempt."""
+
+    delay_s: float
+    message: str
+    retry_after: float | None
+
+
+Outcome = Succeeded | FailedRetryable | FailedFinal | CanceledOutcome | Throttled
+
+#: Failures that count against a source's circuit: the upstream itself is failing. A 429 is
+#: the bucket's business; bad input or a handler's bug is not the upstream's fault.
+CIRCUIT_FAILURES = frozenset({ErrorClass.HTTP_5XX, ErrorClass.TIMEOUT, ErrorClass.NETWORK})
 
 
 @dataclass
@@ -291,6 +305,8 @@ class Pump:
             heartbeat_s=heartbeat_s,
             correlation_id=row["correlation_id"],
             queue_wait_s=float(row["queue_wait_s"] or 0.0),
+            source_id=row["source_id"],
+            started_at=row["started_at"],
             cancel_requested=row["cancel_requested"],
         )
 
@@ -447,4 +463,35 @@ class Pump:
                 conn, [j.id for j, _ in canceled], [j.lease_id for j, _ in canceled], actor=actor
             )
             done.update(r["id"] for r in rows)
+        if throttled := groups.get(Throttled):
+            rows = ledger.throttle_jobs(
+                conn,
+                [j.id for j, _ in throttled],
+                [j.lease_id for j, _ in throttled],
+                [o.delay_s for _, o in throttled],
+                [o.message for _, o in throttled],
+                actor=actor,
+            )
+            done.update(r["id"] for r in rows)
+        self._record_outcomes(conn, [(j, o) for j, o in finishes if j.id in done and j.source_id is not None])
         return done
+
+    def _record_outcomes(self, conn: sa.Connection, finished: list[tuple[ActiveJob, Outcome]]) -> None:
+        """What sources' jobs taught us goes to their circuits and buckets, in finishing order."""
+        learned: list[tuple[ActiveJob, str, float | None]] = []
+        for job, outcome in finished:
+            if isinstance(outcome, Succeeded):
+                learned.append((job, "ok", None))
+            elif isinstance(outcome, Throttled):
+                learned.append((job, "throttled", outcome.retry_after))
+            elif isinstance(outcome, FailedRetryable | FailedFinal) and outcome.error_class in CIRCUIT_FAILURES:
+                learned.append((job, "fail", None))
+        if learned:
+            ledger.record_outcomes(
+                conn,
+                [j.source_id for j, _, _ in learned if j.source_id is not None],
+                [k for _, k, _ in learned],
+                [ra for _, _, ra in learned],
+                [j.started_at for j, _, _ in learned],
+                actor=self.owner,
+            )

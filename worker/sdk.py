@@ -11,6 +11,7 @@ function receives a JobContext and reports failure by raising a typed error.
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -155,6 +156,10 @@ class ActiveJob:
     heartbeat_s: float
     correlation_id: str | None = None
     queue_wait_s: float = 0.0
+    #: The source (upstream feed) the job reads, whose circuit and bucket learn from it.
+    source_id: int | None = None
+    #: When the handler started, by the database's clock.
+    started_at: dt.datetime | None = None
     cancel_requested: bool = False
     lease_lost: bool = False
     next_renew: float = 0.0

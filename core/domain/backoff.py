@@ -8,6 +8,9 @@ from dataclasses import dataclass
 
 from core.domain import errors
 
+#: An upstream's Retry-After is honoured up to a day, so a broken header cannot park a job forever.
+MAX_RETRY_AFTER_S = 86_400.0
+
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
@@ -52,7 +55,7 @@ def retry_delay(
     """
     delay = rng.uniform(0.0, backoff_ceiling(attempt, policy))
     if retry_after is not None and retry_after > 0:
-        delay = max(delay, min(retry_after, 86_400.0))
+        delay = max(delay, min(retry_after, MAX_RETRY_AFTER_S))
     return delay
 
 

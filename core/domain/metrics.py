@@ -32,7 +32,7 @@ class MetricSpec:
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 
 #: Outcomes of an attempt, the values of the `outcome` label.
-OUTCOMES = ("succeeded", "retried", "dead_lettered", "canceled")
+OUTCOMES = ("succeeded", "retried", "dead_lettered", "canceled", "throttled")
 #: SLO windows of the burn-rate metric (DESIGN.md section 7).
 BURN_WINDOWS = ("5m", "30m", "1h", "6h", "3d")
 
@@ -42,7 +42,7 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec(
         "orch_jobs_finished_total",
         Kind.COUNTER,
-        "Attempts that ended, by outcome (succeeded, retried, dead_lettered, canceled).",
+        "Attempts that ended, by outcome (succeeded, retried, dead_lettered, canceled, throttled).",
         ("tenant", "job_type", "queue", "outcome"),
     ),
     MetricSpec(

@@ -39,6 +39,7 @@ class Event(StrEnum):
     FAIL_FINAL = "fail_final"
     LEASE_EXPIRED = "lease_expired"
     CANCEL = "cancel"
+    THROTTLE = "throttle"
 
 
 class Transition(NamedTuple):
@@ -62,6 +63,8 @@ TRANSITIONS: frozenset[Transition] = frozenset(
         (S.LEASED, E.LEASE_EXPIRED, S.QUEUED),
         (S.RUNNING, E.SUCCEED, S.SUCCEEDED),
         (S.RUNNING, E.FAIL_RETRYABLE, S.RETRYING),
+        # The upstream said 429: the job waits for its token again; the attempt is given back.
+        (S.RUNNING, E.THROTTLE, S.THROTTLED),
         (S.RUNNING, E.FAIL_FINAL, S.DEAD_LETTERED),
         (S.RUNNING, E.LEASE_EXPIRED, S.RETRYING),
         (S.RUNNING, E.LEASE_EXPIRED, S.DEAD_LETTERED),

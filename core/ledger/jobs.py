@@ -178,6 +178,54 @@ def fail_final_jobs(
     )
 
 
+def throttle_jobs(
+    conn: sa.Connection,
+    ids: Sequence[int],
+    leases: Sequence[uuid.UUID],
+    delays_s: Sequence[float],
+    messages: Sequence[str],
+    *,
+    actor: str,
+) -> list[Row]:
+    """running -> throttled after an upstream 429; the attempt is given back."""
+    return _rows(
+        conn,
+        sql.transition("throttle_jobs"),
+        {
+            "id": list(ids),
+            "lease_id": list(leases),
+            "delay_s": list(delays_s),
+            "message": list(messages),
+            "fingerprint": [fp.fingerprint("http_429", m) for m in messages],
+            "actor": actor,
+        },
+    )
+
+
+def record_outcomes(
+    conn: sa.Connection,
+    sources: Sequence[int],
+    kinds: Sequence[str],
+    retry_after: Sequence[float | None],
+    started: Sequence[dt.datetime | None],
+    *,
+    actor: str,
+) -> None:
+    """Feed finished jobs of sources to their circuits and buckets, in finishing order:
+    kind 'ok', 'fail' (counts against the circuit) or 'throttled' (an upstream 429)."""
+    if sources:
+        conn.execute(
+            sql.RECORD_OUTCOMES,
+            {
+                "source": list(sources),
+                "kind": list(kinds),
+                "retry_after": list(retry_after),
+                "started": list(started),
+                "actor": actor,
+            },
+        )
+
+
 def _fingerprints(given: Sequence[str] | None, error_classes: Sequence[str], messages: Sequence[str]) -> list[str]:
     if given is not None:
         return list(given)

@@ -30,19 +30,42 @@ JOB_COLUMNS = (
     "j.correlation_id",
     "j.run_id",
     "j.source_id",
+    "j.started_at",
     "(SELECT t.name FROM tenants AS t WHERE t.id = j.tenant_id) AS tenant",
     # Ready (rung) until claimed: the queue wait. now() is the claiming transaction's start.
     "extract(epoch FROM now() - coalesce(j.rung_at, j.created_at)) AS queue_wait_s",
 )
 
-# The best ready jobs of a queue that the caller can run; rows other workers hold are skipped.
-NEXT_READY = (
-    "SELECT id, state AS from_state FROM jobs\n"
-    "        WHERE queue = :queue AND state = 'queued'\n"
-    "          AND job_type = ANY(CAST(:job_types AS text[]))\n"
-    "        ORDER BY priority DESC, id\n"
-    "        LIMIT :limit\n"
-    "        FOR UPDATE SKIP LOCKED"
+# The best ready jobs of a queue that the caller can run (rows other workers hold are
+# skipped), then admission (core/ledger/migrations 0003, orch_admit): each may start now, or
+# must wait as throttled with a reason and the moment it may try again. Admission locks the
+# flow-control rows and decides on a fresh snapshot, so caps hold across workers.
+ADMIT = """cand AS (
+        SELECT id, priority FROM jobs
+        WHERE queue = :queue AND state = 'queued'
+          AND job_type = ANY(CAST(:job_types AS text[]))
+        ORDER BY priority DESC, id
+        LIMIT :limit
+        FOR UPDATE SKIP LOCKED
+), adm AS MATERIALIZED (
+        SELECT * FROM orch_admit(ARRAY(SELECT id FROM cand ORDER BY priority DESC, id))
+)"""
+ADMITTED = "SELECT job_id AS id, CAST('queued' AS text) AS from_state FROM adm WHERE wait_reason IS NULL"
+
+UNTIL = "to_char(src.not_before AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.MS')"
+
+# Jobs admission turned away wait as throttled; no attempt is counted.
+DENY = TransitionSpec(
+    name="deny",
+    event=E.DENY,
+    from_states=(S.QUEUED,),
+    to_states=(S.THROTTLED,),
+    select=(
+        "SELECT job_id AS id, CAST('queued' AS text) AS from_state, wait_reason, not_before\n"
+        "        FROM adm WHERE wait_reason IS NOT NULL"
+    ),
+    sets=(("wait_reason", "src.wait_reason"), ("not_before", "src.not_before")),
+    reason=f"src.wait_reason || ' until ' || {UNTIL} || ' UTC'",
 )
 
 # Every lease expiry is one error cluster, whichever worker stopped.
@@ -72,15 +95,16 @@ STARTED = (
 SPECS: dict[str, TransitionSpec] = {
     spec.name: spec
     for spec in [
-        # Take up to :limit ready jobs of :queue, best priority first, skipping rows other
-        # workers hold (claim now, start later). Admission (rate limits, quotas, pauses)
-        # joins this step and claim_and_start_jobs later.
+        # Take up to :limit ready jobs of :queue, best priority first, that admission lets
+        # start (claim now, start later); the others wait as throttled.
         TransitionSpec(
             name="claim_jobs",
             event=E.CLAIM,
             from_states=(S.QUEUED,),
             to_states=(S.LEASED,),
-            select=NEXT_READY,
+            head=ADMIT,
+            select=ADMITTED,
+            companions=(DENY,),
             sets=NEW_LEASE,
             returning=JOB_COLUMNS,
         ),
@@ -93,7 +117,9 @@ SPECS: dict[str, TransitionSpec] = {
             from_states=(S.QUEUED,),
             to_states=(S.LEASED,),
             then=((E.ACK, S.RUNNING),),
-            select=NEXT_READY,
+            head=ADMIT,
+            select=ADMITTED,
+            companions=(DENY,),
             sets=NEW_LEASE + STARTED,
             returning=JOB_COLUMNS,
         ),
@@ -166,6 +192,30 @@ SPECS: dict[str, TransitionSpec] = {
             ),
             failure=("src.error_class", "src.fingerprint", "src.message"),
             reason="src.why || ': ' || src.error_class || ': ' || left(src.message, 200)",
+        ),
+        # The upstream answered 429: the job waits for a token again and the attempt is
+        # given back (throttling never uses one up); the bucket learns from it separately.
+        TransitionSpec(
+            name="throttle_jobs",
+            event=E.THROTTLE,
+            from_states=(S.RUNNING,),
+            to_states=(S.THROTTLED,),
+            inputs=(
+                ("id", "bigint"),
+                ("lease_id", "uuid"),
+                ("delay_s", "float8"),
+                ("message", "text"),
+                ("fingerprint", "text"),
+            ),
+            match_lease=True,
+            sets=(
+                ("attempt", "greatest(j.attempt - 1, 0)"),
+                ("wait_reason", "'rate_limited'"),
+                ("not_before", "now() + make_interval(secs => src.delay_s)"),
+                ("lease_expires_at", "NULL"),
+            ),
+            failure=("'http_429'", "src.fingerprint", "src.message"),
+            reason="'upstream throttled: ' || left(src.message, 200)",
         ),
         # The handler stopped after control asked it to (cancel_requested).
         TransitionSpec(
@@ -251,6 +301,7 @@ SPECS: dict[str, TransitionSpec] = {
             select=(
                 "SELECT id, state AS from_state FROM jobs\n"
                 "        WHERE state IN ('retrying', 'throttled') AND not_before <= now()\n"
+                "          AND wait_reason IS DISTINCT FROM 'backpressure'\n"
                 "        ORDER BY not_before\n"
                 "        LIMIT :limit\n"
                 "        FOR UPDATE SKIP LOCKED"
@@ -335,6 +386,14 @@ ENSURE_TENANTS = _named(
 SELECT id, name FROM ins
 UNION ALL
 SELECT id, name FROM tenants WHERE name = ANY(CAST(:names AS text[]))""",
+)
+
+# -- name: record_outcomes --
+# Circuits and adaptive buckets learn from finished jobs (orch_record_outcomes, migration 0003).
+RECORD_OUTCOMES = _named(
+    "record_outcomes",
+    """SELECT orch_record_outcomes(CAST(:source AS bigint[]), CAST(:kind AS text[]),
+    CAST(:retry_after AS float8[]), CAST(:started AS timestamptz[]), :actor)""",
 )
 
 # -- name: renew_leases --

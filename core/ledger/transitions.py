@@ -39,6 +39,11 @@ class TransitionSpec:
     #: SQL expressions (error class, fingerprint, message) recorded on the history row of a
     #: failing transition, for error clusters.
     failure: tuple[str, str, str] | None = None
+    #: Extra CTEs placed first (e.g. the admission step the sources select from).
+    head: str = ""
+    #: Other transitions run in the same statement (their CTEs prefixed with their name);
+    #: the statement returns the rows of this one.
+    companions: tuple[TransitionSpec, ...] = ()
 
     def __post_init__(self) -> None:
         if len(self.to_states) > 1 and self.to_expr is None:
@@ -67,6 +72,16 @@ def _quote(state: State) -> str:
 
 def build(spec: TransitionSpec) -> str:
     """Render the statement. Parameters: one array per input column, plus :actor."""
+    parts = [spec.head] if spec.head else []
+    parts.append(_ctes(spec, ""))
+    parts.extend(_ctes(c, c.name + "_") for c in spec.companions)
+    body = ",\n".join(parts)
+    return f"""/* {spec.name} */
+WITH {body}
+SELECT * FROM moved"""
+
+
+def _ctes(spec: TransitionSpec, p: str) -> str:
     from_list = ", ".join(_quote(s) for s in spec.from_states)
     if spec.select is not None:
         src = spec.select
@@ -105,27 +120,25 @@ def build(spec: TransitionSpec) -> str:
         for event, nxt in spec.then:
             hops.append((hops[-1][2], event, nxt))
         history = "\n    UNION ALL\n    ".join(
-            f"SELECT id, '{f.value}', '{e.value}', '{t.value}', now(), :actor, reason, attempt{failure_cols} FROM moved"
+            f"SELECT id, '{f.value}', '{e.value}', '{t.value}', now(), :actor, reason, attempt{failure_cols} FROM {p}moved"
             for f, e, t in hops
         )
     else:
         history = (
             f"SELECT id, from_state, '{spec.event.value}', to_state, now(), :actor, reason, attempt{failure_cols}"
-            " FROM moved"
+            f" FROM {p}moved"
         )
-    return f"""/* {spec.name} */
-WITH src AS (
+    return f"""{p}src AS (
         {src}
-), moved AS (
+), {p}moved AS (
     UPDATE jobs AS j SET
         state = {to},
         updated_at = now(){sets}
-    FROM src
+    FROM {p}src AS src
     WHERE j.id = src.id AND j.state = src.from_state{recheck}
     RETURNING j.id, j.tenant_id, j.attempt, j.state AS to_state, src.from_state,
         {spec.reason} AS reason{returning}{failure_ret}
-), history AS (
+), {p}history AS (
     INSERT INTO job_history ({columns})
     {history}
-)
-SELECT * FROM moved"""
+)"""
