@@ -120,7 +120,8 @@ def _ctes(spec: TransitionSpec, p: str) -> str:
         for event, nxt in spec.then:
             hops.append((hops[-1][2], event, nxt))
         history = "\n    UNION ALL\n    ".join(
-            f"SELECT id, '{f.value}', '{e.value}', '{t.value}', now(), :actor, reason, attempt{failure_cols} FROM {p}moved"
+            f"SELECT id, '{f.value}', '{e.value}', '{t.value}', now(), :actor, reason, attempt{failure_cols}"
+            f" FROM {p}moved"
             for f, e, t in hops
         )
     else:

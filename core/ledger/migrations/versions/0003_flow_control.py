@@ -298,7 +298,8 @@ BEGIN
     d4t AS (
         SELECT d4.*,
             CASE WHEN d4.denied IS NOT NULL THEN greatest(
-                now() + make_interval(secs => (floor(greatest(d4.tokens_now, 0)) + d4.behind - d4.tokens_now) / d4.rate),
+                now() + make_interval(
+                    secs => (floor(greatest(d4.tokens_now, 0)) + d4.behind - d4.tokens_now) / d4.rate),
                 coalesce(d4.next_slot, '-infinity'::timestamptz) + make_interval(secs => d4.behind / d4.rate))
             END AS token_at
         FROM d4
@@ -457,7 +458,8 @@ BEGIN
             WHERE id = r.id;
             INSERT INTO throttles (bucket_id, tenant_id, old_rate, new_rate, reason, actor)
             VALUES (r.id, r.tenant_id, r.rate, v_rate,
-                    'upstream 429: rate halved, bucket blocked for ' || round(coalesce(r.retry_after, 1)::numeric, 2) || 's',
+                    'upstream 429: rate halved, bucket blocked for '
+                        || round(coalesce(r.retry_after, 1)::numeric, 2) || 's',
                     p_actor);
             CONTINUE;
         END IF;
