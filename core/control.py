@@ -6,6 +6,7 @@ uncommitted job would be a lie).
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import logging
 import re
 import time
@@ -15,10 +16,10 @@ from typing import Any, Protocol
 
 import sqlalchemy as sa
 
-from core.domain import auth, errors, payloads
+from core.domain import auth, cron, errors, payloads
 from core.domain.auth import Principal, Scope
 from core.domain.states import State
-from core.ledger import audit
+from core.ledger import audit, flow
 from core.ledger import jobs as ledger
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,8 @@ class JobSpec:
     priority: int = 0
     max_attempts: int | None = None
     correlation_id: str | None = None
+    #: The source (upstream feed) the job reads: its pause, blackouts, circuit and bucket apply.
+    source: str | None = None
 
 
 @dataclass(frozen=True)
@@ -222,6 +225,8 @@ def _submit_many(
                 canon = memo[id(spec.payload)] = (text, payloads.digest(text))
             checked.append((canon[0], canon[1], max_attempts))
         tenant_ids = _catalog.tenant_ids(conn, str(engine.url), {s.tenant for s in specs})
+        source_ids = _source_ids(conn, {(s.tenant, s.source) for s in specs if s.source is not None})
+        deferred = _backpressure(conn, specs, tenant_ids)
         # One job: the sequence assigns its id (RETURNING gives it back). Several: ids are
         # allocated up front so input rows map to jobs without trusting RETURNING order.
         ids: list[int | None] = [None] if len(specs) == 1 else list(ledger.allocate_job_ids(conn, len(specs)))
@@ -235,11 +240,13 @@ def _submit_many(
                 payload_json=text,
                 digest=digest,
                 idempotency_key=spec.idempotency_key,
-                state=State.QUEUED,
+                state=State.THROTTLED if n in deferred else State.QUEUED,
                 max_attempts=max_attempts,
                 correlation_id=spec.correlation_id,
+                source_id=None if spec.source is None else source_ids[(spec.tenant, spec.source)],
+                wait_reason="backpressure" if n in deferred else None,
             )
-            for job_id, spec, (text, digest, max_attempts) in zip(ids, specs, checked, strict=True)
+            for n, (job_id, spec, (text, digest, max_attempts)) in enumerate(zip(ids, specs, checked, strict=True))
         ]
         inserted = ledger.insert_jobs(conn, rows, actor=principal.subject, reason=reason)
         if ids == [None]:
@@ -284,8 +291,59 @@ def _submit_many(
                         "job_types": sorted({sp.job_type for sp in specs if sp.tenant == tenant}),
                     },
                 )
-    _ring(doorbell, [(job_ids[i], r.queue) for i, (r, c) in enumerate(zip(rows, created, strict=True)) if c])
+    _ring(
+        doorbell,
+        [
+            (job_ids[i], r.queue)
+            for i, (r, c) in enumerate(zip(rows, created, strict=True))
+            if c and r.state == State.QUEUED
+        ],
+    )
     return SubmitResult(job_ids, created)
+
+
+def _source_ids(conn: sa.Connection, wanted: set[tuple[str, str]]) -> dict[tuple[str, str], int]:
+    if not wanted:
+        return {}
+    rows = conn.execute(
+        sa.text(
+            "SELECT t.name AS tenant, s.name, s.id FROM sources s JOIN tenants t ON t.id = s.tenant_id"
+            " WHERE (t.name, s.name) IN (SELECT * FROM unnest(CAST(:t AS text[]), CAST(:n AS text[])))"
+        ),
+        {"t": [t for t, _ in wanted], "n": [n for _, n in wanted]},
+    ).mappings()
+    found = {(r["tenant"], r["name"]): int(r["id"]) for r in rows}
+    for tenant, name in sorted(wanted - found.keys()):
+        raise errors.NotFound(
+            f"tenant {tenant!r} has no source {name!r}; add it with `orch sources add --tenant {tenant} --name {name}`"
+        )
+    return found
+
+
+def _backpressure(conn: sa.Connection, specs: Sequence[JobSpec], tenant_ids: Mapping[str, int]) -> set[int]:
+    """Indexes of the specs to create deferred; raises Backpressure for a tenant over its
+    limit under the refuse policy. Locks the tenants that have a limit until commit."""
+    deferred: set[int] = set()
+    for tenant in sorted(tenant_ids):
+        row = flow.backlog_of(conn, tenant_ids[tenant])
+        if row is None:
+            continue
+        mine = [i for i, sp in enumerate(specs) if sp.tenant == tenant]
+        limit, backlog = int(row["backlog_limit"]), int(row["backlog"])
+        room = max(0, limit - backlog)
+        if len(mine) <= room:
+            continue
+        if row["backlog_policy"] == "refuse":
+            raise errors.Backpressure(
+                f"tenant {tenant!r} is at its backlog limit: {backlog} job(s) waiting, limit {limit}, "
+                f"{len(mine)} more submitted; retry later or raise the limit (`orch quotas set --tenant {tenant} "
+                "--backlog-limit N`)",
+                tenant=tenant,
+                limit=limit,
+                backlog=backlog,
+            )
+        deferred.update(mine[room:])
+    return deferred
 
 
 def submit(
@@ -558,3 +616,464 @@ def replay_many(
             )
     _ring(doorbell, [(n.id or 0, n.queue) for n in news])
     return {r["id"]: n for r, n in zip(rows, new_ids, strict=True)}
+
+
+# -- flow control: sources, pauses, throttles, circuits, blackouts, quotas, backlog ---------
+
+HOST_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?(:[0-9]{1,5})?$")
+MAX_RATE = 1_000_000.0
+
+
+def _check_rate(rate: float | None, burst: float | None) -> None:
+    if rate is not None and not 0 < rate <= MAX_RATE:
+        raise errors.InvalidInput(f"rate must be in (0, {MAX_RATE:g}] jobs per second, got {rate}")
+    if burst is not None and not 1 <= burst <= MAX_RATE:
+        raise errors.InvalidInput(f"burst must be in [1, {MAX_RATE:g}], got {burst}")
+
+
+def _tenant_id(conn: sa.Connection, tenant: str, *, create: bool = False) -> int:
+    if not TENANT_RE.match(tenant):
+        raise errors.InvalidInput(f"tenant {tenant!r} is not a valid name: use letters, digits, '.', '_' or '-'")
+    if create:
+        return ledger.ensure_tenants(conn, [tenant])[tenant]
+    tid = conn.execute(sa.text("SELECT id FROM tenants WHERE name = :n"), {"n": tenant}).scalar()
+    if tid is None:
+        raise errors.NotFound(f"no tenant {tenant!r}")
+    return int(tid)
+
+
+def _source(conn: sa.Connection, tenant: str, name: str) -> sa.RowMapping:
+    row = flow.lock_source(conn, tenant=tenant, name=name)
+    if row is None:
+        raise errors.NotFound(f"tenant {tenant!r} has no source {name!r}; list them with `orch sources list`")
+    return row
+
+
+def add_source(
+    engine: sa.Engine,
+    principal: Principal,
+    *,
+    tenant: str,
+    name: str,
+    host: str,
+    rate: float | None = None,
+    burst: float | None = None,
+    max_active: int | None = None,
+    reason: str | None = None,
+    ticket: str | None = None,
+) -> dict[str, Any]:
+    """Register a tenant's source on an upstream host, or update it (same name). With a
+    rate, the (tenant, host) bucket gets it (burst: capacity, default max(1, rate)); sources
+    of one host share one bucket. Needs orch:quota. Raises InvalidInput, Forbidden."""
+    principal.require(Scope.QUOTA, tenant)
+    _check_reason(reason, ticket)
+    if not TENANT_RE.match(name):
+        raise errors.InvalidInput(f"source name {name!r} is not valid: use letters, digits, '.', '_' or '-'")
+    if not HOST_RE.match(host):
+        raise errors.InvalidInput(f"host {host!r} is not a valid host name (host or host:port, no scheme or path)")
+    _check_rate(rate, burst)
+    if max_active is not None and max_active < 1:
+        raise errors.InvalidInput(f"max_active must be at least 1, got {max_active}")
+    with engine.begin() as conn:
+        tenant_id = _tenant_id(conn, tenant, create=True)
+        bucket_id: int | None
+        if rate is not None:
+            capacity = burst if burst is not None else max(1.0, rate)
+            bucket_id = flow.upsert_bucket(conn, tenant_id=tenant_id, host=host, rate=rate, capacity=capacity)
+            flow.insert_throttle(
+                conn,
+                bucket_id=bucket_id,
+                tenant_id=tenant_id,
+                old_rate=None,
+                new_rate=rate,
+                reason=f"configured by sources add: {reason or 'no reason given'}",
+                actor=principal.subject,
+            )
+        else:
+            bucket_id = flow.find_bucket(conn, tenant_id=tenant_id, host=host)
+        source_id = flow.insert_source(
+            conn, tenant_id=tenant_id, name=name, host=host, bucket_id=bucket_id, max_active=max_active
+        )
+        created = source_id is not None
+        if source_id is None:
+            source_id = int(_source(conn, tenant, name)["id"])
+            flow.update_source(conn, source_id=source_id, host=host, bucket_id=bucket_id, max_active=max_active)
+        details = {"host": host, "rate": rate, "burst": burst, "max_active": max_active, "created": created}
+        _audit(
+            conn,
+            principal,
+            Scope.QUOTA,
+            "source.add",
+            f"source {name}",
+            tenant=tenant,
+            reason=reason,
+            ticket=ticket,
+            details=details,
+        )
+    return {"tenant": tenant, "name": name, "id": source_id, "created": created, **details}
+
+
+def pause(
+    engine: sa.Engine,
+    principal: Principal,
+    *,
+    tenant: str,
+    source: str | None = None,
+    job_type: str | None = None,
+    reason: str | None,
+    ticket: str | None = None,
+) -> dict[str, Any]:
+    """Stop dispatching a source, one of a tenant's job types, or (neither given) the whole
+    tenant. Jobs wait as throttled (paused) until resume. Needs orch:operate and a reason.
+    Raises ReasonRequired, NotFound, InvalidInput, Forbidden."""
+    return _pause_or_resume(engine, principal, tenant, source, job_type, reason, ticket, pausing=True)
+
+
+def resume(
+    engine: sa.Engine,
+    principal: Principal,
+    *,
+    tenant: str,
+    source: str | None = None,
+    job_type: str | None = None,
+    reason: str | None,
+    ticket: str | None = None,
+) -> dict[str, Any]:
+    """Undo a pause of that exact scope; the jobs it held may go at once (the scheduler
+    releases them on its next pass). Raises as pause does."""
+    return _pause_or_resume(engine, principal, tenant, source, job_type, reason, ticket, pausing=False)
+
+
+def _scope_label(source: str | None, job_type: str | None) -> str:
+    if source is not None:
+        return f"source {source}"
+    if job_type is not None:
+        return f"job type {job_type}"
+    return "tenant"
+
+
+def _pause_or_resume(
+    engine: sa.Engine,
+    principal: Principal,
+    tenant: str,
+    source: str | None,
+    job_type: str | None,
+    reason: str | None,
+    ticket: str | None,
+    *,
+    pausing: bool,
+) -> dict[str, Any]:
+    action = "pause" if pausing else "resume"
+    _require_reason(action, reason, ticket)
+    principal.require(Scope.OPERATE, tenant)
+    if source is not None and job_type is not None:
+        raise errors.InvalidInput(f"{action} one scope at a time: a source, a job type, or the whole tenant")
+    assert reason is not None
+    target = _scope_label(source, job_type)
+    with engine.begin() as conn:
+        tenant_id = _tenant_id(conn, tenant, create=pausing)
+        source_id = None if source is None else int(_source(conn, tenant, source)["id"])
+        if pausing:
+            changed = flow.insert_pause(
+                conn,
+                tenant_id=tenant_id,
+                source_id=source_id,
+                job_type=job_type,
+                reason=reason,
+                ticket=ticket,
+                actor=principal.subject,
+            )
+        else:
+            changed = flow.delete_pause(conn, tenant_id=tenant_id, source_id=source_id, job_type=job_type)
+        _audit(
+            conn,
+            principal,
+            Scope.OPERATE,
+            f"{action}",
+            target,
+            tenant=tenant,
+            reason=reason,
+            ticket=ticket,
+            details={"changed": changed},
+        )
+    released = 0
+    if not pausing and changed:
+        with engine.begin() as conn:
+            released = flow.wake_waiting(
+                conn, reason="paused", tenant_id=tenant_id, source_id=source_id, job_type=job_type
+            )
+    return {"tenant": tenant, "scope": target, "action": action, "changed": changed, "released": released}
+
+
+def throttle_source(
+    engine: sa.Engine,
+    principal: Principal,
+    *,
+    tenant: str,
+    source: str,
+    rate: float,
+    burst: float | None = None,
+    reason: str | None,
+    ticket: str | None = None,
+) -> dict[str, Any]:
+    """Set the configured rate (and burst) of a source's bucket; the adaptive rate restarts
+    from it. A source without a bucket gets one. Needs orch:quota and a reason. Raises
+    ReasonRequired, InvalidInput, NotFound, Forbidden."""
+    _require_reason("throttle", reason, ticket)
+    principal.require(Scope.QUOTA, tenant)
+    _check_rate(rate, burst)
+    with engine.begin() as conn:
+        src = _source(conn, tenant, source)
+        old_rate: float | None = None
+        if src["bucket_id"] is None:
+            capacity = burst if burst is not None else max(1.0, rate)
+            bucket_id = flow.upsert_bucket(
+                conn, tenant_id=src["tenant_id"], host=src["host"], rate=rate, capacity=capacity
+            )
+            flow.update_source(
+                conn, source_id=src["id"], host=src["host"], bucket_id=bucket_id, max_active=src["max_active"]
+            )
+        else:
+            bucket_id = int(src["bucket_id"])
+            got = flow.throttle_bucket(conn, bucket_id=bucket_id, rate=rate, capacity=burst)
+            old_rate = None if got is None else float(got["old_rate"])
+        flow.insert_throttle(
+            conn,
+            bucket_id=bucket_id,
+            tenant_id=src["tenant_id"],
+            old_rate=old_rate,
+            new_rate=rate,
+            reason=f"manual: {reason}",
+            actor=principal.subject,
+        )
+        _audit(
+            conn,
+            principal,
+            Scope.QUOTA,
+            "throttle",
+            f"source {source}",
+            tenant=tenant,
+            reason=reason,
+            ticket=ticket,
+            details={"rate": rate, "burst": burst, "old_rate": old_rate},
+        )
+    return {"tenant": tenant, "source": source, "rate": rate, "burst": burst, "old_rate": old_rate}
+
+
+def reset_circuit(
+    engine: sa.Engine,
+    principal: Principal,
+    *,
+    tenant: str,
+    source: str,
+    reason: str | None,
+    ticket: str | None = None,
+) -> dict[str, Any]:
+    """Close a source's circuit by hand; the jobs it held may go at once. Needs
+    orch:operate and a reason. Raises ReasonRequired, NotFound, Forbidden."""
+    _require_reason("reset-circuit", reason, ticket)
+    principal.require(Scope.OPERATE, tenant)
+    with engine.begin() as conn:
+        src = _source(conn, tenant, source)
+        old_state = flow.reset_circuit(conn, source_id=src["id"])
+        _audit(
+            conn,
+            principal,
+            Scope.OPERATE,
+            "circuit.reset",
+            f"source {source}",
+            tenant=tenant,
+            reason=reason,
+            ticket=ticket,
+            details={"old_state": old_state},
+        )
+    with engine.begin() as conn:
+        released = flow.wake_waiting(conn, reason="circuit_open", tenant_id=src["tenant_id"], source_id=src["id"])
+    return {"tenant": tenant, "source": source, "old_state": old_state, "state": "closed", "released": released}
+
+
+MAX_BLACKOUT = dt.timedelta(days=7)
+
+
+def add_blackout(
+    engine: sa.Engine,
+    principal: Principal,
+    *,
+    tenant: str,
+    source: str | None = None,
+    starts_at: dt.datetime | None = None,
+    ends_at: dt.datetime | None = None,
+    cron_expr: str | None = None,
+    duration_s: float | None = None,
+    reason: str | None,
+    ticket: str | None = None,
+    now: dt.datetime | None = None,
+) -> dict[str, Any]:
+    """A window with no dispatch for a tenant or one of its sources: one-off (starts_at to
+    ends_at) or recurring (cron_expr, UTC, each lasting duration_s). Needs orch:quota and a
+    reason. Raises ReasonRequired, InvalidInput (bad window or cron), NotFound, Forbidden."""
+    _require_reason("blackout", reason, ticket)
+    principal.require(Scope.QUOTA, tenant)
+    now = now or dt.datetime.now(dt.UTC)
+    if cron_expr is not None:
+        if starts_at is not None or ends_at is not None:
+            raise errors.InvalidInput("give a cron expression with a duration, or a start and an end, not both")
+        if duration_s is None or duration_s <= 0:
+            raise errors.InvalidInput("a recurring blackout needs a duration (seconds, > 0)")
+        parsed = cron.parse(cron_expr)
+        start, end = cron.window_at(parsed, dt.timedelta(seconds=duration_s), now)
+        kind = {"cron": cron.describe(parsed), "duration_s": duration_s}
+    else:
+        if starts_at is None or ends_at is None:
+            raise errors.InvalidInput("a one-off blackout needs a start and an end (or give --cron and --duration)")
+        if starts_at.tzinfo is None or ends_at.tzinfo is None:
+            raise errors.InvalidInput("blackout start and end need a time zone (e.g. 2026-12-01T02:00:00Z)")
+        if ends_at <= starts_at:
+            raise errors.InvalidInput(
+                f"blackout ends ({ends_at.isoformat()}) before it starts ({starts_at.isoformat()})"
+            )
+        if ends_at <= now:
+            raise errors.InvalidInput(f"blackout end {ends_at.isoformat()} is in the past")
+        start, end = starts_at, ends_at
+        kind = {"starts_at": starts_at.isoformat(), "ends_at": ends_at.isoformat()}
+    with engine.begin() as conn:
+        tenant_id = _tenant_id(conn, tenant, create=True)
+        source_id = None if source is None else int(_source(conn, tenant, source)["id"])
+        blackout_id = flow.insert_blackout(
+            conn,
+            tenant_id=tenant_id,
+            source_id=source_id,
+            starts_at=starts_at if cron_expr is None else None,
+            ends_at=ends_at if cron_expr is None else None,
+            cron=None if cron_expr is None else kind["cron"],
+            duration_s=duration_s if cron_expr is not None else None,
+            window_start=start,
+            window_end=end,
+            reason=reason,
+            ticket=ticket,
+            actor=principal.subject,
+        )
+        details = {**kind, "window_start": start.isoformat(), "window_end": end.isoformat()}
+        _audit(
+            conn,
+            principal,
+            Scope.QUOTA,
+            "blackout.add",
+            f"blackout {blackout_id} ({_scope_label(source, None)})",
+            tenant=tenant,
+            reason=reason,
+            ticket=ticket,
+            details=details,
+        )
+    return {"id": blackout_id, "tenant": tenant, "source": source, **details}
+
+
+def remove_blackout(
+    engine: sa.Engine, principal: Principal, blackout_id: int, *, reason: str | None, ticket: str | None = None
+) -> dict[str, Any]:
+    """Delete a blackout; jobs it held may go at once. Needs orch:quota and a reason.
+    Raises ReasonRequired, NotFound, Forbidden."""
+    _require_reason("blackout remove", reason, ticket)
+    principal.require(Scope.QUOTA)
+    with engine.begin() as conn:
+        row = flow.delete_blackout(conn, blackout_id)
+        if row is None or (principal.tenants is not None and row["tenant"] not in principal.tenants):
+            raise errors.NotFound(f"no blackout {blackout_id}; list them with `orch blackouts list`")
+        principal.require(Scope.QUOTA, row["tenant"])
+        _audit(
+            conn,
+            principal,
+            Scope.QUOTA,
+            "blackout.remove",
+            f"blackout {blackout_id}",
+            tenant=row["tenant"],
+            reason=reason,
+            ticket=ticket,
+        )
+    with engine.begin() as conn:
+        released = flow.wake_blackout(conn, tenant_id=row["tenant_id"], source_id=row["source_id"])
+    return {"id": blackout_id, "tenant": row["tenant"], "removed": True, "released": released}
+
+
+def set_quota(
+    engine: sa.Engine,
+    principal: Principal,
+    *,
+    tenant: str,
+    job_type: str,
+    max_active: int | None = None,
+    max_per_hour: int | None = None,
+    reason: str | None,
+    ticket: str | None = None,
+) -> dict[str, Any]:
+    """Concurrency quota of a tenant's job type; both limits None removes it. Needs
+    orch:quota and a reason. Raises ReasonRequired, InvalidInput, Forbidden."""
+    _require_reason("quota", reason, ticket)
+    principal.require(Scope.QUOTA, tenant)
+    for label, value in (("max_active", max_active), ("max_per_hour", max_per_hour)):
+        if value is not None and value < 1:
+            raise errors.InvalidInput(f"{label} must be at least 1, got {value}")
+    with engine.begin() as conn:
+        tenant_id = _tenant_id(conn, tenant, create=True)
+        if max_active is None and max_per_hour is None:
+            changed = flow.delete_quota(conn, tenant_id=tenant_id, job_type=job_type)
+        else:
+            flow.upsert_quota(
+                conn, tenant_id=tenant_id, job_type=job_type, max_active=max_active, max_per_hour=max_per_hour
+            )
+            changed = True
+        details = {"max_active": max_active, "max_per_hour": max_per_hour}
+        _audit(
+            conn,
+            principal,
+            Scope.QUOTA,
+            "quota.set",
+            f"job type {job_type}",
+            tenant=tenant,
+            reason=reason,
+            ticket=ticket,
+            details=details,
+        )
+    released = 0
+    with engine.begin() as conn:  # a raised or removed quota lets waiting jobs try again now
+        released = flow.wake_waiting(conn, reason="quota", tenant_id=tenant_id, job_type=job_type)
+    return {"tenant": tenant, "job_type": job_type, "changed": changed, "released": released, **details}
+
+
+BACKLOG_POLICIES = ("refuse", "defer")
+
+
+def set_backlog_limit(
+    engine: sa.Engine,
+    principal: Principal,
+    *,
+    tenant: str,
+    limit: int | None,
+    policy: str = "refuse",
+    reason: str | None,
+    ticket: str | None = None,
+) -> dict[str, Any]:
+    """A tenant's backlog limit (waiting jobs; None removes it) and what submit does beyond
+    it: refuse (raise Backpressure) or defer (accept the jobs as throttled, backpressure).
+    Needs orch:quota and a reason. Raises ReasonRequired, InvalidInput, Forbidden."""
+    _require_reason("backlog limit", reason, ticket)
+    principal.require(Scope.QUOTA, tenant)
+    if policy not in BACKLOG_POLICIES:
+        raise errors.InvalidInput(f"backlog policy must be one of {', '.join(BACKLOG_POLICIES)}, got {policy!r}")
+    if limit is not None and limit < 1:
+        raise errors.InvalidInput(f"backlog limit must be at least 1, got {limit}")
+    with engine.begin() as conn:
+        tenant_id = _tenant_id(conn, tenant, create=True)
+        flow.set_backlog_limit(conn, tenant_id=tenant_id, limit=limit, policy=policy)
+        _audit(
+            conn,
+            principal,
+            Scope.QUOTA,
+            "backlog.set",
+            "tenant",
+            tenant=tenant,
+            reason=reason,
+            ticket=ticket,
+            details={"limit": limit, "policy": policy},
+        )
+    return {"tenant": tenant, "backlog_limit": limit, "backlog_policy": policy}

@@ -18,7 +18,8 @@ JOB_FIELDS = """j.id, t.name AS tenant, j.job_type, j.queue, j.priority, j.state
     j.not_before, j.attempt, j.max_attempts, j.error_class, j.last_error, j.payload,
     j.payload_digest, j.idempotency_key, j.lease_owner, j.lease_expires_at, j.heartbeat_at,
     j.progress, j.progress_message, j.cancel_requested, j.correlation_id, j.replay_of, j.run_id,
-    j.created_at, j.updated_at, j.started_at, j.finished_at"""
+    j.created_at, j.updated_at, j.started_at, j.finished_at,
+    (SELECT s.name FROM sources AS s WHERE s.id = j.source_id) AS source"""
 
 LIST_FIELDS = """j.id, t.name AS tenant, j.job_type, j.queue, j.state, j.attempt, j.max_attempts,
     j.error_class, j.wait_reason, j.not_before, j.created_at, j.updated_at, j.finished_at"""
@@ -436,3 +437,222 @@ def run_time_summary(
     out = _plain(row)
     out["jobs_per_s"] = out["finished"] / since_s
     return out
+
+
+# -- flow control ------------------------------------------------------------------------
+
+#: Why jobs wait (the values of jobs.wait_reason), in the order admission checks them.
+WAIT_REASONS = ("paused", "blackout", "circuit_open", "quota", "rate_limited", "backpressure")
+
+SOURCE_FIELDS = """s.id, t.name AS tenant, s.name, s.host, s.max_active, s.created_at,
+    s.circuit_state, s.circuit_since, s.circuit_until, s.circuit_probes, s.circuit_window,
+    s.cb_window, s.cb_min_outcomes, s.cb_failure_ratio, s.cb_cooldown_s, s.cb_probes, s.opened_total,
+    b.id AS bucket_id, b.capacity, b.base_rate, b.rate, b.min_rate, b.ceiling, b.denied_total,
+    b.upstream_429_total,
+    CASE WHEN b.id IS NULL THEN NULL WHEN b.updated_at > now() THEN 0
+         ELSE least(b.capacity, b.tokens + b.rate * extract(epoch FROM now() - b.updated_at)) END AS tokens,
+    CASE WHEN b.updated_at > now() THEN b.updated_at END AS blocked_until,
+    (SELECT count(*) FROM jobs AS a WHERE a.source_id = s.id AND a.state IN ('leased', 'running')) AS active,
+    (SELECT p.reason FROM pauses AS p WHERE p.tenant_id = s.tenant_id
+        AND (p.source_id = s.id OR (p.source_id IS NULL AND p.job_type IS NULL))
+        ORDER BY p.source_id NULLS LAST LIMIT 1) AS paused_reason,
+    (SELECT max(x.window_end) FROM blackouts AS x WHERE x.tenant_id = s.tenant_id
+        AND (x.source_id IS NULL OR x.source_id = s.id)
+        AND x.window_start <= now() AND x.window_end > now()) AS blackout_until,
+    (SELECT min(x.window_start) FROM blackouts AS x WHERE x.tenant_id = s.tenant_id
+        AND (x.source_id IS NULL OR x.source_id = s.id) AND x.window_start > now()) AS next_blackout,
+    (SELECT coalesce(jsonb_object_agg(w.wait_reason, w.n), '{}'::jsonb) FROM (
+        SELECT j.wait_reason, count(*) AS n FROM jobs AS j
+        WHERE j.source_id = s.id AND j.state = 'throttled' GROUP BY 1) AS w) AS waiting"""
+
+
+def _health(src: Mapping[Any, Any]) -> str:
+    """One word for a source's state, worst first."""
+    if src["paused_reason"] is not None:
+        return "paused"
+    if src["blackout_until"] is not None:
+        return "blackout"
+    if src["circuit_state"] != "closed":
+        return "circuit_" + str(src["circuit_state"])
+    if src["blocked_until"] is not None or (src["rate"] is not None and src["rate"] < src["base_rate"]):
+        return "throttled"
+    return "ok"
+
+
+def _source_row(row: Mapping[Any, Any]) -> dict[str, Any]:
+    out = _plain(row)
+    window = str(row["circuit_window"] or "")
+    out["circuit_failures"] = window.count("1")
+    out["circuit_outcomes"] = len(window)
+    out.pop("circuit_window")
+    out["health"] = _health(row)
+    for key in ("tokens", "rate", "base_rate", "capacity", "min_rate", "ceiling"):
+        if out.get(key) is not None:
+            out[key] = round(float(out[key]), 3)
+    return out
+
+
+def sources(conn: sa.Connection, principal: Principal, *, tenant: str | None = None) -> list[dict[str, Any]]:
+    """Every visible source with its bucket (tokens now, adaptive and configured rate),
+    circuit, slots in use, pause, blackout and waiting jobs by reason, and a health word."""
+    where, params = _tenant_filter(principal, tenant)
+    rows = conn.execute(
+        sa.text(
+            f"SELECT {SOURCE_FIELDS} FROM sources AS s JOIN tenants AS t ON t.id = s.tenant_id"
+            f" LEFT JOIN buckets AS b ON b.id = s.bucket_id WHERE {where} ORDER BY t.name, s.name"
+        ),
+        params,
+    ).mappings()
+    return [_source_row(r) for r in rows]
+
+
+def source(conn: sa.Connection, principal: Principal, *, tenant: str, name: str) -> dict[str, Any]:
+    """One source as in `sources`, plus its pauses, blackouts, the tenant's quotas and the
+    last rate changes of its bucket. Raises NotFound."""
+    found = [s for s in sources(conn, principal, tenant=tenant) if s["name"] == name]
+    if not found:
+        raise errors.NotFound(f"tenant {tenant!r} has no source {name!r}; list them with `orch sources list`")
+    out = found[0]
+    out["pauses"] = [p for p in pauses(conn, principal, tenant=tenant) if p["source"] in (None, name)]
+    out["blackouts"] = [b for b in blackouts(conn, principal, tenant=tenant) if b["source"] in (None, name)]
+    out["quotas"] = quotas(conn, principal, tenant=tenant)
+    out["throttles"] = throttles(conn, principal, tenant=tenant, source=name, limit=20)
+    return out
+
+
+def pauses(conn: sa.Connection, principal: Principal, *, tenant: str | None = None) -> list[dict[str, Any]]:
+    where, params = _tenant_filter(principal, tenant)
+    rows = conn.execute(
+        sa.text(
+            "SELECT p.id, t.name AS tenant, s.name AS source, p.job_type, p.reason, p.ticket, p.actor, p.created_at"
+            " FROM pauses AS p JOIN tenants AS t ON t.id = p.tenant_id LEFT JOIN sources AS s ON s.id = p.source_id"
+            f" WHERE {where} ORDER BY p.id"
+        ),
+        params,
+    ).mappings()
+    return [_plain(r) for r in rows]
+
+
+def blackouts(
+    conn: sa.Connection, principal: Principal, *, tenant: str | None = None, include_past: bool = False
+) -> list[dict[str, Any]]:
+    """Blackouts with their current or next window and whether it is active now."""
+    where, params = _tenant_filter(principal, tenant)
+    past = "" if include_past else " AND (b.cron IS NOT NULL OR b.window_end > now())"
+    rows = conn.execute(
+        sa.text(
+            "SELECT b.id, t.name AS tenant, s.name AS source, b.starts_at, b.ends_at, b.cron, b.duration_s,"
+            " b.window_start, b.window_end, (b.window_start <= now() AND b.window_end > now()) AS active,"
+            " b.reason, b.ticket, b.actor, b.created_at"
+            " FROM blackouts AS b JOIN tenants AS t ON t.id = b.tenant_id LEFT JOIN sources AS s ON s.id = b.source_id"
+            f" WHERE {where}{past} ORDER BY b.window_start, b.id"
+        ),
+        params,
+    ).mappings()
+    return [_plain(r) for r in rows]
+
+
+def quotas(conn: sa.Connection, principal: Principal, *, tenant: str | None = None) -> list[dict[str, Any]]:
+    """Quotas per tenant and job type with the slots in use and the starts of the last hour."""
+    where, params = _tenant_filter(principal, tenant)
+    rows = conn.execute(
+        sa.text(
+            "SELECT q.id, t.name AS tenant, q.job_type, q.max_active, q.max_per_hour, q.updated_at,"
+            " (SELECT count(*) FROM jobs AS a WHERE a.tenant_id = q.tenant_id AND a.job_type = q.job_type"
+            "    AND a.state IN ('leased', 'running')) AS active,"
+            " (SELECT coalesce(sum(m.starts), 0) FROM quota_starts AS m WHERE m.quota_id = q.id"
+            "    AND m.minute > date_trunc('minute', now()) - interval '61 minutes') AS started_last_hour,"
+            " (SELECT count(*) FROM jobs AS w WHERE w.tenant_id = q.tenant_id AND w.job_type = q.job_type"
+            "    AND w.state = 'throttled' AND w.wait_reason = 'quota') AS waiting"
+            f" FROM quotas AS q JOIN tenants AS t ON t.id = q.tenant_id WHERE {where} ORDER BY t.name, q.job_type"
+        ),
+        params,
+    ).mappings()
+    return [_plain(r) for r in rows]
+
+
+def backlog_limits(conn: sa.Connection, principal: Principal, *, tenant: str | None = None) -> list[dict[str, Any]]:
+    """Tenants with a backlog limit, their policy, backlog now and deferred jobs."""
+    where, params = _tenant_filter(principal, tenant)
+    rows = conn.execute(
+        sa.text(
+            "SELECT t.name AS tenant, t.backlog_limit, t.backlog_policy,"
+            " (SELECT count(*) FROM jobs AS j WHERE j.tenant_id = t.id"
+            "    AND j.state IN ('pending', 'queued', 'retrying', 'throttled')"
+            "    AND j.wait_reason IS DISTINCT FROM 'backpressure') AS backlog,"
+            " (SELECT count(*) FROM jobs AS j WHERE j.tenant_id = t.id AND j.state = 'throttled'"
+            "    AND j.wait_reason = 'backpressure') AS deferred"
+            f" FROM tenants AS t WHERE t.backlog_limit IS NOT NULL AND {where} ORDER BY t.name"
+        ),
+        params,
+    ).mappings()
+    return [_plain(r) for r in rows]
+
+
+def throttles(
+    conn: sa.Connection,
+    principal: Principal,
+    *,
+    tenant: str | None = None,
+    source: str | None = None,
+    since_s: float | None = None,
+    limit: int = 500,
+) -> list[dict[str, Any]]:
+    """Rate changes of buckets (adaptive and manual), newest first, with the host."""
+    where, params = _tenant_filter(principal, tenant)
+    extra = ""
+    if source is not None:
+        extra += " AND b.id = (SELECT s.bucket_id FROM sources AS s WHERE s.tenant_id = t.id AND s.name = :source)"
+        params["source"] = source
+    if since_s is not None:
+        extra += " AND th.at > now() - make_interval(secs => :since)"
+        params["since"] = _since(since_s)
+    rows = conn.execute(
+        sa.text(
+            "SELECT th.id, th.at, t.name AS tenant, b.host, th.old_rate, th.new_rate, th.reason, th.actor"
+            " FROM throttles AS th JOIN buckets AS b ON b.id = th.bucket_id JOIN tenants AS t ON t.id = th.tenant_id"
+            f" WHERE {where}{extra} ORDER BY th.id DESC LIMIT :limit"
+        ),
+        {**params, "limit": limit},
+    ).mappings()
+    return [_plain(r) for r in rows]
+
+
+def waiting_by_reason(conn: sa.Connection, principal: Principal, *, tenant: str | None = None) -> dict[str, int]:
+    """Throttled jobs by wait reason (every reason present, zero when none wait)."""
+    where, params = _tenant_filter(principal, tenant)
+    rows = conn.execute(
+        sa.text(
+            "SELECT j.wait_reason, count(*) FROM jobs AS j JOIN tenants AS t ON t.id = j.tenant_id"
+            f" WHERE j.state = 'throttled' AND {where} GROUP BY 1"
+        ),
+        params,
+    ).all()
+    out = dict.fromkeys(WAIT_REASONS, 0)
+    out.update({str(r[0]): int(r[1]) for r in rows})
+    return out
+
+
+def rate_limit_series(
+    conn: sa.Connection,
+    principal: Principal,
+    *,
+    tenant: str | None = None,
+    since_s: float = 3600,
+    step_s: int = 60,
+) -> list[dict[str, Any]]:
+    """Per time step: upstream 429s (jobs sent back by the upstream) and admission denials
+    by reason (jobs Orch held back itself), from the job history."""
+    where, params = _tenant_filter(principal, tenant)
+    rows = conn.execute(
+        sa.text(
+            "SELECT to_timestamp(floor(extract(epoch FROM h.at) / :step) * :step) AS at,"
+            " CASE WHEN h.event = 'throttle' THEN 'upstream_429' ELSE split_part(h.reason, ' ', 1) END AS kind,"
+            " count(*) AS count"
+            " FROM job_history AS h JOIN jobs AS j ON j.id = h.job_id JOIN tenants AS t ON t.id = j.tenant_id"
+            " WHERE h.event IN ('throttle', 'deny') AND h.at > now() - make_interval(secs => :since)"
+            f" AND {where} GROUP BY 1, 2 ORDER BY 1, 2"
+        ),
+        {**params, "since": _since(since_s), "step": step_s},
+    ).mappings()
+    return [_plain(r) for r in rows]

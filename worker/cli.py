@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -27,6 +28,7 @@ log = logging.getLogger("orch")
 
 EXIT_CODES: list[tuple[type[Exception], int]] = [
     (errors.Unavailable, 6),
+    (errors.Backpressure, 8),
     (errors.IdempotencyConflict, 5),
     (errors.InvalidTransition, 5),
     (errors.Forbidden, 4),
@@ -136,6 +138,7 @@ def cmd_submit(ctx: Context) -> int:
         idempotency_key=a.idempotency_key,
         priority=a.priority,
         max_attempts=a.max_attempts,
+        source=a.source,
     )
     engine = ctx.engine
     bell = ctx.doorbell()
@@ -176,10 +179,15 @@ def cmd_jobs_show(ctx: Context) -> int:
     if a.json:
         _print_json({"job": job, "history": history, "logs": logs, "artifacts": artifacts})
         return 0
+    from worker import cli_flow
+
+    if (wait := cli_flow.describe_wait(job)) is not None:
+        print(f"{'waits':>17}: {wait}")
     for key in [
         "id",
         "tenant",
         "job_type",
+        "source",
         "queue",
         "state",
         "wait_reason",
@@ -648,6 +656,16 @@ def _int(value: str) -> int:
     return n
 
 
+def _float(value: str) -> float:
+    try:
+        x = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
+    if not math.isfinite(x):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {value!r}")
+    return x
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="orch", description="Orch: source and job orchestrator")
     p.add_argument("--token", help="API token (default: ORCH_TOKEN; none: the local principal)")
@@ -666,6 +684,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--priority", type=_int, default=0)
     s.add_argument("--max-attempts", type=_int)
     s.add_argument("--count", type=_int, default=1)
+    s.add_argument("--source", help="the tenant's source (upstream feed) the job reads")
     s.add_argument("--reason")
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_submit)
@@ -754,6 +773,9 @@ def build_parser() -> argparse.ArgumentParser:
     con = sub.add_parser("console", help="run the Streamlit console on 127.0.0.1")
     con.add_argument("--port", type=_int, help="default ORCH_CONSOLE_PORT or 8501")
     con.set_defaults(fn=cmd_console)
+    from worker import cli_flow
+
+    cli_flow.register(sub, _int, _float)
     return p
 
 

@@ -45,6 +45,7 @@ class PoolConfig:
 def load_handlers(modules: list[str]) -> dict[str, sdk.HandlerSpec]:
     """Import the built-in handlers and the configured modules; return the registry."""
     importlib.import_module("worker.handlers")
+    importlib.import_module("worker.http_fetch")
     for name in modules:
         try:
             importlib.import_module(name)

@@ -10,6 +10,7 @@ second scheduler waits until the leader's session ends (exit, crash, network los
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import socket
@@ -20,6 +21,8 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from core.control import Doorbell
+from core.domain import cron, errors
+from core.ledger import flow
 from core.ledger import jobs as ledger
 from core.settings import Settings
 from worker import exporter
@@ -109,6 +112,25 @@ class Scheduler:
             total += len(ids)
         return total
 
+    def move_blackouts(self) -> int:
+        """Recurring blackouts whose window ended get their next window."""
+        now = dt.datetime.now(dt.UTC)
+        with self.engine.begin() as conn:
+            rows = flow.due_cron_blackouts(conn, limit=self.settings.scheduler_batch)
+            for row in rows:
+                try:
+                    start, end = cron.window_at(cron.parse(row["cron"]), dt.timedelta(seconds=row["duration_s"]), now)
+                except errors.InvalidInput as exc:  # stored expressions were checked; be safe anyway
+                    log.warning("blackout %d: %s", row["id"], exc)
+                    continue
+                flow.move_blackout_window(conn, row["id"], start, end)
+        return len(rows)
+
+    def release_backpressure(self) -> int:
+        """Jobs deferred by backpressure may go as far as their tenant's backlog has room."""
+        with self.engine.begin() as conn:
+            return flow.release_backpressure(conn, limit=self.settings.scheduler_batch)
+
     def sample_depth(self) -> None:
         """Queue depth per tenant, queue and state for the console's chart, every 10 s."""
         now = time.monotonic()
@@ -117,6 +139,7 @@ class Scheduler:
         self._last_sample = now
         with self.engine.begin() as conn:
             ledger.sample_queue_depth(conn)
+            flow.prune_quota_starts(conn)
 
     def check_maintenance(self) -> None:
         """With autovacuum off, the jobs table's statistics go stale and its dead rows pile
@@ -144,6 +167,8 @@ class Scheduler:
         self.sample_depth()
         self.check_maintenance()
         r.reaped_leased, r.reaped_running = self.reap()
+        self.move_blackouts()
+        self.release_backpressure()
         r.released = self.release_due()
         r.rerung = self.reconcile_doorbells()
         batch = self.settings.scheduler_batch

@@ -51,6 +51,16 @@ class QuotaExceeded(OrchError):
     """Admission denied by a concurrency quota."""
 
 
+class Backpressure(OrchError):
+    """A submit refused because the tenant's backlog is at its limit (policy refuse)."""
+
+    def __init__(self, message: str, *, tenant: str, limit: int, backlog: int) -> None:
+        super().__init__(message)
+        self.tenant = tenant
+        self.limit = limit
+        self.backlog = backlog
+
+
 class DagCycle(InvalidInput):
     """Dependencies that would form a cycle."""
 

@@ -43,6 +43,9 @@ class NewJob:
     correlation_id: str | None = None
     replay_of: int | None = None
     run_id: int | None = None
+    source_id: int | None = None
+    #: Set for jobs created waiting (throttled): backpressure deferral.
+    wait_reason: str | None = None
 
 
 def ensure_tenants(conn: sa.Connection, names: Sequence[str]) -> dict[str, int]:
@@ -72,6 +75,8 @@ def insert_jobs(conn: sa.Connection, jobs: Sequence[NewJob], *, actor: str, reas
                 j.correlation_id,
                 j.replay_of,
                 j.run_id,
+                j.source_id,
+                j.wait_reason,
             ]
             for j in jobs
         ],

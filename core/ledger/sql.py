@@ -319,13 +319,14 @@ def transition(name: str) -> sa.TextClause:
     return sa.text(build(SPECS[name]))
 
 
-def _named(name: str, body: str) -> sa.TextClause:
+def named(name: str, body: str) -> sa.TextClause:
+    """A statement whose first line is its name, as an SQL comment."""
     return sa.text(f"/* {name} */\n{body}")
 
 
 # -- name: allocate_job_ids --
 # Ids up front, so the caller maps input rows to jobs without trusting RETURNING order.
-ALLOCATE_JOB_IDS = _named(
+ALLOCATE_JOB_IDS = named(
     "allocate_job_ids",
     "SELECT nextval(pg_get_serial_sequence('jobs', 'id')) FROM generate_series(1, :n)",
 )
@@ -337,16 +338,18 @@ ALLOCATE_JOB_IDS = _named(
 # digests. A NULL id takes the next value of the sequence (the one-job fast path).
 # Rows come as one JSON array of arrays (and payloads as a parallel JSON array): encoding
 # that is a single C call, where binding thirteen text arrays costs a regex per element.
-INSERT_JOBS = _named(
+INSERT_JOBS = named(
     "insert_jobs",
     """WITH ins AS (
     INSERT INTO jobs (id, tenant_id, job_type, queue, priority, payload, payload_digest,
                       idempotency_key, state, max_attempts, correlation_id, replay_of,
-                      run_id, rung_at)
+                      run_id, rung_at, source_id, wait_reason, not_before)
     SELECT coalesce((r.v->>0)::bigint, nextval(pg_get_serial_sequence('jobs', 'id'))),
            (r.v->>1)::bigint, r.v->>2, r.v->>3, (r.v->>4)::smallint, p.v, r.v->>5, r.v->>6,
            r.v->>7, (r.v->>8)::int, r.v->>9, (r.v->>10)::bigint, (r.v->>11)::bigint,
-           CASE WHEN r.v->>7 = 'queued' THEN now() END
+           CASE WHEN r.v->>7 = 'queued' THEN now() END, (r.v->>12)::bigint, r.v->>13,
+           -- Deferred by backpressure: the scheduler lets them go as the backlog drains.
+           CASE WHEN r.v->>13 IS NOT NULL THEN now() + interval '1 day' END
     FROM jsonb_array_elements(CAST(:rows AS jsonb)) WITH ORDINALITY AS r(v, n)
     JOIN jsonb_array_elements(CAST(:payloads AS jsonb)) WITH ORDINALITY AS p(v, n) USING (n)
     ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
@@ -368,7 +371,7 @@ SELECT id FROM ins""",
 )
 
 # -- name: find_idempotent_jobs --
-FIND_IDEMPOTENT_JOBS = _named(
+FIND_IDEMPOTENT_JOBS = named(
     "find_idempotent_jobs",
     """SELECT j.id, j.tenant_id, j.idempotency_key, j.payload_digest, j.job_type
 FROM unnest(CAST(:tenant_id AS bigint[]), CAST(:idem AS text[])) AS i(tenant_id, idem)
@@ -376,7 +379,7 @@ JOIN jobs AS j ON j.tenant_id = i.tenant_id AND j.idempotency_key = i.idem""",
 )
 
 # -- name: ensure_tenants --
-ENSURE_TENANTS = _named(
+ENSURE_TENANTS = named(
     "ensure_tenants",
     """WITH ins AS (
     INSERT INTO tenants (name) SELECT unnest(CAST(:names AS text[]))
@@ -390,7 +393,7 @@ SELECT id, name FROM tenants WHERE name = ANY(CAST(:names AS text[]))""",
 
 # -- name: record_outcomes --
 # Circuits and adaptive buckets learn from finished jobs (orch_record_outcomes, migration 0003).
-RECORD_OUTCOMES = _named(
+RECORD_OUTCOMES = named(
     "record_outcomes",
     """SELECT orch_record_outcomes(CAST(:source AS bigint[]), CAST(:kind AS text[]),
     CAST(:retry_after AS float8[]), CAST(:started AS timestamptz[]), :actor)""",
@@ -399,7 +402,7 @@ RECORD_OUTCOMES = _named(
 # -- name: renew_leases --
 # Heartbeat for every running job of a worker process in one statement. A job missing from
 # the result has lost its lease; cancel_requested tells the handler to stop.
-RENEW_LEASES = _named(
+RENEW_LEASES = named(
     "renew_leases",
     """UPDATE jobs AS j
 SET lease_expires_at = now() + make_interval(secs => i.lease_s), heartbeat_at = now()
@@ -412,7 +415,7 @@ RETURNING j.id, j.cancel_requested""",
 # -- name: expire_leases --
 # A stopping worker gives up leases it can no longer serve, so the reaper takes them now
 # instead of after the lease would have run out.
-EXPIRE_LEASES = _named(
+EXPIRE_LEASES = named(
     "expire_leases",
     """UPDATE jobs AS j SET lease_expires_at = now() - interval '1 millisecond'
 FROM unnest(CAST(:id AS bigint[]), CAST(:lease_id AS uuid[])) AS i(id, lease_id)
@@ -420,7 +423,7 @@ WHERE j.id = i.id AND j.lease_id = i.lease_id AND j.state IN ('leased', 'running
 )
 
 # -- name: set_progress --
-SET_PROGRESS = _named(
+SET_PROGRESS = named(
     "set_progress",
     """UPDATE jobs AS j SET progress = i.fraction, progress_message = i.message
 FROM unnest(CAST(:id AS bigint[]), CAST(:lease_id AS uuid[]), CAST(:fraction AS real[]),
@@ -429,7 +432,7 @@ WHERE j.id = i.id AND j.lease_id = i.lease_id AND j.state = 'running'""",
 )
 
 # -- name: insert_logs --
-INSERT_LOGS = _named(
+INSERT_LOGS = named(
     "insert_logs",
     """INSERT INTO job_logs (job_id, attempt, at, level, message)
 SELECT * FROM unnest(CAST(:id AS bigint[]), CAST(:attempt AS int[]), CAST(:at AS timestamptz[]),
@@ -438,7 +441,7 @@ SELECT * FROM unnest(CAST(:id AS bigint[]), CAST(:attempt AS int[]), CAST(:at AS
 
 # -- name: insert_artifact --
 # Only the lease holder of a running job may attach an artifact.
-INSERT_ARTIFACT = _named(
+INSERT_ARTIFACT = named(
     "insert_artifact",
     """INSERT INTO artifacts (job_id, tenant_id, attempt, name, media_type, sha256, size_bytes, data)
 SELECT j.id, j.tenant_id, j.attempt, :name, :media_type, :sha256, :size_bytes, :data
@@ -447,7 +450,7 @@ RETURNING id""",
 )
 
 # -- name: request_cancel --
-REQUEST_CANCEL = _named(
+REQUEST_CANCEL = named(
     "request_cancel",
     """UPDATE jobs SET cancel_requested = true, updated_at = now()
 WHERE id = :id AND state IN ('leased', 'running') AND NOT cancel_requested
@@ -456,7 +459,7 @@ RETURNING id""",
 
 # -- name: count_ready --
 # Bounded count of a queue's ready jobs (the claim index), for the doorbell check.
-COUNT_READY = _named(
+COUNT_READY = named(
     "count_ready",
     """SELECT count(*) FROM (
     SELECT 1 FROM jobs WHERE queue = :queue AND state = 'queued' LIMIT :cap
@@ -464,7 +467,7 @@ COUNT_READY = _named(
 )
 
 # -- name: count_stale_ready --
-COUNT_STALE_READY = _named(
+COUNT_STALE_READY = named(
     "count_stale_ready",
     """SELECT count(*) FROM (
     SELECT 1 FROM jobs
@@ -477,7 +480,7 @@ COUNT_STALE_READY = _named(
 # -- name: mark_rung --
 # The next :limit ready jobs of a queue get a fresh doorbell (claims take the best ready
 # job, so which ids a doorbell names does not matter, only how many doorbells exist).
-MARK_RUNG = _named(
+MARK_RUNG = named(
     "mark_rung",
     """UPDATE jobs SET rung_at = now()
 WHERE id IN (
@@ -488,13 +491,13 @@ RETURNING id""",
 )
 
 # -- name: next_due --
-NEXT_DUE = _named(
+NEXT_DUE = named(
     "next_due",
     """SELECT min(not_before) - now() FROM jobs WHERE state IN ('retrying', 'throttled')""",
 )
 
 # -- name: upsert_job_types --
-UPSERT_JOB_TYPES = _named(
+UPSERT_JOB_TYPES = named(
     "upsert_job_types",
     """INSERT INTO job_types (name, queue, max_attempts, backoff_base_s, backoff_cap_s, lease_s, heartbeat_s)
 SELECT * FROM unnest(CAST(:name AS text[]), CAST(:queue AS text[]), CAST(:max_attempts AS int[]),
@@ -511,7 +514,7 @@ WHERE (job_types.queue, job_types.max_attempts, job_types.backoff_base_s, job_ty
 )
 
 # -- name: insert_event --
-INSERT_EVENT = _named(
+INSERT_EVENT = named(
     "insert_event",
     "INSERT INTO events (tenant_id, kind, payload) VALUES (:tenant_id, :kind, CAST(:payload AS jsonb))",
 )
@@ -520,7 +523,7 @@ INSERT_EVENT = _named(
 # -- name: queue_depth --
 # Live jobs per tenant, queue and state, one partial index per group of states (pending is
 # not counted: nothing creates pending jobs until DAG scheduling exists).
-QUEUE_DEPTH = _named(
+QUEUE_DEPTH = named(
     "queue_depth",
     """SELECT tenant_id, queue, state, count(*) AS count FROM jobs WHERE state = 'queued' GROUP BY 1, 2, 3
 UNION ALL
@@ -530,7 +533,7 @@ SELECT tenant_id, queue, state, count(*) FROM jobs WHERE state IN ('retrying', '
 )
 
 # -- name: sample_queue_depth --
-SAMPLE_QUEUE_DEPTH = _named(
+SAMPLE_QUEUE_DEPTH = named(
     "sample_queue_depth",
     "INSERT INTO queue_depth_samples (at, tenant_id, queue, state, count) SELECT now(), * FROM ("
     + QUEUE_DEPTH.text.split("\n", 1)[1]
@@ -538,27 +541,27 @@ SAMPLE_QUEUE_DEPTH = _named(
 )
 
 # -- name: prune_queue_depth --
-PRUNE_QUEUE_DEPTH = _named(
+PRUNE_QUEUE_DEPTH = named(
     "prune_queue_depth",
     """DELETE FROM queue_depth_samples WHERE at < now() - make_interval(days => :days)""",
 )
 
 # -- name: oldest_ready --
-OLDEST_READY = _named(
+OLDEST_READY = named(
     "oldest_ready",
     """SELECT queue, extract(epoch FROM now() - min(coalesce(rung_at, created_at))) AS age_s
 FROM jobs WHERE state = 'queued' GROUP BY queue""",
 )
 
 # -- name: dead_letter_depth --
-DEAD_LETTER_DEPTH = _named(
+DEAD_LETTER_DEPTH = named(
     "dead_letter_depth",
     """SELECT t.name AS tenant, (SELECT count(*) FROM jobs j WHERE j.tenant_id = t.id AND j.state = 'dead_lettered')
 FROM tenants t""",
 )
 
 # -- name: submit_counts --
-SUBMIT_COUNTS = _named(
+SUBMIT_COUNTS = named(
     "submit_counts",
     """SELECT t.name AS tenant, c.job_type, c.submitted FROM submit_counters c JOIN tenants t ON t.id = c.tenant_id""",
 )

@@ -155,6 +155,8 @@ CREATE INDEX jobs_active_type_idx ON jobs (tenant_id, job_type) WHERE state IN (
 CREATE INDEX jobs_active_source_idx ON jobs (source_id) WHERE state IN ('leased', 'running');
 -- Resume, circuit close and the console find the jobs waiting on a source.
 CREATE INDEX jobs_throttled_source_idx ON jobs (source_id, wait_reason) WHERE state = 'throttled';
+-- The console's rate-limit view: denials and upstream 429s over time.
+CREATE INDEX job_history_flow_idx ON job_history (at) WHERE event IN ('deny', 'throttle');
 """
     )
     op.execute(ADMIT)
@@ -500,6 +502,7 @@ def downgrade() -> None:
         """
 DROP FUNCTION orch_record_outcomes(bigint[], text[], double precision[], timestamptz[], text);
 DROP FUNCTION orch_admit(bigint[]);
+DROP INDEX job_history_flow_idx;
 DROP INDEX jobs_throttled_source_idx;
 DROP INDEX jobs_active_source_idx;
 DROP INDEX jobs_active_type_idx;
