@@ -489,6 +489,7 @@ def cmd_up(ctx: Context) -> int:
     sup: pool.Supervisor | None = None
     metrics_server: Any = None
     console: Any = None
+    sim: Any = None
     try:
         db_url, redis_url = s.database_url, s.redis_url
         if db_url is None or redis_url is None:
@@ -529,9 +530,13 @@ def cmd_up(ctx: Context) -> int:
         sched = _scheduler(ctx, redis_url)
         threads.append(threading.Thread(target=sched.run, args=(stop,), name="scheduler", daemon=True))
         if a.demo:
+            sim = _start_upstream_sim()
             threads.append(
                 threading.Thread(
-                    target=demo.run, args=(ctx.engine, ctx.principal, ctx.doorbell(), stop), name="demo", daemon=True
+                    target=demo.run,
+                    args=(ctx.engine, ctx.principal, ctx.doorbell(), stop, sim),
+                    name="demo",
+                    daemon=True,
                 )
             )
         for t in threads:
@@ -558,10 +563,26 @@ def cmd_up(ctx: Context) -> int:
                 console.kill()
         if metrics_server is not None:
             metrics_server.shutdown()
+        if sim is not None:
+            sim.stop()
         if embedded is not None:
             embedded.stop()
         print("stopped.", flush=True)
     return 0
+
+
+def _start_upstream_sim() -> Any:
+    """The upstream simulator the demo sources read, on ORCH_UPSTREAM_SIM_PORT (default 8599,
+    or any free port when that one is taken)."""
+    from worker import upstream_sim
+
+    port = int(os.environ.get("ORCH_UPSTREAM_SIM_PORT", "8599"))
+    try:
+        sim = upstream_sim.UpstreamSim(port=port).start()
+    except OSError:
+        sim = upstream_sim.UpstreamSim(port=0).start()
+    print(f"upstream simulator: {sim.url} (feeds advisories, vex, sbom)", flush=True)
+    return sim
 
 
 def _status_loop(ctx: Context, sup: Any, stop: threading.Event) -> None:
@@ -583,7 +604,8 @@ def _status_loop(ctx: Context, sup: Any, stop: threading.Event) -> None:
         last = (now, done)
         line = (
             f"queued {by['queued']}  running {by['running'] + by['leased']}  succeeded {by['succeeded']}  "
-            f"retrying {by['retrying']}  dead-lettered {by['dead_lettered']}  {rate:.1f} jobs/s"
+            f"retrying {by['retrying']}  throttled {by['throttled']}  dead-lettered {by['dead_lettered']}"
+            f"  {rate:.1f} jobs/s"
         )
         if tty:
             print("\r" + line.ljust(110), end="", flush=True)

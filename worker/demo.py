@@ -1,11 +1,13 @@
 """The demo workload of `orch up --demo`: a steady mix of successes, slow jobs, flaky jobs
-that retry, and failures that dead-letter, across two tenants."""
+that retry, and failures that dead-letter, across two tenants; and http_fetch jobs against
+the upstream simulator's feeds, through sources whose buckets and circuits really work."""
 
 from __future__ import annotations
 
 import logging
 import random
 import threading
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -16,6 +18,67 @@ from core.domain.auth import Principal
 log = logging.getLogger(__name__)
 
 TENANTS = ("acme", "globex")
+
+#: The simulator's feeds the demo sources read: (source, configured rate/s, feed settings).
+#: advisories hides a limit below the configured rate (the bucket learns it from 429s); vex
+#: fails now and then and in bursts (its circuit opens); sbom drifts its schema at times.
+FEEDS: tuple[tuple[str, float, dict[str, object]], ...] = (
+    ("advisories", 10.0, {"rate_limit": 3.0, "retry_after_s": 1.0}),
+    ("vex", 5.0, {"error_rate": 0.05}),
+    ("sbom", 3.0, {}),
+)
+
+
+def setup_sources(engine: sa.Engine, principal: Principal, sim: Any) -> None:
+    """The simulator's feeds, and a source of each tenant for each (one bucket per tenant
+    and feed host)."""
+    for name, _, settings in FEEDS:
+        sim.configure(name, **settings)
+    for tenant in TENANTS:
+        for name, rate, _ in FEEDS:
+            control.add_source(
+                engine,
+                principal,
+                tenant=tenant,
+                name=name,
+                host=f"{name}.upstream.test",
+                rate=rate,
+                burst=max(2.0, rate / 2),
+                reason="demo sources",
+            )
+        with engine.begin() as conn:  # a quick circuit, so the demo shows it walking
+            conn.execute(
+                sa.text(
+                    "UPDATE sources SET cb_window = 10, cb_min_outcomes = 5, cb_cooldown_s = 15"
+                    " WHERE tenant_id = (SELECT id FROM tenants WHERE name = :t)"
+                ),
+                {"t": tenant},
+            )
+
+
+def fetches(rng: random.Random, tenant: str, sim_url: str) -> list[control.JobSpec]:
+    specs = []
+    for name, rate, _ in FEEDS:
+        for _ in range(rng.randint(0, 2)):  # about 2 per second per feed
+            url = f"{sim_url}/feeds/{name}/items?page={rng.randint(1, 500)}"
+            specs.append(control.JobSpec(tenant, "http_fetch", {"url": url, "timeout_s": 5}, source=name))
+    return specs
+
+
+def weather(sim: Any, stop: threading.Event) -> None:
+    """Upstream trouble on a schedule: every 2 minutes vex answers 503 for a while (its
+    circuits open, then close through a probe), sbom drifts its schema for 20 s and
+    advisories lowers its hidden limit for 30 s (the buckets learn it, then recover)."""
+    while not stop.wait(120.0):
+        sim.configure("vex", error_burst=30)
+        sim.configure("sbom", drift=True)
+        sim.configure("advisories", rate_limit=1.0)
+        if stop.wait(20.0):
+            break
+        sim.configure("sbom", drift=False)
+        if stop.wait(10.0):
+            break
+        sim.configure("advisories", rate_limit=3.0)
 
 
 def batch(rng: random.Random) -> list[control.JobSpec]:
@@ -51,10 +114,23 @@ def batch(rng: random.Random) -> list[control.JobSpec]:
     return specs
 
 
-def run(engine: sa.Engine, principal: Principal, doorbell: control.Doorbell, stop: threading.Event) -> None:
+def run(
+    engine: sa.Engine, principal: Principal, doorbell: control.Doorbell, stop: threading.Event, sim: Any = None
+) -> None:
     rng = random.Random()
-    while not stop.wait(0.5):
+    if sim is not None:
         try:
-            control.submit_many(engine, principal, batch(rng), doorbell=doorbell, reason="demo workload")
+            setup_sources(engine, principal, sim)
+        except (errors.OrchError, sa.exc.SQLAlchemyError) as exc:
+            log.warning("demo sources not set up: %s", exc)
+            sim = None
+        else:
+            threading.Thread(target=weather, args=(sim, stop), name="demo-weather", daemon=True).start()
+    while not stop.wait(0.5):
+        specs = batch(rng)
+        if sim is not None:
+            specs += fetches(rng, rng.choice(TENANTS), sim.url)
+        try:
+            control.submit_many(engine, principal, specs, doorbell=doorbell, reason="demo workload")
         except (errors.OrchError, sa.exc.SQLAlchemyError) as exc:
             log.warning("demo submit failed: %s", exc)
