@@ -676,6 +676,8 @@ def add_source(
         raise errors.InvalidInput(f"max_active must be at least 1, got {max_active}")
     with engine.begin() as conn:
         tenant_id = _tenant_id(conn, tenant, create=True)
+        # Lock order sources, then buckets: the same as admission's, so no deadlock.
+        existing = flow.lock_source(conn, tenant=tenant, name=name)
         bucket_id: int | None
         if rate is not None:
             capacity = burst if burst is not None else max(1.0, rate)
@@ -691,12 +693,19 @@ def add_source(
             )
         else:
             bucket_id = flow.find_bucket(conn, tenant_id=tenant_id, host=host)
-        source_id = flow.insert_source(
-            conn, tenant_id=tenant_id, name=name, host=host, bucket_id=bucket_id, max_active=max_active
-        )
-        created = source_id is not None
-        if source_id is None:
-            source_id = int(_source(conn, tenant, name)["id"])
+        created = existing is None
+        if existing is None:
+            new_id = flow.insert_source(
+                conn, tenant_id=tenant_id, name=name, host=host, bucket_id=bucket_id, max_active=max_active
+            )
+            if new_id is None:  # added concurrently under the same name
+                raise errors.IdempotencyConflict(
+                    f"source {name!r} of {tenant!r} was added by someone else just now; try again",
+                    existing_job_id=0,
+                )
+            source_id = new_id
+        else:
+            source_id = int(existing["id"])
             flow.update_source(conn, source_id=source_id, host=host, bucket_id=bucket_id, max_active=max_active)
         details = {"host": host, "rate": rate, "burst": burst, "max_active": max_active, "created": created}
         _audit(

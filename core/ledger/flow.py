@@ -41,7 +41,7 @@ ON CONFLICT (tenant_id, host) DO UPDATE SET
         ELSE buckets.tokens + buckets.rate * extract(epoch FROM now() - buckets.updated_at) END),
     updated_at = greatest(buckets.updated_at, now()),
     streak = 0, ceiling = NULL, ceiling_at = NULL, next_slot = NULL
-RETURNING id, (SELECT b.rate FROM buckets AS b WHERE b.id = buckets.id) AS old_rate""",
+RETURNING id""",
 )
 
 # -- name: find_bucket --
@@ -67,7 +67,7 @@ WHERE id = :id""",
 LOCK_SOURCE = sql.named(
     "lock_source",
     """SELECT s.*, t.name AS tenant FROM sources AS s JOIN tenants AS t ON t.id = s.tenant_id
-WHERE t.name = :tenant AND s.name = :name FOR UPDATE OF s""",
+WHERE t.name = :tenant AND s.name = :name FOR NO KEY UPDATE OF s""",
 )
 
 # -- name: throttle_bucket --
@@ -80,7 +80,7 @@ THROTTLE_BUCKET = sql.named(
     updated_at = greatest(b.updated_at, now()),
     capacity = coalesce(:capacity, b.capacity), base_rate = :rate, rate = :rate,
     streak = 0, ceiling = NULL, ceiling_at = NULL, next_slot = NULL
-FROM (SELECT id, rate AS old_rate FROM buckets WHERE id = :id FOR UPDATE) AS o
+FROM (SELECT id, rate AS old_rate FROM buckets WHERE id = :id FOR NO KEY UPDATE) AS o
 WHERE b.id = o.id
 RETURNING b.id, b.tenant_id, o.old_rate""",
 )
@@ -97,7 +97,7 @@ RESET_CIRCUIT = sql.named(
     "reset_circuit",
     """UPDATE sources AS s SET circuit_state = 'closed', circuit_until = NULL, circuit_probes = 0,
     circuit_window = '', circuit_since = now()
-FROM (SELECT id, circuit_state AS old_state FROM sources WHERE id = :id FOR UPDATE) AS o
+FROM (SELECT id, circuit_state AS old_state FROM sources WHERE id = :id FOR NO KEY UPDATE) AS o
 WHERE s.id = o.id
 RETURNING o.old_state""",
 )
@@ -364,7 +364,7 @@ BACKLOG_OF = sql.named(
         LIMIT t.backlog_limit + 1
     ) AS w) AS backlog
 FROM tenants AS t WHERE t.id = :tenant_id AND t.backlog_limit IS NOT NULL
-FOR UPDATE OF t""",
+FOR NO KEY UPDATE OF t""",
 )
 
 # -- name: release_backpressure --

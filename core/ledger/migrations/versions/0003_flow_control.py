@@ -164,6 +164,8 @@ CREATE INDEX job_history_flow_idx ON job_history (at) WHERE event IN ('deny', 't
 
 
 # -- orch_admit ---------------------------------------------------------------------------
+# Row locks are FOR NO KEY UPDATE: they serialise claims and outcomes on a source, bucket or
+# quota, but do not block the foreign-key checks of jobs being submitted for that source.
 # Admission for a claim: given the ids a claim statement has locked (best first), say for
 # each whether it may start now (wait_reason NULL) or must wait, why and until when. Checks
 # in order: pause, blackout, circuit, source max_active, quota (max_active, max_per_hour),
@@ -194,15 +196,15 @@ BEGIN
         RETURN;
     END IF;
     IF v_sources IS NOT NULL THEN
-        PERFORM 1 FROM sources AS s WHERE s.id = ANY(v_sources) ORDER BY s.id FOR UPDATE;
+        PERFORM 1 FROM sources AS s WHERE s.id = ANY(v_sources) ORDER BY s.id FOR NO KEY UPDATE;
         PERFORM 1 FROM buckets AS b
           WHERE b.id IN (SELECT s.bucket_id FROM sources AS s WHERE s.id = ANY(v_sources))
-          ORDER BY b.id FOR UPDATE;
+          ORDER BY b.id FOR NO KEY UPDATE;
     END IF;
     PERFORM 1 FROM quotas AS q
       WHERE q.tenant_id = ANY(v_tenants)
         AND (q.tenant_id, q.job_type) IN (SELECT j.tenant_id, j.job_type FROM jobs AS j WHERE j.id = ANY(p_ids))
-      ORDER BY q.id FOR UPDATE;
+      ORDER BY q.id FOR NO KEY UPDATE;
 
     RETURN QUERY
     WITH c AS (
@@ -384,10 +386,10 @@ DECLARE
     v_ceiling double precision;
     v_ceiling_at timestamptz;
 BEGIN
-    PERFORM 1 FROM sources AS s WHERE s.id = ANY(p_source) ORDER BY s.id FOR UPDATE;
+    PERFORM 1 FROM sources AS s WHERE s.id = ANY(p_source) ORDER BY s.id FOR NO KEY UPDATE;
     PERFORM 1 FROM buckets AS b
       WHERE b.id IN (SELECT s.bucket_id FROM sources AS s WHERE s.id = ANY(p_source))
-      ORDER BY b.id FOR UPDATE;
+      ORDER BY b.id FOR NO KEY UPDATE;
 
     -- Circuits.
     FOR r IN
