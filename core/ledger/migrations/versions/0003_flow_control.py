@@ -276,7 +276,7 @@ BEGIN
                  WHEN v3.rk > v3.free_hour THEN 'quota_hour' END AS denied
         FROM v3
     ),
-    -- 4. Tokens.
+    -- 4. Tokens (a token due "now" counts even if float rounding left it a hair short).
     bkt AS (
         SELECT b.id AS bucket_id, b.rate, b.next_slot, b.updated_at,
             least(b.capacity, b.tokens + b.rate * extract(epoch FROM now() - b.updated_at)) AS tokens_now
@@ -292,9 +292,9 @@ BEGIN
     ),
     d4 AS (
         SELECT v4.*,
-            CASE WHEN v4.bucket_id IS NOT NULL AND v4.rk > floor(greatest(v4.tokens_now, 0)) THEN 'rate_limited' END
-                AS denied,
-            greatest(v4.rk - floor(greatest(v4.tokens_now, 0)), 0) AS behind
+            CASE WHEN v4.bucket_id IS NOT NULL AND v4.rk > floor(greatest(v4.tokens_now, 0) + 1e-6)
+                 THEN 'rate_limited' END AS denied,
+            greatest(v4.rk - floor(greatest(v4.tokens_now, 0) + 1e-6), 0) AS behind
         FROM v4
     ),
     -- When each rate-limited job's token will exist: its place behind the tokens there
@@ -303,7 +303,7 @@ BEGIN
         SELECT d4.*,
             CASE WHEN d4.denied IS NOT NULL THEN greatest(
                 now() + make_interval(
-                    secs => (floor(greatest(d4.tokens_now, 0)) + d4.behind - d4.tokens_now) / d4.rate),
+                    secs => (floor(greatest(d4.tokens_now, 0) + 1e-6) + d4.behind - d4.tokens_now) / d4.rate),
                 coalesce(d4.next_slot, '-infinity'::timestamptz) + make_interval(secs => d4.behind / d4.rate))
             END AS token_at
         FROM d4
