@@ -486,7 +486,9 @@ class Pump:
                 learned.append((job, "throttled", outcome.retry_after))
             elif isinstance(outcome, FailedRetryable | FailedFinal) and outcome.error_class in CIRCUIT_FAILURES:
                 learned.append((job, "fail", None))
-        if learned:
+        if not learned:
+            return
+        try:
             ledger.record_outcomes(
                 conn,
                 [j.source_id for j, _, _ in learned if j.source_id is not None],
@@ -495,3 +497,10 @@ class Pump:
                 [j.started_at for j, _, _ in learned],
                 actor=self.owner,
             )
+        except sa.exc.SQLAlchemyError as exc:
+            # The outcomes themselves are committed; only the lesson is lost (the circuit
+            # and bucket learn from the next ones), so the batch is not written again.
+            # A dead connection fails the next statement, and the lane reconnects then.
+            log.warning("could not feed %d outcome(s) to circuits and buckets: %s", len(learned), exc)
+            return
+        self.stats["outcomes_learned"] += len(learned)
