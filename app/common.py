@@ -216,30 +216,55 @@ def joined(values: Sequence[Any] | None) -> str:
 # -- actions ----------------------------------------------------------------------------------
 
 
+#: Actions on a source (core.control flow control) and the scope each needs.
+SOURCE_ACTIONS: dict[str, Scope] = {
+    "pause": Scope.OPERATE,
+    "resume": Scope.OPERATE,
+    "reset_circuit": Scope.OPERATE,
+    "throttle": Scope.QUOTA,
+    "blackout": Scope.QUOTA,
+}
+ActionKind = Literal["cancel", "retry", "replay_cluster", "pause", "resume", "reset_circuit", "throttle", "blackout"]
+
+
 @dataclass(frozen=True)
 class Action:
     """What a button asks core.control to do once the operator confirms with a reason."""
 
     #: cancel and retry act on each job (a retry of a finished job is a replay); replay_cluster
-    #: replays every dead letter of an error cluster as one audited action (per tenant).
-    kind: Literal["cancel", "retry", "replay_cluster"]
+    #: replays every dead letter of an error cluster as one audited action (per tenant); the
+    #: SOURCE_ACTIONS act on `source` of `tenant`.
+    kind: ActionKind
     job_ids: tuple[int, ...]
     title: str
     tenant: str | None = None
     #: What the audit log names as the target of a replay_cluster.
     label: str | None = None
+    #: The source a flow-control action acts on.
+    source: str | None = None
+    #: The throttle dialog's starting rate and burst (the bucket's configured values).
+    rate: float | None = None
+    burst: float | None = None
     #: Makes each opening of the dialog start with empty inputs.
     nonce: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    #: When the button was pressed: the blackout dialog's default window starts after it.
+    opened_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+
+    @property
+    def scope(self) -> Scope:
+        """The scope core.control demands for this action."""
+        return SOURCE_ACTIONS.get(self.kind, Scope.OPERATE)
 
 
 def action_button(session: Session, label: str, action: Action, *, key: str, blocked: str | None = None) -> None:
     """A button that opens the confirmation dialog for `action`. Disabled, with the reason
-    shown, when the principal lacks orch:operate (on the action's tenant) or `blocked` says
-    why the action does not apply."""
+    shown, when the principal lacks the action's scope (orch:operate, or orch:quota for rates
+    and blackouts) on its tenant, or `blocked` says why the action does not apply."""
     why = blocked
-    if not session.principal.can(Scope.OPERATE, action.tenant):
-        why = labels.missing_scope(session.principal.subject, Scope.OPERATE.value)
-        if action.tenant is not None and Scope.OPERATE in session.principal.scopes:
+    scope = action.scope
+    if not session.principal.can(scope, action.tenant):
+        why = labels.missing_scope(session.principal.subject, scope.value)
+        if action.tenant is not None and scope in session.principal.scopes:
             why = f"{session.principal.subject} may not act on tenant {action.tenant!r}."
     # A disabled button never fires in a browser; the check also holds for a forged click.
     if st.button(label, key=key, disabled=why is not None, help=why) and why is None:
@@ -257,6 +282,7 @@ def _close_dialog() -> None:
 def _confirm(session: Session, action: Action) -> None:
     st.markdown(f"**{action.title}**")
     st.caption(f"Acting as {session.principal.subject}. The action and its reason are written to the audit log.")
+    read_inputs = _action_inputs(action)
     reason = st.text_input(labels.REASON_LABEL, max_chars=control.MAX_REASON, key=f"orch_reason_{action.nonce}")
     ticket = st.text_input(labels.TICKET_LABEL, max_chars=control.MAX_TICKET, key=f"orch_ticket_{action.nonce}")
     left, right = st.columns(2)
@@ -266,8 +292,8 @@ def _confirm(session: Session, action: Action) -> None:
         st.rerun()
     if confirmed:
         try:
-            outcome = perform(session, action, reason=reason, ticket=ticket.strip() or None)
-        except errors.InvalidInput as exc:  # a missing or too long reason: fix it here
+            outcome = perform(session, action, reason=reason, ticket=ticket.strip() or None, inputs=read_inputs())
+        except errors.InvalidInput as exc:  # a missing or too long reason, a bad rate: fix it here
             st.error(str(exc))
             return
         st.session_state[OUTCOME_KEY] = outcome
@@ -275,10 +301,15 @@ def _confirm(session: Session, action: Action) -> None:
         st.rerun()
 
 
-def perform(session: Session, action: Action, *, reason: str, ticket: str | None) -> tuple[str, str]:
+def perform(
+    session: Session, action: Action, *, reason: str, ticket: str | None, inputs: dict[str, Any] | None = None
+) -> tuple[str, str]:
     """Carry out a confirmed action through core.control; returns (kind, message) where kind
     is success, warning (some jobs of a batch failed) or error. Raises InvalidInput (e.g.
-    ReasonRequired) before anything changed, so the dialog can ask again."""
+    ReasonRequired) before anything changed, so the dialog can ask again. `inputs` are the
+    dialog's own fields (a throttle's rate and burst, a blackout's window)."""
+    if action.kind in SOURCE_ACTIONS:
+        return _source_action(session, action, reason=reason, ticket=ticket, inputs=inputs or {})
     if action.kind == "replay_cluster":
         return _replay_cluster(session, action, reason=reason, ticket=ticket)
     done: list[str] = []
@@ -341,6 +372,98 @@ def _perform_one(session: Session, kind: str, job_id: int, *, reason: str, ticke
         )
         return f"job {job_id} will be retried now" if new_id == job_id else f"job {new_id} replays job {job_id}"
     raise errors.InvalidInput(f"unknown console action {kind!r}")
+
+
+# -- flow-control actions ---------------------------------------------------------------------
+
+
+def _action_inputs(action: Action) -> Callable[[], dict[str, Any]]:
+    """Draw the dialog fields an action needs besides reason and ticket; returns what reads
+    them into core.control's arguments (raising InvalidInput for a value it cannot use)."""
+    key = action.nonce
+    if action.kind == "throttle":
+        rate = st.number_input(
+            labels.RATE_LABEL,
+            min_value=0.001,
+            max_value=control.MAX_RATE,
+            value=float(action.rate or 1.0),
+            format="%.3f",
+            key=f"orch_rate_{key}",
+        )
+        burst = st.number_input(
+            labels.BURST_LABEL,
+            min_value=1.0,
+            max_value=control.MAX_RATE,
+            value=float(action.burst or max(1.0, rate)),
+            key=f"orch_burst_{key}",
+        )
+        return lambda: {"rate": float(rate), "burst": float(burst)}
+    if action.kind == "blackout":
+        kind = st.radio(
+            labels.BLACKOUT_KIND_LABEL, [labels.ONE_OFF, labels.RECURRING], horizontal=True, key=f"orch_bo_kind_{key}"
+        )
+        if kind == labels.ONE_OFF:
+            # Defaults fixed when the dialog opened, so a rerun never changes what is typed.
+            start = action.opened_at.replace(second=0, microsecond=0) + dt.timedelta(minutes=1)
+            starts = st.text_input(labels.STARTS_LABEL, value=f"{start:%Y-%m-%d %H:%M}", key=f"orch_bo_start_{key}")
+            ends = st.text_input(
+                labels.ENDS_LABEL, value=f"{start + dt.timedelta(hours=1):%Y-%m-%d %H:%M}", key=f"orch_bo_end_{key}"
+            )
+            return lambda: {
+                "starts_at": _utc(starts, labels.STARTS_LABEL),
+                "ends_at": _utc(ends, labels.ENDS_LABEL),
+            }
+        cron = st.text_input(labels.CRON_LABEL, value="0 2 * * *", key=f"orch_bo_cron_{key}")
+        minutes = st.number_input(labels.DURATION_LABEL, min_value=1, value=60, step=1, key=f"orch_bo_minutes_{key}")
+        return lambda: {"cron_expr": cron.strip(), "duration_s": float(minutes) * 60}
+    return dict
+
+
+def _utc(text: str, label: str) -> dt.datetime:
+    """A time typed in the dialog, as an aware UTC datetime (no zone given: UTC)."""
+    try:
+        value = dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise errors.InvalidInput(f"{label}: {text!r} is not a time like 2026-12-01 02:00") from None
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value
+
+
+def _source_action(
+    session: Session, action: Action, *, reason: str, ticket: str | None, inputs: dict[str, Any]
+) -> tuple[str, str]:
+    """One core.control call on a source, which writes one audit row."""
+    if action.tenant is None or action.source is None:
+        raise errors.InvalidInput(f"{action.title}: no tenant and source to act on")
+    engine, principal = session.engine, session.principal
+    where = {"tenant": action.tenant, "source": action.source}
+    try:
+        if action.kind in ("pause", "resume"):
+            act = control.pause if action.kind == "pause" else control.resume
+            done = act(engine, principal, **where, reason=reason, ticket=ticket)
+            if action.kind == "pause":
+                message = "paused" if done["changed"] else "already paused"
+            else:
+                message = f"resumed, {done['released']} waiting jobs released" if done["changed"] else "was not paused"
+        elif action.kind == "reset_circuit":
+            done = control.reset_circuit(engine, principal, **where, reason=reason, ticket=ticket)
+            message = (
+                f"circuit closed (was {labels.CIRCUIT_LABELS.get(str(done['old_state']), done['old_state'])}),"
+                f" {done['released']} waiting jobs released"
+            )
+        elif action.kind == "throttle":
+            done = control.throttle_source(engine, principal, **where, **inputs, reason=reason, ticket=ticket)
+            old = "none" if done["old_rate"] is None else f"{done['old_rate']:g}/s"
+            message = f"rate {old} -> {done['rate']:g}/s, burst {done['burst']:g}"
+        else:
+            done = control.add_blackout(engine, principal, **where, **inputs, reason=reason, ticket=ticket)
+            message = f"blackout {done['id']}, next window {done['window_start']} to {done['window_end']}"
+    except errors.InvalidInput:
+        raise
+    except errors.OrchError as exc:
+        return "error", f"{action.title} failed: {exc}"
+    except sa.exc.SQLAlchemyError as exc:
+        return "error", f"{action.title} failed: the ledger is unavailable ({str(exc).splitlines()[0]})"
+    return "success", f"{action.title}: {message}"
 
 
 def _show_outcome() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Literal
 
 from core.domain.states import State
@@ -39,7 +40,7 @@ STATE_COLOURS: dict[str, str] = {
     State.UPSTREAM_FAILED: "#8d6e63",
 }
 
-BadgeColour = Literal["green", "orange", "red"]
+BadgeColour = Literal["green", "orange", "red", "blue", "violet", "gray"]
 
 #: slo.level() -> (label, Streamlit colour name, hex for charts): green / amber / red.
 LEVELS: dict[str, tuple[str, BadgeColour, str]] = {
@@ -71,6 +72,100 @@ NO_DATABASE = (
     "No ledger configured: set ORCH_DATABASE_URL (postgresql+psycopg://...) or start the console "
     "with `orch console`, which sets it."
 )
+
+# -- flow control ---------------------------------------------------------------------------
+
+#: queries.sources' health word -> (label, Streamlit badge colour, the same colour as a dot for
+#: table cells), worst last.
+HEALTH: dict[str, tuple[str, BadgeColour, str]] = {
+    "ok": ("Healthy", "green", "🟢"),
+    "throttled": ("Throttled", "orange", "🟠"),
+    "paused": ("Paused", "gray", "⚪"),
+    "blackout": ("Blackout", "violet", "🟣"),
+    "circuit_half_open": ("Probing", "orange", "🟠"),
+    "circuit_open": ("Circuit open", "red", "🔴"),
+}
+
+CIRCUIT_LABELS: dict[str, str] = {"closed": "Closed", "half_open": "Half-open", "open": "Open"}
+
+#: Why a throttled job waits (jobs.wait_reason), in words; "until" follows.
+WAIT_REASONS: dict[str, str] = {
+    "rate_limited": "Rate limited: waiting for a token of its upstream host's bucket",
+    "quota": "Quota: waiting for a free slot of its job type or source",
+    "paused": "Paused: its source, job type or tenant is paused",
+    "blackout": "Blackout: a no-dispatch window is open",
+    "circuit_open": "Circuit open: its source's upstream keeps failing",
+    "backpressure": "Backpressure: the tenant's backlog is over its limit",
+}
+#: A retrying job waits too, for its next attempt (it has no wait reason).
+RETRY_WAIT = "Retrying: waiting for its next attempt after a failure"
+#: Short names of the wait reasons, for tables and charts.
+WAIT_SHORT: dict[str, str] = {
+    "rate_limited": "Rate limited",
+    "quota": "Quota",
+    "paused": "Paused",
+    "blackout": "Blackout",
+    "circuit_open": "Circuit open",
+    "backpressure": "Backpressure",
+}
+
+PAUSE = "Pause"
+RESUME = "Resume"
+THROTTLE = "Throttle"
+RESET_CIRCUIT = "Reset circuit"
+BLACKOUT = "Blackout"
+RATE_LABEL = "Configured rate (jobs per second)"
+BURST_LABEL = "Burst (bucket capacity)"
+BLACKOUT_KIND_LABEL = "Window"
+ONE_OFF = "One-off"
+RECURRING = "Recurring (cron)"
+STARTS_LABEL = "Starts (UTC, YYYY-MM-DD HH:MM)"
+ENDS_LABEL = "Ends (UTC, YYYY-MM-DD HH:MM)"
+CRON_LABEL = "Cron expression (UTC), e.g. 0 2 * * *"
+DURATION_LABEL = "Duration (minutes)"
+
+
+def health(word: str | None) -> tuple[str, BadgeColour, str]:
+    return HEALTH.get(word or "", (word or "unknown", "gray", "⚪"))
+
+
+def health_cell(word: str | None) -> str:
+    """A source's health for a table cell: a coloured dot and the word."""
+    label, _, dot = health(word)
+    return f"{dot} {label}"
+
+
+def wait_text(reason: str | None, not_before: str | None, now: dt.datetime) -> str:
+    """Why a job waits and until when, in words: "Rate limited: ...; may start at 2026-12-01
+    12:00:03 UTC (in 2 s)." `reason` is a wait reason, or "retrying" for a retrying job."""
+    if reason is None:
+        return ""
+    text = RETRY_WAIT if reason == "retrying" else WAIT_REASONS.get(reason, reason)
+    if not_before is None:
+        return text
+    until = dt.datetime.fromisoformat(not_before)
+    seconds = (until - now).total_seconds()
+    when = "due now" if seconds <= 0 else f"in {duration(seconds)}"
+    return f"{text}; may start at {until.astimezone(dt.UTC):%Y-%m-%d %H:%M:%S} UTC ({when})."
+
+
+def duration(seconds: float) -> str:
+    """A short duration: 3 s, 4 min, 2 h 5 min, 3 d."""
+    s = round(seconds)
+    if s < 120:
+        return f"{s} s"
+    if s < 7200:
+        return f"{s // 60} min"
+    if s < 172800:
+        return f"{s // 3600} h {s % 3600 // 60} min"
+    return f"{s // 86400} d"
+
+
+def waiting_summary(waiting: dict[str, int]) -> str:
+    """ "Rate limited 3, Quota 2" for the reasons with jobs; "-" when none wait."""
+    parts = [f"{WAIT_SHORT.get(r, r)} {n}" for r, n in waiting.items() if n]
+    return ", ".join(parts) or "-"
+
 
 # -- actions ----------------------------------------------------------------------------------
 CANCEL = "Cancel job"

@@ -234,3 +234,162 @@ def lease_expirations_bar(rows: Rows) -> go.Figure:
     x = sorted(per_bucket)
     bar = go.Bar(x=x, y=[per_bucket[t] for t in x], name="lease expirations")
     return _figure([bar], y_title="per 5 min", x_title="UTC")
+
+
+# -- flow control ------------------------------------------------------------------------
+
+#: Order of the kinds of rate-limit events: what the upstream said, then why Orch held jobs
+#: back, in the order admission checks (core.queries.WAIT_REASONS).
+EVENT_KINDS: tuple[str, ...] = ("upstream_429", "paused", "blackout", "circuit_open", "quota", "rate_limited")
+#: Circuit-breaker states from good to bad, coloured like the burn-rate levels.
+CIRCUIT_STATES: tuple[str, ...] = ("closed", "half_open", "open")
+CIRCUIT_COLORS: dict[str, str] = {
+    "closed": LEVEL_COLORS["ok"],
+    "half_open": LEVEL_COLORS["warn"],
+    "open": LEVEL_COLORS["critical"],
+}
+#: The configured-rate line and the capacity bars, behind the numbers they frame.
+FRAME_COLOR = "#9e9e9e"
+
+
+def _bucket_label(r: Mapping[str, Any]) -> str:
+    return f"{r['tenant']} {r['host']}"
+
+
+def bucket_rate_steps(rows: Rows) -> go.Figure:
+    """Refill rate of each bucket over time (read model bucket_rates): the adaptive rate as a
+    step line (each step a rate change, hover says why and who), the configured rate now as
+    a dashed line."""
+    if not rows:
+        return _no_data("No token bucket")
+    series: dict[tuple[str, str], list[Mapping[str, Any]]] = defaultdict(list)
+    for r in rows:
+        series[(str(r["tenant"]), str(r["host"]))].append(r)
+    traces: list[BaseTraceType] = []
+    for (tenant, host), points in sorted(series.items()):
+        x = [_time(p["at"]) for p in points]
+        label = f"{tenant} {host}"
+        traces.append(
+            go.Scatter(
+                x=x,
+                y=[float(p["rate"]) for p in points],
+                mode="lines+markers",
+                line_shape="hv",
+                name=label,
+                customdata=[[p["reason"] or "", p["actor"] or ""] for p in points],
+                hovertemplate="%{y:.3g}/s<br>%{customdata[0]}<br>%{customdata[1]}<extra>" + label + "</extra>",
+            )
+        )
+        base = float(points[-1]["base_rate"])
+        traces.append(
+            go.Scatter(
+                x=[x[0], x[-1]],
+                y=[base, base],
+                mode="lines",
+                line={"dash": "dash", "color": FRAME_COLOR},
+                name=f"{label} configured",
+            )
+        )
+    return _figure(traces, y_title="tokens/s", x_title="UTC")
+
+
+def bucket_tokens_bars(rows: Rows) -> go.Figure:
+    """Tokens in each bucket now against its capacity (read model buckets)."""
+    if not rows:
+        return _no_data("No token bucket")
+    ordered = sorted(rows, key=_bucket_label, reverse=True)
+    labels = [_bucket_label(r) for r in ordered]
+    capacity = go.Bar(
+        x=[float(r["capacity"]) for r in ordered],
+        y=labels,
+        orientation="h",
+        name="capacity",
+        marker_color=FRAME_COLOR,
+        opacity=0.35,
+    )
+    tokens = go.Bar(
+        x=[float(r["tokens"]) for r in ordered],
+        y=labels,
+        orientation="h",
+        name="tokens",
+        text=[
+            f"blocked until {r['blocked_until']}"
+            if r["blocked_until"]
+            else f"{float(r['tokens']):.1f} of {r['capacity']:g}"
+            for r in ordered
+        ],
+    )
+    fig = _figure([capacity, tokens], y_title="", x_title="tokens")
+    fig.update_layout(barmode="overlay", hovermode="closest")
+    return fig
+
+
+def rate_limit_bars(rows: Rows) -> go.Figure:
+    """Upstream 429s and jobs held back by admission per second, stacked by kind (read model
+    rate_limit_events)."""
+    if not rows:
+        return _no_data("No rate limiting in this range")
+    series: dict[str, dict[dt.datetime, float]] = defaultdict(dict)
+    for r in rows:
+        series[str(r["kind"])][_time(r["at"])] = int(r["count"]) / int(r["step_s"])
+    kinds = [k for k in EVENT_KINDS if k in series] + sorted(set(series) - set(EVENT_KINDS))
+    traces = [
+        go.Bar(x=sorted(series[k]), y=[series[k][t] for t in sorted(series[k])], name=k.replace("_", " "))
+        for k in kinds
+    ]
+    fig = _figure(traces, y_title="jobs/s", x_title="UTC")
+    fig.update_layout(barmode="stack")
+    return fig
+
+
+def circuit_state_dots(rows: Rows) -> go.Figure:
+    """Each source's circuit breaker now (read model sources): closed, half-open or open."""
+    if not rows:
+        return _no_data("No source")
+    ordered = sorted(rows, key=lambda r: (str(r["tenant"]), str(r["name"])))
+    states_now = [str(r["circuit_state"]) for r in ordered]
+    dots = go.Scatter(
+        x=[f"{r['tenant']} {r['name']}" for r in ordered],
+        y=states_now,
+        mode="markers",
+        marker={"size": 16, "color": [CIRCUIT_COLORS.get(s, FRAME_COLOR) for s in states_now]},
+        customdata=[[r["circuit_failures"], r["circuit_outcomes"], r["opened_total"]] for r in ordered],
+        hovertemplate="%{x}: %{y}<br>%{customdata[0]} of the last %{customdata[1]} outcomes failed"
+        "<br>opened %{customdata[2]} times<extra></extra>",
+        name="circuit",
+    )
+    fig = _figure([dots], y_title="", x_title="source")
+    fig.update_yaxes(categoryorder="array", categoryarray=list(CIRCUIT_STATES), range=[-0.5, len(CIRCUIT_STATES) - 0.5])
+    fig.update_layout(hovermode="closest")
+    return fig
+
+
+def quota_slots_bars(rows: Rows) -> go.Figure:
+    """Slots in use against max_active per tenant and job type (read model quotas)."""
+    if not rows:
+        return _no_data("No quota")
+    ordered = sorted(rows, key=lambda r: (str(r["tenant"]), str(r["job_type"])), reverse=True)
+    labels = [f"{r['tenant']} {r['job_type']}" for r in ordered]
+    traces = [
+        go.Bar(x=[int(r["active"]) for r in ordered], y=labels, orientation="h", name="in use"),
+        go.Bar(
+            x=[r["max_active"] for r in ordered],
+            y=labels,
+            orientation="h",
+            name="max active",
+            marker_color=FRAME_COLOR,
+        ),
+    ]
+    fig = _figure(traces, y_title="", x_title="slots")
+    fig.update_layout(barmode="group", hovermode="closest")
+    return fig
+
+
+def waiting_bars(rows: Rows) -> go.Figure:
+    """Throttled jobs now by wait reason (read model waiting), every reason."""
+    if not rows:
+        return _no_data("No jobs wait")
+    reasons = [str(r["reason"]) for r in rows]
+    counts = [int(r["count"]) for r in rows]
+    bar = go.Bar(x=[r.replace("_", " ") for r in reasons], y=counts, text=counts, name="jobs waiting")
+    return _figure([bar], y_title="jobs", x_title="wait reason")

@@ -74,6 +74,15 @@ def _field_defaults(panel: Panel) -> dict[str, Any]:
     }
     if panel.decimals is not None:
         defaults["decimals"] = panel.decimals
+    if panel.value_texts:
+        defaults["mappings"] = [
+            {
+                "options": {
+                    f"{value:g}": {"index": i, "text": text} for i, (value, text) in enumerate(panel.value_texts)
+                },
+                "type": "value",
+            }
+        ]
     if panel.type == PanelType.TIMESERIES:
         defaults["custom"] = {
             "drawStyle": "line",
@@ -83,6 +92,9 @@ def _field_defaults(panel: Panel) -> dict[str, Any]:
             "spanNulls": False,
             "thresholdsStyle": {"mode": "dashed" if panel.thresholds else "off"},
         }
+        if panel.stacked:
+            defaults["custom"]["stacking"] = {"group": "A", "mode": "normal"}
+            defaults["custom"]["fillOpacity"] = 40
     return defaults
 
 

@@ -1,5 +1,5 @@
 """Every panel of Orch, declared once: what it shows, its PromQL for Grafana, and for the console
-the read model and the figure builder that draw it from the ledger; and the three dashboards
+the read model and the figure builder that draw it from the ledger; and the dashboards
 that lay the panels out. dashboards.grafana turns these into grafana/dashboards/*.json."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 
 import plotly.graph_objects as go
 
-from core.domain import slo
+from core.domain import metrics, slo
 from dashboards import figures
 
 FigureBuilder = Callable[[Sequence[Mapping[str, Any]]], go.Figure]
@@ -93,6 +93,10 @@ class Panel:
     figure: FigureBuilder | None
     thresholds: tuple[Threshold, ...] = ()
     decimals: int | None = None
+    #: Words Grafana shows instead of these values (a state encoded as a number).
+    value_texts: tuple[tuple[float, str], ...] = ()
+    #: A timeseries whose series stack (parts of one whole, e.g. waiting jobs by reason).
+    stacked: bool = False
 
     def __post_init__(self) -> None:
         if (self.read_model is None) != (self.figure is None):
@@ -100,6 +104,8 @@ class Panel:
         if not self.queries:
             raise ValueError(f"panel {self.key}: no PromQL")
         unit_suffix(self.unit)
+        if self.stacked and self.type != PanelType.TIMESERIES:
+            raise ValueError(f"panel {self.key}: only a timeseries stacks")
 
 
 @dataclass(frozen=True)
@@ -131,6 +137,16 @@ def _burn_rate_queries() -> tuple[Query, ...]:
     return tuple(
         Query(f"max({BURN_RATE_RECORD.format(window=w)}{{{TENANT}, {JOB_TYPE}}})", legend=w) for w in slo.WINDOWS
     )
+
+
+#: Circuit-breaker states as orch_circuit_state encodes them, coloured from green to red.
+CIRCUIT_THRESHOLDS: tuple[Threshold, ...] = tuple(
+    Threshold(float(value), level)
+    for (state, value), level in zip(metrics.CIRCUIT_STATES.items(), ("ok", "warn", "critical"), strict=True)
+)
+CIRCUIT_TEXTS: tuple[tuple[float, str], ...] = tuple(
+    (float(value), state.replace("_", "-")) for state, value in metrics.CIRCUIT_STATES.items()
+)
 
 
 PANELS: tuple[Panel, ...] = (
@@ -188,7 +204,8 @@ PANELS: tuple[Panel, ...] = (
         title="Outcomes",
         unit="short",
         description="How jobs ended in the selected range. Grafana counts attempts by outcome (succeeded, "
-        "retried, dead_lettered, canceled); the console counts finished jobs from the ledger.",
+        "retried, dead_lettered, canceled, throttled: sent back by an upstream 429); the console counts "
+        "finished jobs from the ledger.",
         type=PanelType.BARGAUGE,
         size=CHART,
         queries=(
@@ -359,6 +376,139 @@ PANELS: tuple[Panel, ...] = (
         read_model="error_trend",
         figure=figures.lease_expirations_bar,
     ),
+    # Flow control. Every bucket series is per tenant and upstream host (one bucket serves
+    # every source of a host); circuits are per source.
+    Panel(
+        key="bucket_rate",
+        title="Refill rate: adaptive vs configured",
+        unit="ops",
+        description="Refill rate of each token bucket (tenant and upstream host): the adaptive rate, which an "
+        "upstream 429 halves and a run of successes raises again, against the configured rate. The console "
+        "draws each rate change as a step (hover: why and who).",
+        type=PanelType.TIMESERIES,
+        size=CHART,
+        queries=(
+            Query(f"max by (tenant, host) (orch_bucket_rate{{{TENANT}}})", legend="{{tenant}} {{host}}"),
+            Query(
+                f"max by (tenant, host) (orch_bucket_base_rate{{{TENANT}}})", legend="{{tenant}} {{host}} configured"
+            ),
+        ),
+        read_model="bucket_rates",
+        figure=figures.bucket_rate_steps,
+    ),
+    Panel(
+        key="bucket_tokens",
+        title="Bucket tokens",
+        unit="short",
+        description="Tokens in each bucket against its capacity (burst); 0 while an upstream's Retry-After "
+        "blocks the bucket. Grafana draws them over time; the console shows them now (the ledger keeps no "
+        "history of tokens).",
+        type=PanelType.TIMESERIES,
+        size=CHART,
+        queries=(
+            Query(f"max by (tenant, host) (orch_bucket_tokens{{{TENANT}}})", legend="{{tenant}} {{host}}"),
+            Query(f"max by (tenant, host) (orch_bucket_capacity{{{TENANT}}})", legend="{{tenant}} {{host}} capacity"),
+        ),
+        read_model="buckets",
+        figure=figures.bucket_tokens_bars,
+    ),
+    Panel(
+        key="rate_limit_events",
+        title="Upstream 429s and admission denials per second",
+        unit="ops",
+        description="Upstream 429 answers, and claims the token bucket refused, per second and host. The "
+        "console counts from the job history every job admission held back, by reason (rate_limited, quota, "
+        "paused, blackout, circuit_open); in Grafana the other reasons show in Jobs waiting by reason. "
+        "OrchSustainedThrottling opens a ticket after 15 minutes of 429s.",
+        type=PanelType.TIMESERIES,
+        size=CHART,
+        # Ledger counters: every exporter reads the same totals, so max across instances.
+        queries=(
+            Query(
+                "sum by (host) (max by (tenant, host) "
+                f"(rate(orch_upstream_throttled_total{{{TENANT}}}[$__rate_interval])))",
+                legend="429 {{host}}",
+            ),
+            Query(
+                "sum by (host) (max by (tenant, host) "
+                f"(rate(orch_ratelimit_denials_total{{{TENANT}}}[$__rate_interval])))",
+                legend="no token {{host}}",
+            ),
+        ),
+        read_model="rate_limit_events",
+        figure=figures.rate_limit_bars,
+    ),
+    Panel(
+        key="circuit_state",
+        title="Circuit breakers",
+        unit="short",
+        description="Each source's circuit breaker now: closed (jobs go), half-open (a few probe jobs go "
+        "after the cooldown) or open (jobs wait as circuit_open). OrchCircuitOpen pages when one has not "
+        "closed for 5 minutes.",
+        type=PanelType.STAT,
+        size=STAT,
+        queries=(Query(f"max by (tenant, source) (orch_circuit_state{{{TENANT}}})", legend="{{tenant}} {{source}}"),),
+        read_model="sources",
+        figure=figures.circuit_state_dots,
+        thresholds=CIRCUIT_THRESHOLDS,
+        decimals=0,
+        value_texts=CIRCUIT_TEXTS,
+    ),
+    Panel(
+        key="circuit_openings",
+        title="Circuit openings",
+        unit="short",
+        description="Times each source's circuit opened in the selected range (the console's Sources page "
+        "shows the total since the source was added).",
+        type=PanelType.BARGAUGE,
+        size=STAT,
+        queries=(
+            Query(
+                f"sort_desc(max by (tenant, source) (increase(orch_circuit_opened_total{{{TENANT}}}[$__range])))",
+                legend="{{tenant}} {{source}}",
+            ),
+        ),
+        read_model=None,
+        figure=None,
+        decimals=0,
+    ),
+    Panel(
+        key="quota_slots",
+        title="Quota slots in use vs max",
+        unit="short",
+        description="Leased and running jobs of each tenant's job-type quota against its max_active; jobs "
+        "beyond it wait as quota.",
+        type=PanelType.TIMESERIES,
+        size=CHART,
+        queries=(
+            Query(
+                f"max by (tenant, job_type) (orch_quota_active{{{TENANT}, {JOB_TYPE}}})",
+                legend="{{tenant}} {{job_type}} in use",
+            ),
+            Query(
+                f"max by (tenant, job_type) (orch_quota_max_active{{{TENANT}, {JOB_TYPE}}})",
+                legend="{{tenant}} {{job_type}} max",
+            ),
+        ),
+        read_model="quotas",
+        figure=figures.quota_slots_bars,
+    ),
+    Panel(
+        key="jobs_waiting",
+        title="Jobs waiting by reason",
+        unit="short",
+        description="Throttled jobs by why they wait: rate_limited (no token yet), quota (no free slot), "
+        "paused, blackout, circuit_open, backpressure (tenant backlog over its limit). "
+        "OrchRateLimitedBacklogGrowing opens a ticket when rate-limited jobs keep growing.",
+        type=PanelType.TIMESERIES,
+        size=CHART,
+        queries=(
+            Query(f"sum by (reason) (max by (tenant, reason) (orch_jobs_waiting{{{TENANT}}}))", legend="{{reason}}"),
+        ),
+        read_model="waiting",
+        figure=figures.waiting_bars,
+        stacked=True,
+    ),
 )
 
 BY_KEY: dict[str, Panel] = {p.key: p for p in PANELS}
@@ -387,6 +537,7 @@ DASHBOARDS: tuple[Dashboard, ...] = (
             ("throughput", "submitted"),
             ("duration_p95", "queue_wait_p95"),
             ("outcomes", "lease_expirations"),
+            ("jobs_waiting", "rate_limit_events"),
         ),
     ),
     Dashboard(
@@ -399,6 +550,19 @@ DASHBOARDS: tuple[Dashboard, ...] = (
             ("failures_by_class", "error_trend"),
             ("dead_letter_depth", "lease_expirations"),
             ("error_clusters",),
+        ),
+    ),
+    Dashboard(
+        uid="orch-flow-control",
+        title="Orch / Flow control",
+        filename="flow-control.json",
+        description="Token buckets (adaptive and configured rate, tokens), upstream 429s and denials, circuit "
+        "breakers, quota slots and why jobs wait.",
+        rows=(
+            ("circuit_state", "circuit_openings"),
+            ("bucket_rate", "bucket_tokens"),
+            ("rate_limit_events", "jobs_waiting"),
+            ("quota_slots", "queue_depth"),
         ),
     ),
 )

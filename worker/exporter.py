@@ -15,7 +15,7 @@ import shutil
 import tempfile
 import threading
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from core.domain import metrics as decl
 from core.domain import slo
 from core.domain.auth import local_principal
 from core.ledger import jobs as ledger
+from core.ledger import sql as ledger_sql
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +55,8 @@ class Metrics:
 
         self._objects: dict[str, Any] = {}
         for spec in decl.METRICS:
-            if spec.kind == decl.Kind.GAUGE:
-                continue  # gauges come from the ledger collector
+            if spec.from_ledger:
+                continue  # gauges and ledger totals come from the ledger collector
             name = spec.name.removesuffix("_total") if spec.kind == decl.Kind.COUNTER else spec.name
             if spec.kind == decl.Kind.COUNTER:
                 self._objects[spec.name] = pc.Counter(name, spec.help, spec.labels)
@@ -101,8 +102,103 @@ def metrics() -> Metrics:
         return _metrics
 
 
+# -- flow control, read at scrape time -----------------------------------------------------
+# Each statement reads one small table (a row per bucket, source or quota) or the partial
+# indexes of throttled / active jobs; nothing scans the whole ledger.
+
+# -- name: metrics_buckets --
+METRICS_BUCKETS = ledger_sql.named(
+    "metrics_buckets",
+    """SELECT t.name AS tenant, b.host, b.capacity, b.base_rate, b.rate,
+    CASE WHEN b.updated_at > now() THEN 0
+         ELSE least(b.capacity, b.tokens + b.rate * extract(epoch FROM now() - b.updated_at)) END AS tokens,
+    b.denied_total, b.upstream_429_total
+FROM buckets AS b JOIN tenants AS t ON t.id = b.tenant_id ORDER BY t.name, b.host""",
+)
+
+# -- name: metrics_circuits --
+METRICS_CIRCUITS = ledger_sql.named(
+    "metrics_circuits",
+    """SELECT t.name AS tenant, s.name AS source, s.circuit_state, s.opened_total
+FROM sources AS s JOIN tenants AS t ON t.id = s.tenant_id ORDER BY t.name, s.name""",
+)
+
+# -- name: metrics_quotas --
+METRICS_QUOTAS = ledger_sql.named(
+    "metrics_quotas",
+    """SELECT t.name AS tenant, q.job_type, q.max_active,
+    (SELECT count(*) FROM jobs AS a WHERE a.tenant_id = q.tenant_id AND a.job_type = q.job_type
+        AND a.state IN ('leased', 'running')) AS active
+FROM quotas AS q JOIN tenants AS t ON t.id = q.tenant_id ORDER BY t.name, q.job_type""",
+)
+
+# -- name: metrics_waiting --
+METRICS_WAITING = ledger_sql.named(
+    "metrics_waiting",
+    """SELECT t.name AS tenant, w.wait_reason, w.n
+FROM (SELECT tenant_id, wait_reason, count(*) AS n FROM jobs WHERE state = 'throttled' GROUP BY 1, 2) AS w
+JOIN tenants AS t ON t.id = w.tenant_id""",
+)
+
+
+def _flow_families(conn: sa.Connection, tenants: Iterable[str]) -> list[Any]:
+    """The flow-control metric families (token buckets, circuits, quotas, waiting jobs)."""
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    from core import queries
+
+    spec = decl.BY_NAME
+    buckets = conn.execute(METRICS_BUCKETS).mappings().all()
+    circuits = conn.execute(METRICS_CIRCUITS).mappings().all()
+    quotas = conn.execute(METRICS_QUOTAS).mappings().all()
+    waiting = conn.execute(METRICS_WAITING).all()
+
+    def family(name: str, labels: list[str]) -> Any:
+        kind = spec[name].kind
+        if kind == decl.Kind.COUNTER:
+            return CounterMetricFamily(name.removesuffix("_total"), spec[name].help, labels=labels)
+        return GaugeMetricFamily(name, spec[name].help, labels=labels)
+
+    out: list[Any] = []
+    for name, column in (
+        ("orch_ratelimit_denials_total", "denied_total"),
+        ("orch_upstream_throttled_total", "upstream_429_total"),
+        ("orch_bucket_tokens", "tokens"),
+        ("orch_bucket_capacity", "capacity"),
+        ("orch_bucket_rate", "rate"),
+        ("orch_bucket_base_rate", "base_rate"),
+    ):
+        f = family(name, ["tenant", "host"])
+        for b in buckets:
+            f.add_metric([b["tenant"], b["host"]], float(b[column]))
+        out.append(f)
+    state = family("orch_circuit_state", ["tenant", "source"])
+    opened = family("orch_circuit_opened_total", ["tenant", "source"])
+    for c in circuits:
+        state.add_metric([c["tenant"], c["source"]], decl.CIRCUIT_STATES[c["circuit_state"]])
+        opened.add_metric([c["tenant"], c["source"]], int(c["opened_total"]))
+    out += [state, opened]
+    active = family("orch_quota_active", ["tenant", "job_type"])
+    limit = family("orch_quota_max_active", ["tenant", "job_type"])
+    for q in quotas:
+        active.add_metric([q["tenant"], q["job_type"]], int(q["active"]))
+        if q["max_active"] is not None:  # a quota of starts per hour only has no slot limit
+            limit.add_metric([q["tenant"], q["job_type"]], int(q["max_active"]))
+    out += [active, limit]
+    # Every tenant and reason, zero when none wait: a series that vanishes at zero would
+    # leave a graph (and an alert's deriv()) at its last non-zero value.
+    counts = {(str(r[0]), str(r[1])): int(r[2]) for r in waiting}
+    f = family("orch_jobs_waiting", ["tenant", "reason"])
+    for tenant in sorted(set(tenants) | {t for t, _ in counts}):
+        for reason in queries.WAIT_REASONS:
+            f.add_metric([tenant, reason], counts.get((tenant, reason), 0))
+    out.append(f)
+    return out
+
+
 class LedgerCollector:
-    """Gauges (and the submitted counter) read from the ledger when Prometheus scrapes."""
+    """Gauges and the ledger's running totals (submissions, rate-limit denials, upstream 429s,
+    circuit openings), read from the ledger when Prometheus scrapes."""
 
     def __init__(self, engine: sa.Engine, objective: slo.Slo | None = None) -> None:
         self.engine = engine
@@ -123,6 +219,7 @@ class LedgerCollector:
                 dead = ledger.dead_letter_depth(conn)
                 submitted = ledger.submit_counts(conn)
                 burns = queries.burn_rates(conn, local_principal("exporter"), objective=self.objective)
+                flow = _flow_families(conn, dead)
         except sa.exc.SQLAlchemyError as exc:
             log.warning("ledger metrics unavailable: %s", str(exc).splitlines()[0])
             return
@@ -157,6 +254,7 @@ class LedgerCollector:
             failed, total = sum(b["failed"] for b in rows), sum(b["total"] for b in rows)
             g.add_metric([self.objective.name, window], slo.burn_rate(failed, total, self.objective.target))
         yield g
+        yield from flow
 
 
 def serve(engine: sa.Engine | None, host: str, port: int, objective: slo.Slo | None = None) -> Any:

@@ -1,5 +1,6 @@
 """Jobs: filter by tenant, state, job type and time range; a selected job's history timeline,
-attempts, progress, logs, artifacts, provenance and (masked) payload; Cancel and Retry."""
+attempts, why it waits and until when, progress, logs, artifacts, provenance and (masked)
+payload; Cancel and Retry."""
 
 from __future__ import annotations
 
@@ -61,8 +62,10 @@ def _detail(conn: sa.Connection, job_id: int) -> None:
     top[1].metric("Attempts", f"{job['attempt']} / {job['max_attempts']}")
     top[2].metric("Tenant", job["tenant"])
     top[3].metric("Queue", job["queue"])
-    if job["wait_reason"]:
-        st.info(f"Waiting: {job['wait_reason']} until {job['not_before']}")
+    if job_state == State.THROTTLED and job["wait_reason"]:
+        st.info(labels.wait_text(job["wait_reason"], job["not_before"], dt.datetime.now(dt.UTC)))
+    elif job_state == State.RETRYING and job["not_before"]:
+        st.info(labels.wait_text("retrying", job["not_before"], dt.datetime.now(dt.UTC)))
     if job["cancel_requested"] and job_state not in TERMINAL:
         st.warning("Cancellation requested: the handler stops at its next check.")
     if job["last_error"]:
@@ -120,6 +123,7 @@ def _detail(conn: sa.Connection, job_id: int) -> None:
             f"- run: `{job['run_id'] or '-'}`\n"
             f"- replay of: `{job['replay_of'] or '-'}`\n"
             f"- idempotency key: `{job['idempotency_key'] or '-'}`\n"
+            f"- source: `{job['source'] or '-'}`\n"
             f"- created {job['created_at']}, started {job['started_at'] or '-'}, finished {job['finished_at'] or '-'}"
         )
         st.markdown("**Payload** (secrets masked)")
@@ -163,6 +167,9 @@ def _render(conn: sa.Connection) -> None:
                 "state": labels.state_label(j["state"]),
                 "attempt": f"{j['attempt']} / {j['max_attempts']}",
                 "error": j["error_class"],
+                "waits for": labels.WAIT_SHORT.get(j["wait_reason"], j["wait_reason"])
+                if j["state"] == State.THROTTLED
+                else None,
                 "updated": j["updated_at"],
             }
             for j in jobs

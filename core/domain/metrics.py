@@ -21,6 +21,14 @@ class MetricSpec:
     help: str
     labels: tuple[str, ...] = ()
     buckets: tuple[float, ...] = ()
+    #: A counter that is a running total in the ledger, read at scrape time like the gauges
+    #: (which always come from the ledger), rather than counted in a process.
+    ledger: bool = False
+
+    @property
+    def from_ledger(self) -> bool:
+        """Read by worker/exporter.py's ledger collector; no process counts it."""
+        return self.ledger or self.kind == Kind.GAUGE
 
     def series_names(self) -> tuple[str, ...]:
         """Names that appear in PromQL for this metric."""
@@ -35,10 +43,13 @@ DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
 OUTCOMES = ("succeeded", "retried", "dead_lettered", "canceled", "throttled")
 #: SLO windows of the burn-rate metric (DESIGN.md section 7).
 BURN_WINDOWS = ("5m", "30m", "1h", "6h", "3d")
+#: Values of orch_circuit_state: a circuit breaker's state as a number (alerts compare them).
+CIRCUIT_STATES: dict[str, int] = {"closed": 0, "half_open": 1, "open": 2}
 
 METRICS: tuple[MetricSpec, ...] = (
-    # Written by worker processes (prometheus multiprocess mode) and control.
-    MetricSpec("orch_jobs_submitted_total", Kind.COUNTER, "Jobs submitted.", ("tenant", "job_type")),
+    # Written by worker processes (prometheus multiprocess mode); the submitted counter is a
+    # running total in the ledger (submit happens in every front end's process).
+    MetricSpec("orch_jobs_submitted_total", Kind.COUNTER, "Jobs submitted.", ("tenant", "job_type"), ledger=True),
     MetricSpec(
         "orch_jobs_finished_total",
         Kind.COUNTER,
@@ -76,6 +87,62 @@ METRICS: tuple[MetricSpec, ...] = (
         Kind.GAUGE,
         "Error-budget burn rate (error ratio / (1 - target)) from the ledger.",
         ("slo", "window"),
+    ),
+    # Flow control, read from the ledger at scrape time. A token bucket is shared by every
+    # source of one (tenant, upstream host), so bucket series carry the host, not a source.
+    MetricSpec(
+        "orch_ratelimit_denials_total",
+        Kind.COUNTER,
+        "Claims refused for want of a token, per tenant and upstream host (buckets.denied_total).",
+        ("tenant", "host"),
+        ledger=True,
+    ),
+    MetricSpec(
+        "orch_upstream_throttled_total",
+        Kind.COUNTER,
+        "Upstream 429 answers fed back to the bucket, per tenant and upstream host.",
+        ("tenant", "host"),
+        ledger=True,
+    ),
+    MetricSpec("orch_bucket_tokens", Kind.GAUGE, "Tokens in the bucket now (0 while blocked).", ("tenant", "host")),
+    MetricSpec("orch_bucket_capacity", Kind.GAUGE, "Bucket capacity (burst).", ("tenant", "host")),
+    MetricSpec(
+        "orch_bucket_rate",
+        Kind.GAUGE,
+        "Current (adaptive, AIMD) refill rate of the bucket, tokens per second.",
+        ("tenant", "host"),
+    ),
+    MetricSpec(
+        "orch_bucket_base_rate",
+        Kind.GAUGE,
+        "Configured refill rate of the bucket, tokens per second.",
+        ("tenant", "host"),
+    ),
+    MetricSpec(
+        "orch_circuit_state",
+        Kind.GAUGE,
+        "Circuit breaker of a source: 0 closed, 1 half_open, 2 open.",
+        ("tenant", "source"),
+    ),
+    MetricSpec(
+        "orch_circuit_opened_total",
+        Kind.COUNTER,
+        "Times a source's circuit breaker opened.",
+        ("tenant", "source"),
+        ledger=True,
+    ),
+    MetricSpec(
+        "orch_quota_active",
+        Kind.GAUGE,
+        "Slots in use (leased and running jobs) of a tenant's job-type quota.",
+        ("tenant", "job_type"),
+    ),
+    MetricSpec("orch_quota_max_active", Kind.GAUGE, "max_active of a tenant's job-type quota.", ("tenant", "job_type")),
+    MetricSpec(
+        "orch_jobs_waiting",
+        Kind.GAUGE,
+        "Throttled jobs per tenant and wait reason (every reason, zero when none wait).",
+        ("tenant", "reason"),
     ),
 )
 

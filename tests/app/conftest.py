@@ -24,6 +24,8 @@ PAGES = {
     "dead_letters": "pages/2_Dead_letters.py",
     "errors": "pages/3_Errors.py",
     "audit": "pages/4_Audit.py",
+    "sources": "pages/5_Sources.py",
+    "rate_limits": "pages/6_Rate_limits.py",
 }
 JOB_TYPE = "test.report"
 QUEUE = "default"
@@ -167,6 +169,52 @@ def seed(engine: sa.Engine) -> Seeded:
     )
 
 
+@dataclass
+class Flow:
+    """seed_flow's sources and jobs."""
+
+    #: acme's nvd jobs: started (the one still running), and waiting for a token.
+    running: list[int]
+    rate_limited: list[int]
+    #: The job an upstream 429 sent back (waits rate_limited until the bucket unblocks).
+    throttled_by_429: int
+
+
+def seed_flow(engine: sa.Engine) -> Flow:
+    """acme: sources nvd and nvd-cve on nvd.example (one bucket: 1/s, burst 2; nvd max 4
+    active), osv on osv.example (10/s) whose circuit opened after 10 failures. Four nvd jobs
+    claimed at once: two start, two wait rate_limited; one started job gets an upstream 429
+    (rate halved to 0.5/s, bucket blocked 60 s). globex: source ghsa on api.ghsa.example (5/s),
+    paused."""
+    admin = _admin()
+    control.add_source(
+        engine, admin, tenant=TENANT_A, name="nvd", host="nvd.example", rate=1, burst=2, max_active=4, reason="seed"
+    )
+    control.add_source(engine, admin, tenant=TENANT_A, name="nvd-cve", host="nvd.example", reason="seed")
+    control.add_source(engine, admin, tenant=TENANT_A, name="osv", host="osv.example", rate=10, reason="seed")
+    control.add_source(engine, admin, tenant=TENANT_B, name="ghsa", host="api.ghsa.example", rate=5, reason="seed")
+    specs = [control.JobSpec(tenant=TENANT_A, job_type=JOB_TYPE, payload={"page": i}, source="nvd") for i in range(4)]
+    ids = control.submit_many(engine, admin, specs, doorbell=control.NoDoorbell()).job_ids
+    with engine.begin() as conn:
+        rows = ledger_jobs.claim_and_start_jobs(conn, queue=QUEUE, limit=4, owner=WORKER, job_types=[JOB_TYPE])
+    assert len(rows) == 2
+    hit, running = rows
+    with engine.begin() as conn:
+        ledger_jobs.throttle_jobs(
+            conn, [hit["id"]], [hit["lease_id"]], [60.0], ["HTTP 429 Too Many Requests"], actor=WORKER
+        )
+        ledger_jobs.record_outcomes(conn, [hit["source_id"]], ["throttled"], [60.0], [hit["started_at"]], actor=WORKER)
+        osv = conn.execute(sa.text("SELECT id FROM sources WHERE name = 'osv'")).scalar_one()
+        ledger_jobs.record_outcomes(conn, [osv] * 10, ["fail"] * 10, [None] * 10, [None] * 10, actor=WORKER)
+    control.pause(engine, admin, tenant=TENANT_B, source="ghsa", reason="globex maintenance")
+    started = {hit["id"], running["id"]}
+    return Flow(
+        running=[running["id"]],
+        rate_limited=[i for i in ids if i not in started],
+        throttled_by_429=hit["id"],
+    )
+
+
 @pytest.fixture
 def console(services: Any, ledger: sa.Engine, monkeypatch: pytest.MonkeyPatch) -> Iterator[sa.Engine]:
     """The app's environment: the test ledger, no preset token, fresh settings."""
@@ -180,6 +228,11 @@ def console(services: Any, ledger: sa.Engine, monkeypatch: pytest.MonkeyPatch) -
 @pytest.fixture
 def seeded(console: sa.Engine) -> Seeded:
     return seed(console)
+
+
+@pytest.fixture
+def flow(console: sa.Engine) -> Flow:
+    return seed_flow(console)
 
 
 @pytest.fixture

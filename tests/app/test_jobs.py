@@ -17,6 +17,7 @@ from tests.app.conftest import (
     SECRET,
     TENANT_A,
     TENANT_B,
+    Flow,
     Seeded,
     _submit,
     audit_count,
@@ -233,3 +234,23 @@ def test_a_tenant_limited_principal_sees_nothing_of_another_tenant(
     # The state filter on dead letters: tenant B's dead letter is not there either.
     at.selectbox(key="jobs_state").set_value("dead_lettered").run()
     assert _listed(at) == sorted(seeded.a.dead_ids, reverse=True)
+
+
+def test_a_waiting_job_says_why_and_until_when(flow: Flow, make_token: Callable[..., str]) -> None:
+    at = open_app(make_token("sre", {Scope.READ}), "jobs")
+    table = at.dataframe[0].value
+    waits = dict(zip(table["id"], table["waits for"], strict=True))
+    assert {i: waits[i] for i in [*flow.rate_limited, flow.throttled_by_429]} == dict.fromkeys(
+        [*flow.rate_limited, flow.throttled_by_429], labels.WAIT_SHORT["rate_limited"]
+    )
+    assert not isinstance(waits[flow.running[0]], str)  # a running job waits for nothing
+    at.selectbox(key="jobs_selected").set_value(flow.throttled_by_429).run()
+    (info,) = [i.value for i in at.info]
+    # The 429 blocked the bucket for a minute: the job may start when its token exists.
+    assert info.startswith(labels.WAIT_REASONS["rate_limited"] + "; may start at ")
+    assert info.endswith(" s).") and "(in " in info
+    assert "- source: `nvd`" in texts(at)
+    history = next(d.value for d in at.dataframe if "event" in d.value.columns)
+    assert list(history["event"]) == ["submit", "claim", "ack", "throttle"]
+    at.selectbox(key="jobs_selected").set_value(flow.running[0]).run()
+    assert not at.info

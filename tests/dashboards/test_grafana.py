@@ -20,6 +20,7 @@ EXPECTED = {
     "overview.json": "orch-overview",
     "queues.json": "orch-queues",
     "errors-slo.json": "orch-errors-slo",
+    "flow-control.json": "orch-flow-control",
 }
 
 
@@ -111,6 +112,24 @@ def test_panels_filter_by_tenant_and_job_type_wherever_the_series_have_them() ->
                             assert variable in matched, (path.name, panel["title"], name, variable)
                             assert f'{variable}=~"${variable}"' in expr, (path.name, panel["title"])
     assert checked > 10
+
+
+def test_flow_control_dashboard_shows_states_in_words_and_stacks_waiting_jobs() -> None:
+    doc = _load(promql.DASHBOARD_DIR / "flow-control.json")
+    by_title = {p["title"]: p for p in doc["panels"]}
+    circuit = by_title[panels.panel("circuit_state").title]["fieldConfig"]["defaults"]
+    (mapping,) = circuit["mappings"]
+    assert {value: option["text"] for value, option in mapping["options"].items()} == {
+        "0": "closed",
+        "1": "half-open",
+        "2": "open",
+    }
+    assert [step["value"] for step in circuit["thresholds"]["steps"]] == [None, 1.0, 2.0]
+    waiting = by_title[panels.panel("jobs_waiting").title]["fieldConfig"]["defaults"]
+    assert waiting["custom"]["stacking"] == {"group": "A", "mode": "normal"}
+    # Panels without words or stacks keep the plain field config.
+    rate = by_title[panels.panel("bucket_rate").title]["fieldConfig"]["defaults"]
+    assert "mappings" not in rate and "stacking" not in rate["custom"]
 
 
 def test_panel_grid_is_filled_without_overlap() -> None:

@@ -5,6 +5,7 @@ read models hand the console's filters to core.queries unchanged."""
 from __future__ import annotations
 
 import ast
+import datetime as dt
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -94,6 +95,117 @@ SAMPLE_ROWS: dict[str, list[dict[str, Any]]] = {
         for window in reversed(slo.WINDOWS)
         for tenant, failed in (("acme", 20), ("globex", 0 if window == "3d" else 1))
     ],
+    "sources": [
+        {
+            "id": i + 1,
+            "tenant": tenant,
+            "name": name,
+            "host": host,
+            "bucket_id": bucket,
+            "tokens": tokens,
+            "capacity": 5.0,
+            "rate": rate,
+            "base_rate": 20.0,
+            "min_rate": 0.1,
+            "blocked_until": None,
+            "denied_total": 7,
+            "upstream_429_total": 3,
+            "circuit_state": state,
+            "circuit_failures": 6,
+            "circuit_outcomes": 10,
+            "opened_total": 2,
+            "active": 1,
+            "max_active": 4,
+            "waiting": {"rate_limited": 3},
+            "health": "ok",
+        }
+        for i, (tenant, name, host, bucket, tokens, rate, state) in enumerate(
+            [
+                ("acme", "nvd", "nvd.example", 1, 2.5, 10.0, "open"),
+                ("acme", "nvd-cve", "nvd.example", 1, 2.5, 10.0, "closed"),
+                ("globex", "osv", "osv.example", 2, 5.0, 20.0, "half_open"),
+            ]
+        )
+    ],
+    "buckets": [
+        {
+            "tenant": "acme",
+            "host": "nvd.example",
+            "tokens": 2.5,
+            "capacity": 5.0,
+            "rate": 10.0,
+            "base_rate": 20.0,
+            "blocked_until": None,
+            "denied_total": 7,
+            "upstream_429_total": 3,
+            "sources": ["nvd", "nvd-cve"],
+        },
+        {
+            "tenant": "globex",
+            "host": "osv.example",
+            "tokens": 0.0,
+            "capacity": 5.0,
+            "rate": 20.0,
+            "base_rate": 20.0,
+            "blocked_until": _at(9),
+            "denied_total": 0,
+            "upstream_429_total": 0,
+            "sources": ["osv"],
+        },
+    ],
+    "bucket_rates": [
+        {
+            "at": _at(m),
+            "tenant": "acme",
+            "host": "nvd.example",
+            "rate": rate,
+            "base_rate": 20.0,
+            "reason": why,
+            "actor": who,
+        }
+        for m, rate, why, who in (
+            (0, 20.0, None, None),
+            (3, 10.0, "upstream 429: rate halved", "worker-1"),
+            (5, 11.0, "aimd: 10 successes", "aimd"),
+            (9, 11.0, None, None),
+        )
+    ],
+    "rate_limit_events": [
+        {"at": _at(m), "kind": kind, "count": count, "step_s": 60}
+        for m, kind, count in (
+            (0, "rate_limited", 120),
+            (0, "upstream_429", 6),
+            (1, "quota", 30),
+            (1, "rate_limited", 60),
+            (2, "circuit_open", 12),
+        )
+    ],
+    "quotas": [
+        {
+            "id": 1,
+            "tenant": "acme",
+            "job_type": "feeds.fetch",
+            "max_active": 4,
+            "max_per_hour": None,
+            "active": 3,
+            "started_last_hour": 40,
+            "waiting": 2,
+        },
+        {
+            "id": 2,
+            "tenant": "acme",
+            "job_type": "vex.parse",
+            "max_active": None,
+            "max_per_hour": 100,
+            "active": 1,
+            "started_last_hour": 99,
+            "waiting": 0,
+        },
+    ],
+    "waiting": [
+        {"reason": reason, "count": count}
+        for reason, count in zip(queries.WAIT_REASONS, (0, 1, 2, 3, 40, 0), strict=True)
+    ],
 }
 
 
@@ -112,7 +224,7 @@ def test_panel_keys_and_titles_are_unique() -> None:
 
 
 def test_every_console_panel_names_a_read_model_that_exists() -> None:
-    assert len(CONSOLE_PANELS) >= 8
+    assert len(CONSOLE_PANELS) >= 14
     for panel in CONSOLE_PANELS:
         assert panel.read_model in read_models.READ_MODELS, panel.key
         assert callable(read_models.READ_MODELS[panel.read_model])
@@ -169,6 +281,13 @@ def test_the_required_panels_are_declared() -> None:
         "dead_letter_depth": "orch_dead_letter_depth",
         "oldest_ready_age": "orch_oldest_ready_age_seconds",
         "lease_expirations": "orch_lease_expirations_total",
+        "bucket_rate": "orch_bucket_base_rate",
+        "bucket_tokens": "orch_bucket_tokens",
+        "rate_limit_events": "orch_ratelimit_denials_total",
+        "circuit_state": "orch_circuit_state",
+        "circuit_openings": "orch_circuit_opened_total",
+        "quota_slots": "orch_quota_max_active",
+        "jobs_waiting": "orch_jobs_waiting",
     }
     for key, metric in required.items():
         names = set().union(*(promql.metric_names(q.expr) for q in panels.panel(key).queries))
@@ -276,6 +395,22 @@ def test_read_models_hand_the_filters_to_core_queries(monkeypatch: pytest.Monkey
         "error_clusters": SAMPLE_ROWS["error_clusters"],
         "error_trend": SAMPLE_ROWS["error_trend"],
         "burn_rates": SAMPLE_ROWS["burn_rates"],
+        "sources": SAMPLE_ROWS["sources"],
+        "throttles": [
+            {
+                "id": 2,
+                "at": _at(3),
+                "tenant": "acme",
+                "host": "nvd.example",
+                "old_rate": 20.0,
+                "new_rate": 10.0,
+                "reason": "upstream 429: rate halved",
+                "actor": "worker-1",
+            }
+        ],
+        "rate_limit_series": [{k: v for k, v in r.items() if k != "step_s"} for r in SAMPLE_ROWS["rate_limit_events"]],
+        "quotas": SAMPLE_ROWS["quotas"],
+        "waiting_by_reason": {r["reason"]: r["count"] for r in SAMPLE_ROWS["waiting"]},
     }
     real = {name: getattr(queries, name, None) for name in canned}
     calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
@@ -287,7 +422,7 @@ def test_read_models_hand_the_filters_to_core_queries(monkeypatch: pytest.Monkey
     out = {name: read_models.run(name, conn, principal, filters) for name in read_models.READ_MODELS}
 
     by_name = {name: (args, kwargs) for name, args, kwargs in calls}
-    assert all(args == (conn, principal) for args, _ in by_name.values())
+    assert all(args == (conn, principal) for _, args, _ in calls)
     assert by_name["job_stats"][1] == {"tenant": "acme"}
     assert by_name["throughput_series"][1] == {
         "since_s": 7200,
@@ -299,11 +434,28 @@ def test_read_models_hand_the_filters_to_core_queries(monkeypatch: pytest.Monkey
     assert by_name["error_clusters"][1] == {"tenant": "acme", "since_s": 7200, "limit": read_models.CLUSTER_LIMIT}
     assert by_name["error_trend"][1] == {"since_s": 7200, "bucket_s": 300, "tenant": "acme"}
     assert by_name["burn_rates"][1] == {"tenant": "acme", "job_type": "vex.parse"}
+    assert by_name["sources"][1] == {"tenant": "acme"}
+    assert by_name["throttles"][1] == {"tenant": "acme", "since_s": 7200, "limit": read_models.RATE_CHANGE_LIMIT}
+    assert by_name["rate_limit_series"][1] == {"tenant": "acme", "since_s": 7200, "step_s": 60}
+    assert by_name["quotas"][1] == {"tenant": "acme"}
+    assert by_name["waiting_by_reason"][1] == {"tenant": "acme"}
 
     assert out["job_counts"] == [{"state": "queued", "count": 2}, {"state": "dead_lettered", "count": 1}]
     assert [r["bucket_s"] for r in out["throughput"]] == [60, 60, 60]
     assert [r["fingerprint"] for r in out["error_clusters"]] == ["0f0f0f0f0f0f0f0f"]  # touched vex.parse
     assert out["burn_rates"] == SAMPLE_ROWS["burn_rates"]
+    assert [r["job_type"] for r in out["quotas"]] == ["vex.parse"]  # the selected job type only
+    assert out["waiting"] == SAMPLE_ROWS["waiting"]
+    assert [r["step_s"] for r in out["rate_limit_events"]] == [60] * len(SAMPLE_ROWS["rate_limit_events"])
+    # Two sources of nvd.example share one bucket.
+    assert [(b["host"], b["sources"]) for b in out["buckets"]] == [
+        ("nvd.example", ["nvd", "nvd-cve"]),
+        ("osv.example", ["osv"]),
+    ]
+    # Per bucket: the rate when the range starts, each change, the rate now.
+    nvd = [(r["rate"], r["reason"]) for r in out["bucket_rates"] if r["host"] == "nvd.example"]
+    assert nvd == [(20.0, None), (10.0, "upstream 429: rate halved"), (10.0, None)]
+    assert [r["rate"] for r in out["bucket_rates"] if r["host"] == "osv.example"] == [20.0, 20.0]
 
     # Once core.queries has these functions, the read models' calls must fit their signatures.
     missing = [name for name, fn in real.items() if fn is None]
@@ -313,6 +465,76 @@ def test_read_models_hand_the_filters_to_core_queries(monkeypatch: pytest.Monkey
             inspect.signature(fn).bind(*args, **kwargs)
     if missing:
         pytest.skip(f"core.queries does not have {', '.join(missing)} yet: signatures not checked against them")
+
+
+def test_rate_steps_start_with_the_rate_in_force_and_end_now() -> None:
+    now = dt.datetime(2025, 3, 1, 11, 0, tzinfo=dt.UTC)
+    bucket = {"tenant": "acme", "host": "nvd.example", "rate": 5.0, "base_rate": 20.0}
+    change = {"tenant": "acme", "host": "nvd.example", "actor": "aimd"}
+    changes = [  # newest first, as queries.throttles gives them
+        {**change, "id": 3, "at": "2025-03-01T10:50:00+00:00", "old_rate": 10.0, "new_rate": 5.0, "reason": "429"},
+        {**change, "id": 2, "at": "2025-03-01T10:40:00+00:00", "old_rate": 20.0, "new_rate": 10.0, "reason": "429"},
+    ]
+    rows = read_models.rate_steps(changes, [bucket], now=now, since_s=3600)
+    assert [(r["at"], r["rate"]) for r in rows] == [
+        ("2025-03-01T10:00:00+00:00", 20.0),
+        ("2025-03-01T10:40:00+00:00", 10.0),
+        ("2025-03-01T10:50:00+00:00", 5.0),
+        ("2025-03-01T11:00:00+00:00", 5.0),
+    ]
+    # Changes cut at the limit: the line starts at the oldest change read.
+    cut = read_models.rate_steps(changes, [bucket], now=now, since_s=3600, complete=False)
+    assert [r["rate"] for r in cut] == [10.0, 5.0, 5.0]
+    # A bucket created in the range (its first change has no old rate) starts there.
+    created = [{**changes[1], "old_rate": None}]
+    assert [r["rate"] for r in read_models.rate_steps(created, [bucket], now=now, since_s=3600)] == [10.0, 5.0]
+    # Nothing changed: flat at the rate now.
+    assert [r["rate"] for r in read_models.rate_steps([], [bucket], now=now, since_s=3600)] == [5.0, 5.0]
+
+
+def test_flow_control_figures() -> None:
+    rates = figures.bucket_rate_steps(SAMPLE_ROWS["bucket_rates"])
+    adaptive = _trace(rates, "acme nvd.example")
+    assert adaptive.line.shape == "hv"
+    assert list(adaptive.y) == [20.0, 10.0, 11.0, 11.0]
+    configured = _trace(rates, "acme nvd.example configured")
+    assert list(configured.y) == [20.0, 20.0] and configured.line.dash == "dash"
+
+    tokens = figures.bucket_tokens_bars(SAMPLE_ROWS["buckets"])
+    assert list(_trace(tokens, "tokens").x) == [0.0, 2.5]  # globex on top of acme, top down
+    assert _trace(tokens, "tokens").text[0].startswith("blocked until ")
+    assert list(_trace(tokens, "capacity").x) == [5.0, 5.0]
+
+    events = figures.rate_limit_bars(SAMPLE_ROWS["rate_limit_events"])
+    assert [t.name for t in events.data] == ["upstream 429", "circuit open", "quota", "rate limited"]
+    assert list(_trace(events, "rate limited").y) == [2.0, 1.0]  # per second over 60 s steps
+    assert events.layout.barmode == "stack"
+
+    circuits = figures.circuit_state_dots(SAMPLE_ROWS["sources"]).data[0]
+    assert list(circuits.y) == ["open", "closed", "half_open"]
+    assert list(circuits.marker.color) == [
+        figures.LEVEL_COLORS["critical"],
+        figures.LEVEL_COLORS["ok"],
+        figures.LEVEL_COLORS["warn"],
+    ]
+
+    slots = figures.quota_slots_bars(SAMPLE_ROWS["quotas"])
+    assert list(_trace(slots, "in use").x) == [1, 3]
+    assert list(_trace(slots, "max active").x) == [None, 4]
+
+    waiting = figures.waiting_bars(SAMPLE_ROWS["waiting"]).data[0]
+    assert len(waiting.x) == len(queries.WAIT_REASONS)
+    assert dict(zip(waiting.x, waiting.y, strict=True))["rate limited"] == 40
+
+
+def test_circuit_panel_encodes_states_as_the_metric_does() -> None:
+    circuit = panels.panel("circuit_state")
+    assert [(t.value, t.level) for t in circuit.thresholds] == [(0.0, "ok"), (1.0, "warn"), (2.0, "critical")]
+    assert dict(circuit.value_texts) == {0.0: "closed", 1.0: "half-open", 2.0: "open"}
+    with pytest.raises(ValueError, match="only a timeseries stacks"):
+        panels.Panel(
+            "k", "t", "short", "d", panels.PanelType.STAT, panels.STAT, (panels.Query("up"),), None, None, stacked=True
+        )
 
 
 def test_throughput_buckets_stay_at_least_a_minute() -> None:

@@ -85,6 +85,19 @@ def test_every_panel_query_is_valid_promql(tmp_path: Path) -> None:
             "slo.yml",
         ),
         ("recording.yml", "[3d]", "[6h]", "slo_slow.yml"),
+        # Flow control: the circuit alert counts half-open as not closed, and only
+        # rate-limited jobs growing (not quota) fire; a bucket probing its upstream now and
+        # then is not sustained throttling.
+        ("alerts.yml", "(orch_circuit_state) >= 1", "(orch_circuit_state) >= 2", "flow.yml"),
+        ("alerts.yml", "(orch_circuit_state) >= 1", "(orch_circuit_state) >= 0", "flow.yml"),
+        ("alerts.yml", "orch_upstream_throttled_total[3m]", "orch_upstream_throttled_total[10m]", "flow.yml"),
+        ("alerts.yml", 'reason="rate_limited"', 'reason=~"rate_limited|quota"', "flow.yml"),
+        (
+            "alerts.yml",
+            'orch_jobs_waiting{reason="rate_limited"}) > 100',
+            'orch_jobs_waiting{reason="rate_limited"}) > 10',
+            "flow.yml",
+        ),
     ],
 )
 def test_rule_unit_tests_catch_a_broken_rule(

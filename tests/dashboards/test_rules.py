@@ -10,8 +10,8 @@ from typing import Any
 
 import yaml
 
-from core import settings
-from core.domain import slo
+from core import queries, settings
+from core.domain import metrics, slo
 from dashboards import panels
 from tests.dashboards import promql
 
@@ -94,6 +94,26 @@ def test_stuck_job_alert_and_panel_agree() -> None:
     assert _squash(rule["expr"]) == "max by (queue) (orch_oldest_ready_age_seconds) > 600"
     assert rule["for"] == "5m"
     assert "OrchReadyJobStuck" in panels.panel("oldest_ready_age").description
+
+
+def test_flow_control_alerts_read_the_declared_encodings_and_panels_name_them() -> None:
+    alerts = _alerts()
+    circuit = alerts["OrchCircuitOpen"]
+    half_open = metrics.CIRCUIT_STATES["half_open"]
+    assert half_open < metrics.CIRCUIT_STATES["open"] and metrics.CIRCUIT_STATES["closed"] < half_open
+    assert _squash(circuit["expr"]) == f"max by (tenant, source) (orch_circuit_state) >= {half_open}"
+    assert circuit["for"] == "5m"
+    throttling = alerts["OrchSustainedThrottling"]
+    assert "orch_upstream_throttled_total" in throttling["expr"] and throttling["for"] == "15m"
+    backlog = alerts["OrchRateLimitedBacklogGrowing"]
+    assert backlog["expr"].count('orch_jobs_waiting{reason="rate_limited"}') == 2
+    assert "rate_limited" in queries.WAIT_REASONS
+    for alert, key in (
+        ("OrchCircuitOpen", "circuit_state"),
+        ("OrchSustainedThrottling", "rate_limit_events"),
+        ("OrchRateLimitedBacklogGrowing", "jobs_waiting"),
+    ):
+        assert alert in panels.panel(key).description, (alert, key)
 
 
 def test_promtool_tests_make_every_alert_fire_and_stay_quiet() -> None:
