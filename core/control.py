@@ -681,12 +681,12 @@ def add_source(
         bucket_id: int | None
         if rate is not None:
             capacity = burst if burst is not None else max(1.0, rate)
-            bucket_id = flow.upsert_bucket(conn, tenant_id=tenant_id, host=host, rate=rate, capacity=capacity)
+            bucket_id, old_rate = flow.upsert_bucket(conn, tenant_id=tenant_id, host=host, rate=rate, capacity=capacity)
             flow.insert_throttle(
                 conn,
                 bucket_id=bucket_id,
                 tenant_id=tenant_id,
-                old_rate=None,
+                old_rate=old_rate,
                 new_rate=rate,
                 reason=f"configured by sources add: {reason or 'no reason given'}",
                 actor=principal.subject,
@@ -834,18 +834,21 @@ def throttle_source(
     with engine.begin() as conn:
         src = _source(conn, tenant, source)
         old_rate: float | None = None
+        old_base_rate: float | None = None
         if src["bucket_id"] is None:
             capacity = burst if burst is not None else max(1.0, rate)
-            bucket_id = flow.upsert_bucket(
+            bucket_id, old_rate = flow.upsert_bucket(
                 conn, tenant_id=src["tenant_id"], host=src["host"], rate=rate, capacity=capacity
             )
+            old_base_rate = old_rate
             flow.update_source(
                 conn, source_id=src["id"], host=src["host"], bucket_id=bucket_id, max_active=src["max_active"]
             )
         else:
             bucket_id = int(src["bucket_id"])
             got = flow.throttle_bucket(conn, bucket_id=bucket_id, rate=rate, capacity=burst)
-            old_rate = None if got is None else float(got["old_rate"])
+            if got is not None:
+                old_rate, old_base_rate = float(got["old_rate"]), float(got["old_base_rate"])
         flow.insert_throttle(
             conn,
             bucket_id=bucket_id,
@@ -864,9 +867,16 @@ def throttle_source(
             tenant=tenant,
             reason=reason,
             ticket=ticket,
-            details={"rate": rate, "burst": burst, "old_rate": old_rate},
+            details={"rate": rate, "burst": burst, "old_rate": old_rate, "old_base_rate": old_base_rate},
         )
-    return {"tenant": tenant, "source": source, "rate": rate, "burst": burst, "old_rate": old_rate}
+    return {
+        "tenant": tenant,
+        "source": source,
+        "rate": rate,
+        "burst": burst,
+        "old_rate": old_rate,
+        "old_base_rate": old_base_rate,
+    }
 
 
 def reset_circuit(

@@ -33,7 +33,8 @@ def _all(conn: sa.Connection, stmt: sa.TextClause, params: Mapping[str, Any]) ->
 # A (tenant, host) bucket; a new configured rate restarts the adaptive one from it.
 UPSERT_BUCKET = sql.named(
     "upsert_bucket",
-    """INSERT INTO buckets (tenant_id, host, capacity, base_rate, rate, tokens)
+    """WITH old AS (SELECT rate FROM buckets WHERE tenant_id = :tenant_id AND host = :host)
+INSERT INTO buckets (tenant_id, host, capacity, base_rate, rate, tokens)
 VALUES (:tenant_id, :host, :capacity, :rate, :rate, :capacity)
 ON CONFLICT (tenant_id, host) DO UPDATE SET
     capacity = EXCLUDED.capacity, base_rate = EXCLUDED.base_rate, rate = EXCLUDED.rate,
@@ -41,7 +42,7 @@ ON CONFLICT (tenant_id, host) DO UPDATE SET
         ELSE buckets.tokens + buckets.rate * extract(epoch FROM now() - buckets.updated_at) END),
     updated_at = greatest(buckets.updated_at, now()),
     streak = 0, ceiling = NULL, ceiling_at = NULL, next_slot = NULL
-RETURNING id""",
+RETURNING id, (SELECT old.rate FROM old) AS old_rate""",
 )
 
 # -- name: find_bucket --
@@ -80,9 +81,9 @@ THROTTLE_BUCKET = sql.named(
     updated_at = greatest(b.updated_at, now()),
     capacity = coalesce(:capacity, b.capacity), base_rate = :rate, rate = :rate,
     streak = 0, ceiling = NULL, ceiling_at = NULL, next_slot = NULL
-FROM (SELECT id, rate AS old_rate FROM buckets WHERE id = :id FOR NO KEY UPDATE) AS o
+FROM (SELECT id, rate AS old_rate, base_rate AS old_base_rate FROM buckets WHERE id = :id FOR NO KEY UPDATE) AS o
 WHERE b.id = o.id
-RETURNING b.id, b.tenant_id, o.old_rate""",
+RETURNING b.id, b.tenant_id, o.old_rate, o.old_base_rate""",
 )
 
 # -- name: insert_throttle --
@@ -103,10 +104,13 @@ RETURNING o.old_state""",
 )
 
 
-def upsert_bucket(conn: sa.Connection, *, tenant_id: int, host: str, rate: float, capacity: float) -> int:
+def upsert_bucket(
+    conn: sa.Connection, *, tenant_id: int, host: str, rate: float, capacity: float
+) -> tuple[int, float | None]:
+    """The bucket's id and its rate before (None for a new bucket)."""
     row = _one(conn, UPSERT_BUCKET, {"tenant_id": tenant_id, "host": host, "rate": rate, "capacity": capacity})
     assert row is not None
-    return int(row["id"])
+    return int(row["id"]), None if row["old_rate"] is None else float(row["old_rate"])
 
 
 def find_bucket(conn: sa.Connection, *, tenant_id: int, host: str) -> int | None:

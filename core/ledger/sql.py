@@ -54,7 +54,8 @@ ADMITTED = "SELECT job_id AS id, CAST('queued' AS text) AS from_state FROM adm W
 
 UNTIL = "to_char(src.not_before AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.MS')"
 
-# Jobs admission turned away wait as throttled; no attempt is counted.
+# Jobs admission turned away wait as throttled; no attempt is counted. The history reason
+# starts with the wait reason (queries.rate_limit_series counts denials by that first word).
 DENY = TransitionSpec(
     name="deny",
     event=E.DENY,
