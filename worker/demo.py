@@ -58,7 +58,7 @@ def setup_sources(engine: sa.Engine, principal: Principal, sim: Any) -> None:
 
 def fetches(rng: random.Random, tenant: str, sim_url: str) -> list[control.JobSpec]:
     specs = []
-    for name, rate, _ in FEEDS:
+    for name, _rate, _settings in FEEDS:
         for _ in range(rng.randint(0, 2)):  # about 2 per second per feed
             url = f"{sim_url}/feeds/{name}/items?page={rng.randint(1, 500)}"
             specs.append(control.JobSpec(tenant, "http_fetch", {"url": url, "timeout_s": 5}, source=name))
