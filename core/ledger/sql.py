@@ -302,7 +302,6 @@ SPECS: dict[str, TransitionSpec] = {
             select=(
                 "SELECT id, state AS from_state FROM jobs\n"
                 "        WHERE state IN ('retrying', 'throttled') AND not_before <= now()\n"
-                "          AND wait_reason IS DISTINCT FROM 'backpressure'\n"
                 "        ORDER BY not_before\n"
                 "        LIMIT :limit\n"
                 "        FOR UPDATE SKIP LOCKED"
@@ -349,8 +348,9 @@ INSERT_JOBS = named(
            (r.v->>1)::bigint, r.v->>2, r.v->>3, (r.v->>4)::smallint, p.v, r.v->>5, r.v->>6,
            r.v->>7, (r.v->>8)::int, r.v->>9, (r.v->>10)::bigint, (r.v->>11)::bigint,
            CASE WHEN r.v->>7 = 'queued' THEN now() END, (r.v->>12)::bigint, r.v->>13,
-           -- Deferred by backpressure: the scheduler lets them go as the backlog drains.
-           CASE WHEN r.v->>13 IS NOT NULL THEN now() + interval '1 day' END
+           -- Deferred by backpressure: no time of their own; the scheduler makes them due as
+           -- their tenant's backlog drains (flow.release_backpressure).
+           CASE WHEN r.v->>13 IS NOT NULL THEN now() + interval '10 years' END
     FROM jsonb_array_elements(CAST(:rows AS jsonb)) WITH ORDINALITY AS r(v, n)
     JOIN jsonb_array_elements(CAST(:payloads AS jsonb)) WITH ORDINALITY AS p(v, n) USING (n)
     ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING

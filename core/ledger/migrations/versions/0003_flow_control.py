@@ -311,7 +311,9 @@ BEGIN
     admitted AS (SELECT * FROM d4t WHERE d4t.denied IS NULL),
     take_tokens AS (
         UPDATE buckets AS b SET
-            tokens = CASE WHEN b.updated_at > now() THEN b.tokens ELSE g.tokens_now - g.granted END,
+            -- updated_at after now(): blocked by a Retry-After, or a claim that committed while
+            -- this one waited for the lock; its grants come off the tokens as they stand then.
+            tokens = CASE WHEN b.updated_at > now() THEN b.tokens - g.granted ELSE g.tokens_now - g.granted END,
             updated_at = greatest(b.updated_at, now()),
             next_slot = coalesce(g.last_slot, b.next_slot),
             denied_total = b.denied_total + g.denied
