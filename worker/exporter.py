@@ -24,8 +24,8 @@ import sqlalchemy as sa
 from core.domain import metrics as decl
 from core.domain import slo
 from core.domain.auth import local_principal
+from core.ledger import flow
 from core.ledger import jobs as ledger
-from core.ledger import sql as ledger_sql
 
 log = logging.getLogger(__name__)
 
@@ -102,45 +102,6 @@ def metrics() -> Metrics:
         return _metrics
 
 
-# -- flow control, read at scrape time -----------------------------------------------------
-# Each statement reads one small table (a row per bucket, source or quota) or the partial
-# indexes of throttled / active jobs; nothing scans the whole ledger.
-
-# -- name: metrics_buckets --
-METRICS_BUCKETS = ledger_sql.named(
-    "metrics_buckets",
-    """SELECT t.name AS tenant, b.host, b.capacity, b.base_rate, b.rate,
-    CASE WHEN b.updated_at > now() THEN 0
-         ELSE least(b.capacity, b.tokens + b.rate * extract(epoch FROM now() - b.updated_at)) END AS tokens,
-    b.denied_total, b.upstream_429_total
-FROM buckets AS b JOIN tenants AS t ON t.id = b.tenant_id ORDER BY t.name, b.host""",
-)
-
-# -- name: metrics_circuits --
-METRICS_CIRCUITS = ledger_sql.named(
-    "metrics_circuits",
-    """SELECT t.name AS tenant, s.name AS source, s.circuit_state, s.opened_total
-FROM sources AS s JOIN tenants AS t ON t.id = s.tenant_id ORDER BY t.name, s.name""",
-)
-
-# -- name: metrics_quotas --
-METRICS_QUOTAS = ledger_sql.named(
-    "metrics_quotas",
-    """SELECT t.name AS tenant, q.job_type, q.max_active,
-    (SELECT count(*) FROM jobs AS a WHERE a.tenant_id = q.tenant_id AND a.job_type = q.job_type
-        AND a.state IN ('leased', 'running')) AS active
-FROM quotas AS q JOIN tenants AS t ON t.id = q.tenant_id ORDER BY t.name, q.job_type""",
-)
-
-# -- name: metrics_waiting --
-METRICS_WAITING = ledger_sql.named(
-    "metrics_waiting",
-    """SELECT t.name AS tenant, w.wait_reason, w.n
-FROM (SELECT tenant_id, wait_reason, count(*) AS n FROM jobs WHERE state = 'throttled' GROUP BY 1, 2) AS w
-JOIN tenants AS t ON t.id = w.tenant_id""",
-)
-
-
 def _flow_families(conn: sa.Connection, tenants: Iterable[str]) -> list[Any]:
     """The flow-control metric families (token buckets, circuits, quotas, waiting jobs)."""
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -148,10 +109,10 @@ def _flow_families(conn: sa.Connection, tenants: Iterable[str]) -> list[Any]:
     from core import queries
 
     spec = decl.BY_NAME
-    buckets = conn.execute(METRICS_BUCKETS).mappings().all()
-    circuits = conn.execute(METRICS_CIRCUITS).mappings().all()
-    quotas = conn.execute(METRICS_QUOTAS).mappings().all()
-    waiting = conn.execute(METRICS_WAITING).all()
+    buckets = flow.metrics_buckets(conn)
+    circuits = flow.metrics_circuits(conn)
+    quotas = flow.metrics_quotas(conn)
+    waiting = flow.metrics_waiting(conn)
 
     def family(name: str, labels: list[str]) -> Any:
         kind = spec[name].kind

@@ -436,3 +436,59 @@ PRUNE_QUOTA_STARTS = sql.named(
 
 def prune_quota_starts(conn: sa.Connection) -> None:
     conn.execute(PRUNE_QUOTA_STARTS)
+
+
+# -- metrics, read at scrape time --------------------------------------------------------
+# Each statement reads one small table (a row per bucket, source or quota) or the partial
+# indexes of throttled / active jobs; nothing scans the whole ledger.
+
+# -- name: metrics_buckets --
+METRICS_BUCKETS = sql.named(
+    "metrics_buckets",
+    """SELECT t.name AS tenant, b.host, b.capacity, b.base_rate, b.rate,
+    CASE WHEN b.updated_at > now() THEN 0
+         ELSE least(b.capacity, b.tokens + b.rate * extract(epoch FROM now() - b.updated_at)) END AS tokens,
+    b.denied_total, b.upstream_429_total
+FROM buckets AS b JOIN tenants AS t ON t.id = b.tenant_id ORDER BY t.name, b.host""",
+)
+
+# -- name: metrics_circuits --
+METRICS_CIRCUITS = sql.named(
+    "metrics_circuits",
+    """SELECT t.name AS tenant, s.name AS source, s.circuit_state, s.opened_total
+FROM sources AS s JOIN tenants AS t ON t.id = s.tenant_id ORDER BY t.name, s.name""",
+)
+
+# -- name: metrics_quotas --
+METRICS_QUOTAS = sql.named(
+    "metrics_quotas",
+    """SELECT t.name AS tenant, q.job_type, q.max_active,
+    (SELECT count(*) FROM jobs AS a WHERE a.tenant_id = q.tenant_id AND a.job_type = q.job_type
+        AND a.state IN ('leased', 'running')) AS active
+FROM quotas AS q JOIN tenants AS t ON t.id = q.tenant_id ORDER BY t.name, q.job_type""",
+)
+
+# -- name: metrics_waiting --
+METRICS_WAITING = sql.named(
+    "metrics_waiting",
+    """SELECT t.name AS tenant, w.wait_reason, w.n
+FROM (SELECT tenant_id, wait_reason, count(*) AS n FROM jobs WHERE state = 'throttled' GROUP BY 1, 2) AS w
+JOIN tenants AS t ON t.id = w.tenant_id""",
+)
+
+
+def metrics_buckets(conn: sa.Connection) -> list[Row]:
+    return _all(conn, METRICS_BUCKETS, {})
+
+
+def metrics_circuits(conn: sa.Connection) -> list[Row]:
+    return _all(conn, METRICS_CIRCUITS, {})
+
+
+def metrics_quotas(conn: sa.Connection) -> list[Row]:
+    return _all(conn, METRICS_QUOTAS, {})
+
+
+def metrics_waiting(conn: sa.Connection) -> list[tuple[str, str, int]]:
+    """(tenant, wait_reason, throttled jobs)."""
+    return [(str(r[0]), str(r[1]), int(r[2])) for r in conn.execute(METRICS_WAITING)]
