@@ -152,7 +152,8 @@ ALTER TABLE jobs ADD CONSTRAINT jobs_wait_reason_valid CHECK (wait_reason IN
 
 -- Admission counts the slots in use per quota and per source.
 CREATE INDEX jobs_active_type_idx ON jobs (tenant_id, job_type) WHERE state IN ('leased', 'running');
-CREATE INDEX jobs_active_source_idx ON jobs (source_id) WHERE state IN ('leased', 'running') AND source_id IS NOT NULL;
+CREATE INDEX jobs_active_source_idx ON jobs (source_id)
+    WHERE state IN ('leased', 'running') AND source_id IS NOT NULL;
 -- Resume, circuit close and the console find the jobs waiting on a source.
 CREATE INDEX jobs_throttled_source_idx ON jobs (source_id, wait_reason) WHERE state = 'throttled';
 -- The console's rate-limit view: denials and upstream 429s over time.
