@@ -16,5 +16,6 @@ def noop(ctx: JobContext) -> None:
 
 @job_handler("bench.probe", queue=QUEUE, max_attempts=1)
 def probe(ctx: JobContext) -> None:
-    """Logs the wall-clock time at which the handler started (dispatch latency probe)."""
+    """Logs the wall-clock time at which the handler started: dispatch latency (throughput.py)
+    and handler start times under a token bucket (ratelimit.py)."""
     ctx.log(repr(time.time()))

@@ -1,6 +1,7 @@
 """End-to-end throughput of Orch against the transport's own ceiling, measured in one run.
 
     python bench/throughput.py [--jobs 20000] [--processes 2] [--threads 8] [--probes 200]
+    python bench/throughput.py --limits [--rounds 3] ...
 
 1. Bare Dramatiq: N messages pre-enqueued on the same Redis, consumed by P processes x T
    threads of a plain RedisBroker worker whose actor does nothing.
@@ -9,6 +10,17 @@
    Throughput is N / (last finish - first start), both from the ledger's clock.
 3. Dispatch latency on the idle pool: one probe job at a time, submit -> handler start.
 
+With --limits: the cost of flow control. Rounds alternate Orch runs with and without
+limits (same pool size, jobs, probes; the order flips every round) in a fresh scratch
+database. "With limits" means every job carries a source whose token bucket is generous
+(rate 1e6/s, burst 1e6: it never denies) and its tenant has a quota on bench.noop
+(max_active 10,000, max_per_hour 1e9), so each claim locks and updates the bucket and the
+quota rows and counts active slots, and each success feeds the bucket's AIMD and the
+source's circuit (orch_record_outcomes). The last line is JSON {"with_limits_jobs_per_s": a,
+"without_limits_jobs_per_s": b, "ratio": r}: a and b are medians over rounds, r the median of
+the per-round ratios a_i / b_i (target >= 0.9). The bare-Dramatiq baseline is skipped; an
+unmeasured warm-up run comes first, so no measured run meets an empty ledger.
+
 Uses ORCH_DATABASE_URL / ORCH_REDIS_URL, or the embedded servers (under .orch/) when unset.
 The last line printed is JSON.
 """
@@ -16,16 +28,23 @@ The last line printed is JSON.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import json
 import multiprocessing
 import os
+import shutil
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -115,7 +134,15 @@ def run_bare(redis_url: str, n: int, processes: int, threads: int) -> float:
 # -- Orch ---------------------------------------------------------------------------------
 
 
-def run_orch(db_url: str, redis_url: str, n: int, processes: int, threads: int, probes: int) -> dict[str, float]:
+#: --limits: a bucket that never denies and a quota that never binds, so only their cost shows.
+GENEROUS_RATE = 1_000_000.0
+GENEROUS_MAX_ACTIVE = 10_000
+GENEROUS_MAX_PER_HOUR = 1_000_000_000
+
+
+def run_orch(
+    db_url: str, redis_url: str, n: int, processes: int, threads: int, probes: int, *, limits: bool = False
+) -> dict[str, float]:
     import sqlalchemy as sa
 
     from core import control
@@ -148,7 +175,29 @@ def run_orch(db_url: str, redis_url: str, n: int, processes: int, threads: int, 
     with engine.begin() as conn:  # an aborted earlier run may have left jobs on the queue
         stale = [r[0] for r in conn.execute(sa.text("SELECT id FROM jobs WHERE queue = 'bench' AND state = 'queued'"))]
         ledger.cancel_waiting_jobs(conn, stale, actor="bench", reason="left over by an aborted benchmark")
-    spec = control.JobSpec(tenant, "bench.noop")
+    source = None
+    if limits:
+        source = "bench"
+        control.add_source(
+            engine,
+            principal,
+            tenant=tenant,
+            name=source,
+            host="throughput.bench.invalid",
+            rate=GENEROUS_RATE,
+            burst=GENEROUS_RATE,
+            reason="bench --limits: a bucket that never denies",
+        )
+        control.set_quota(
+            engine,
+            principal,
+            tenant=tenant,
+            job_type="bench.noop",
+            max_active=GENEROUS_MAX_ACTIVE,
+            max_per_hour=GENEROUS_MAX_PER_HOUR,
+            reason="bench --limits: a quota that never binds",
+        )
+    spec = control.JobSpec(tenant, "bench.noop", source=source)
     t0 = time.perf_counter()
     ids: list[int] = []
     for start in range(0, n, 5000):
@@ -181,7 +230,7 @@ def run_orch(db_url: str, redis_url: str, n: int, processes: int, threads: int, 
         orch_rate = done / (last - first).total_seconds()
 
         # Dispatch latency: the pool is idle now; one probe at a time.
-        probe_spec = control.JobSpec(tenant, "bench.probe")
+        probe_spec = control.JobSpec(tenant, "bench.probe", source=source)
         latencies: list[float] = []
         for _ in range(probes):
             time.sleep(0.02)
@@ -228,6 +277,247 @@ def resolve_urls() -> tuple[str, str, object]:
     return s.database_url or urls.database_url, s.redis_url or urls.redis_url, embedded
 
 
+# -- shared with the flow-control benches (ratelimit.py, adaptive.py) ---------------------
+
+
+def exit_on_sigterm() -> None:
+    """SIGTERM unwinds like Ctrl-C, so every `finally` stops the processes a bench started."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+@contextlib.contextmanager
+def scratch_database(server_url: str, prefix: str = "orch_bench") -> Iterator[str]:
+    """A new, empty database on the server of `server_url` (whose own database is only used
+    to connect), migrated, and dropped on exit: no leftover jobs, buckets or second scheduler
+    of an earlier run can skew the figures. Yields its URL."""
+    import sqlalchemy as sa
+    from sqlalchemy.pool import NullPool
+
+    from core.ledger import db
+
+    url = sa.make_url(server_url)
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        scratch = url.set(database=name).render_as_string(hide_password=False)
+        engine = db.create_engine(scratch, application_name="orch-bench-migrate")
+        try:
+            db.upgrade(engine)
+        finally:
+            engine.dispose()
+        yield scratch
+    finally:
+        with admin.connect() as conn:  # FORCE: a worker that outlived its pool cannot keep it
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def use_ledger(db_url: str, redis_url: str, namespace: str) -> Any:
+    """Point this process's settings, and the worker and scheduler processes it starts, at
+    `db_url` and a broker namespace of its own. Returns the settings."""
+    from core import control
+    from core.settings import get_settings
+
+    os.environ.update(
+        ORCH_DATABASE_URL=db_url,
+        ORCH_REDIS_URL=redis_url,
+        ORCH_BROKER_NAMESPACE=namespace,
+        ORCH_LOG_LEVEL=os.environ.get("ORCH_BENCH_LOG_LEVEL", "WARNING"),
+    )
+    get_settings.cache_clear()
+    control.forget_cached_catalog()
+    return get_settings()
+
+
+def _parent_death_signal() -> Any:
+    """A pre-exec hook that makes the child get SIGTERM when the bench dies, even by SIGKILL
+    (Linux prctl PR_SET_PDEATHSIG); None elsewhere. Resolved here, in the parent: between fork
+    and exec the child must not load libraries (other threads may hold their locks)."""
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return lambda: prctl(1, int(signal.SIGTERM))
+
+
+@dataclasses.dataclass
+class Stack:
+    """The processes `worker_stack` started."""
+
+    supervisor: Any
+    scheduler: subprocess.Popen[bytes]
+    scheduler_log: Path
+    warned: set[str] = dataclasses.field(default_factory=set)
+
+    def check(self) -> None:
+        """Say once per process that died during a measurement (its figures are suspect)."""
+        dead = {f"worker process {slot} (pid {p.pid})": p.exitcode for slot, p in self.supervisor.children.items()}
+        dead = {name: code for name, code in dead.items() if code is not None}
+        if self.scheduler.poll() is not None:
+            dead[f"the scheduler (log {self.scheduler_log})"] = self.scheduler.returncode
+        for name, code in dead.items():
+            if name not in self.warned:
+                self.warned.add(name)
+                print(f"warning: {name} exited with code {code} during the run", flush=True)
+
+
+def _wait_for_leader(db_url: str, sched: subprocess.Popen[bytes], log: Path, timeout_s: float = 60.0) -> None:
+    """Block until the scheduler holds its leader lock: a pool that started first would see
+    its denied jobs wait for the scheduler's start-up instead of their not_before."""
+    import sqlalchemy as sa
+
+    from worker import scheduler
+
+    engine = sa.create_engine(db_url, poolclass=sa.pool.NullPool)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            if sched.poll() is not None:
+                raise SystemExit(f"the scheduler exited with code {sched.returncode}; see {log}")
+            with engine.connect() as conn:
+                leading = conn.execute(
+                    sa.text(
+                        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                        " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+                        " AND ((classid::bigint << 32) | objid::bigint) = :key"
+                    ),
+                    {"key": scheduler.LEADER_LOCK_KEY},
+                ).scalar_one()
+            if leading:
+                return
+            time.sleep(0.05)
+    finally:
+        engine.dispose()
+    raise SystemExit(f"the scheduler did not take the lead within {timeout_s:.0f}s; see {log}")
+
+
+@contextlib.contextmanager
+def worker_stack(
+    settings: Any,
+    *,
+    processes: int,
+    threads: int,
+    queues: list[str],
+    handler_modules: list[str],
+) -> Iterator[Stack]:
+    """An `orch scheduler` process (it releases throttled and retrying jobs at their
+    not_before) and a supervised pool of `processes` x `threads` workers, as `orch up` runs
+    them; both stopped on exit, also on Ctrl-C. The scheduler's log is kept only if it
+    exited on its own."""
+    from worker import pool
+
+    log_dir = Path(tempfile.mkdtemp(prefix="orch-bench-"))
+    sched_log = log_dir / "scheduler.log"
+    sched: subprocess.Popen[bytes] | None = None
+    sup: pool.Supervisor | None = None
+    interrupted = False
+    try:
+        with sched_log.open("wb") as out:
+            sched = subprocess.Popen(
+                [sys.executable, "-m", "worker.cli", "scheduler"],
+                cwd=ROOT,
+                env=os.environ.copy(),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                preexec_fn=_parent_death_signal(),
+            )
+        _wait_for_leader(settings.database_url, sched, sched_log)
+        sup = pool.Supervisor(
+            pool.PoolConfig(processes=processes, threads=threads, queues=queues, handler_modules=handler_modules),
+            settings,
+        )
+        sup.start()
+        yield Stack(sup, sched, sched_log)
+    except KeyboardInterrupt:
+        interrupted = True  # Ctrl-C reached the scheduler too: its exit is no surprise
+        raise
+    finally:
+        if sup is not None:
+            sup.stopping.set()
+            sup.shutdown()
+        if sched is not None:
+            early = sched.poll() is not None and not interrupted
+            if early:
+                print(f"warning: the scheduler exited early (code {sched.returncode}); see {sched_log}")
+            sched.terminate()
+            try:
+                sched.wait(15)
+            except subprocess.TimeoutExpired:
+                sched.kill()
+                sched.wait(5)
+            if not early:
+                shutil.rmtree(log_dir, ignore_errors=True)
+
+
+def sliding_max(times: list[float], width: float = 1.0) -> int:
+    """The most events in any closed window [t, t + width] (a maximal window starts at an event)."""
+    times = sorted(times)
+    best, j = 0, 0
+    for i, start in enumerate(times):
+        j = max(j, i)
+        while j + 1 < len(times) and times[j + 1] - start <= width:
+            j += 1
+        best = max(best, j - i + 1)
+    return best
+
+
+# -- main ---------------------------------------------------------------------------------
+
+
+def run_limits(db_url: str, redis_url: str, a: argparse.Namespace) -> None:
+    """--limits: alternate runs without and with flow control; the last line is JSON."""
+    with_limits: list[float] = []
+    without: list[float] = []
+    ratios: list[float] = []
+    with scratch_database(db_url, "orch_bench_limits") as scratch:
+        # Unmeasured: otherwise the first run alone would meet an empty ledger.
+        print(f"warm-up (not measured): {a.jobs} noop jobs without limits ...", flush=True)
+        warm = run_orch(scratch, redis_url, a.jobs, a.processes, a.threads, 0)
+        print(f"  run      {warm['orch_jobs_per_s']:,.0f} jobs/s ({warm['completed']} succeeded)", flush=True)
+        for r in range(1, a.rounds + 1):
+            # Flip the order every round so drift on a noisy machine hits both alike.
+            order = (False, True) if r % 2 else (True, False)
+            got: dict[bool, float] = {}
+            for limits in order:
+                label = "with limits" if limits else "without limits"
+                print(f"[{r}/{a.rounds}] orch {label}: {a.jobs} noop jobs, {a.processes}x{a.threads} ...", flush=True)
+                orch = run_orch(scratch, redis_url, a.jobs, a.processes, a.threads, a.probes, limits=limits)
+                got[limits] = orch["orch_jobs_per_s"]
+                print(f"  submit   {orch['submit_jobs_per_s']:,.0f} jobs/s (batch insert + doorbells)")
+                print(f"  run      {orch['orch_jobs_per_s']:,.0f} jobs/s ({orch['completed']} succeeded)")
+                print(
+                    f"  dispatch p50 {orch['dispatch_p50_ms']:.1f} ms, p99 {orch['dispatch_p99_ms']:.1f} ms"
+                    f" (idle, {a.probes} probes)",
+                    flush=True,
+                )
+            with_limits.append(got[True])
+            without.append(got[False])
+            ratios.append(got[True] / got[False])
+            print(f"  round {r}: ratio {ratios[-1]:.3f}", flush=True)
+    a_med, b_med, r_med = statistics.median(with_limits), statistics.median(without), statistics.median(ratios)
+    print(
+        f"with limits {a_med:,.0f} jobs/s, without {b_med:,.0f} jobs/s (medians of {a.rounds} rounds); "
+        f"ratio {r_med:.3f} (median of per-round ratios {', '.join(f'{x:.3f}' for x in ratios)}; target >= 0.9)"
+    )
+    print(
+        json.dumps(
+            {
+                "with_limits_jobs_per_s": round(a_med, 1),
+                "without_limits_jobs_per_s": round(b_med, 1),
+                "ratio": round(r_med, 3),
+            }
+        )
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--jobs", type=int, default=20_000)
@@ -236,8 +526,17 @@ def main() -> None:
     ap.add_argument("--probes", type=int, default=200)
     ap.add_argument("--rounds", type=int, default=3, help="alternating bare/orch rounds; medians are reported")
     ap.add_argument("--skip-bare", action="store_true", help="skip the Dramatiq baseline (no ratio)")
+    ap.add_argument("--limits", action="store_true", help="compare runs with and without flow control")
     a = ap.parse_args()
+    exit_on_sigterm()
     db_url, redis_url, embedded = resolve_urls()
+    if a.limits:
+        try:
+            run_limits(db_url, redis_url, a)
+        finally:
+            if embedded is not None:
+                embedded.stop()  # type: ignore[attr-defined]
+        return
     bares: list[float] = []
     orchs: list[dict[str, float]] = []
     try:
