@@ -41,7 +41,7 @@ JOB_COLUMNS = (
 # must wait as throttled with a reason and the moment it may try again. Admission locks the
 # flow-control rows and decides on a fresh snapshot, so caps hold across workers.
 ADMIT = """cand AS (
-        SELECT id, priority FROM jobs
+        SELECT id, priority, state FROM jobs
         WHERE queue = :queue AND state = 'queued'
           AND job_type = ANY(CAST(:job_types AS text[]))
         ORDER BY priority DESC, id
@@ -50,7 +50,11 @@ ADMIT = """cand AS (
 ), adm AS MATERIALIZED (
         SELECT * FROM orch_admit(ARRAY(SELECT id FROM cand ORDER BY priority DESC, id))
 )"""
-ADMITTED = "SELECT job_id AS id, CAST('queued' AS text) AS from_state FROM adm WHERE wait_reason IS NULL"
+# from_state comes from the row, not a constant: a constant would let the planner reach the
+# jobs to update through the claim index (every queued job) instead of by primary key.
+ADMITTED = (
+    "SELECT c.id, c.state AS from_state FROM adm JOIN cand AS c ON c.id = adm.job_id WHERE adm.wait_reason IS NULL"
+)
 
 UNTIL = "to_char(src.not_before AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.MS')"
 
@@ -62,8 +66,8 @@ DENY = TransitionSpec(
     from_states=(S.QUEUED,),
     to_states=(S.THROTTLED,),
     select=(
-        "SELECT job_id AS id, CAST('queued' AS text) AS from_state, wait_reason, not_before\n"
-        "        FROM adm WHERE wait_reason IS NOT NULL"
+        "SELECT c.id, c.state AS from_state, adm.wait_reason, adm.not_before\n"
+        "        FROM adm JOIN cand AS c ON c.id = adm.job_id WHERE adm.wait_reason IS NOT NULL"
     ),
     sets=(("wait_reason", "src.wait_reason"), ("not_before", "src.not_before")),
     reason=f"src.wait_reason || ' until ' || {UNTIL} || ' UTC'",

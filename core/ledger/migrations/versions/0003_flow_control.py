@@ -31,14 +31,14 @@ CREATE TABLE buckets (
     min_rate      double precision NOT NULL DEFAULT 0.1 CHECK (min_rate > 0),
     tokens        double precision NOT NULL,
     updated_at    timestamptz NOT NULL DEFAULT now(),
-    -- AIMD: K successes in a row add step * base_rate, up to 0.9 * ceiling (the rate at
-    -- the last upstream 429), which is relaxed by 10% after 5 quiet minutes (a probe).
+    -- AIMD: K successes in a row add step * base_rate, up to 0.9 * ceiling (the limit
+    -- estimated at the last upstream 429), relaxed by 10% after 5 quiet minutes (a probe).
     aimd_k        integer NOT NULL DEFAULT 10 CHECK (aimd_k >= 1),
     aimd_step     double precision NOT NULL DEFAULT 0.05 CHECK (aimd_step > 0 AND aimd_step <= 1),
     streak        integer NOT NULL DEFAULT 0,
     ceiling       double precision,
     ceiling_at    timestamptz,
-    decreased_at  timestamptz,
+    decreased_at  timestamptz,   -- the end of the block of the last slow-down
     -- Hint: when the last denied job was told to come back, so denied jobs queue up one
     -- token apart instead of all coming back at the same instant.
     next_slot     timestamptz,
@@ -197,7 +197,11 @@ BEGIN
         RETURN;
     END IF;
     IF v_sources IS NOT NULL THEN
-        PERFORM 1 FROM sources AS s WHERE s.id = ANY(v_sources) ORDER BY s.id FOR NO KEY UPDATE;
+        -- A source is locked only when admission may write it (probes) or count its slots;
+        -- a closed circuit without a cap is read as it stands.
+        PERFORM 1 FROM sources AS s
+          WHERE s.id = ANY(v_sources) AND (s.circuit_state <> 'closed' OR s.max_active IS NOT NULL)
+          ORDER BY s.id FOR NO KEY UPDATE;
         PERFORM 1 FROM buckets AS b
           WHERE b.id IN (SELECT s.bucket_id FROM sources AS s WHERE s.id = ANY(v_sources))
           ORDER BY b.id FOR NO KEY UPDATE;
@@ -367,15 +371,18 @@ $fn$;
 
 # -- orch_record_outcomes -----------------------------------------------------------------
 # What the jobs of sources taught us, in finishing order: 'ok', 'fail' (counts against
-# the circuit) or 'throttled' (an upstream 429: AIMD). p_started is when each job started
-# (database time): a 429 for a request sent before the last slow-down says nothing about
-# the new rate, so it does not halve it again.
+# the circuit) or 'throttled' (an upstream 429: AIMD, ADR 0010). p_started is when each job
+# started (database time): a 429 for a request sent before the last slow-down ended
+# (decreased_at: the end of its block) says nothing about the new rate, so it does not
+# halve it again.
 RECORD_OUTCOMES = r"""
 CREATE FUNCTION orch_record_outcomes(
     p_source bigint[], p_kind text[], p_retry_after double precision[], p_started timestamptz[], p_actor text)
 RETURNS void
 LANGUAGE plpgsql VOLATILE AS $fn$
 DECLARE
+    v_sources bigint[];
+    v_buckets bigint[];
     r record;
     k text;
     v_state text;
@@ -388,11 +395,30 @@ DECLARE
     v_tokens double precision;
     v_ceiling double precision;
     v_ceiling_at timestamptz;
+    v_t double precision;
+    v_block double precision;
 BEGIN
-    PERFORM 1 FROM sources AS s WHERE s.id = ANY(p_source) ORDER BY s.id FOR NO KEY UPDATE;
-    PERFORM 1 FROM buckets AS b
-      WHERE b.id IN (SELECT s.bucket_id FROM sources AS s WHERE s.id = ANY(p_source))
-      ORDER BY b.id FOR NO KEY UPDATE;
+    -- Only rows a lesson can change are locked and written: in the steady state (a closed
+    -- circuit whose window is all successes, a bucket at its cap) successes change nothing,
+    -- and claims do not queue behind the writers. Read here without locks, re-read below
+    -- under them.
+    SELECT array_agg(DISTINCT s.id) INTO v_sources
+    FROM unnest(p_source, p_kind) AS o(source_id, kind)
+    JOIN sources AS s ON s.id = o.source_id
+    WHERE o.kind = 'fail'
+       OR (o.kind = 'ok' AND (s.circuit_state <> 'closed' OR s.circuit_window <> repeat('0', s.cb_window)));
+    SELECT array_agg(DISTINCT b.id) INTO v_buckets
+    FROM unnest(p_source, p_kind) AS o(source_id, kind)
+    JOIN sources AS s ON s.id = o.source_id
+    JOIN buckets AS b ON b.id = s.bucket_id
+    WHERE o.kind = 'throttled'
+       OR (o.kind = 'ok' AND (b.rate < least(b.base_rate, coalesce(0.9 * b.ceiling, b.base_rate))
+                              OR b.ceiling_at < now() - interval '5 minutes'));
+    IF v_sources IS NULL AND v_buckets IS NULL THEN
+        RETURN;
+    END IF;
+    PERFORM 1 FROM sources AS s WHERE s.id = ANY(v_sources) ORDER BY s.id FOR NO KEY UPDATE;
+    PERFORM 1 FROM buckets AS b WHERE b.id = ANY(v_buckets) ORDER BY b.id FOR NO KEY UPDATE;
 
     -- Circuits.
     FOR r IN
@@ -401,7 +427,7 @@ BEGIN
                array_agg(o.kind ORDER BY o.n) AS kinds
         FROM unnest(p_source, p_kind) WITH ORDINALITY AS o(source_id, kind, n)
         JOIN sources AS s ON s.id = o.source_id
-        WHERE o.kind IN ('ok', 'fail')
+        WHERE o.kind IN ('ok', 'fail') AND s.id = ANY(v_sources)
         GROUP BY s.id
     LOOP
         v_state := r.circuit_state;
@@ -450,6 +476,7 @@ BEGIN
         FROM unnest(p_source, p_kind, p_retry_after, p_started) AS o(source_id, kind, retry_after, started)
         JOIN sources AS s ON s.id = o.source_id
         JOIN buckets AS b ON b.id = s.bucket_id
+        WHERE b.id = ANY(v_buckets)
         GROUP BY b.id
     LOOP
         -- Tokens earned so far at the old rate (a rate change is never retroactive).
@@ -457,16 +484,25 @@ BEGIN
                          ELSE least(r.capacity, r.tokens + r.rate * extract(epoch FROM now() - r.updated_at)) END;
         IF r.hit THEN
             v_rate := greatest(r.min_rate, r.rate / 2);
+            -- The limit lies below the rate that drew the 429. How far below shows in how long
+            -- that rate lasted since the last block ended (v_t): an upstream's burst (taken
+            -- as about one second of its rate) runs out after v_t = 1 / (rate / limit - 1),
+            -- so limit ~ rate * v_t / (v_t + 1). Trusted to cut at most 25% per 429.
+            v_t := extract(epoch FROM now() - r.decreased_at);
+            v_ceiling := CASE WHEN v_t IS NULL OR v_t <= 0 THEN r.rate
+                              ELSE greatest(0.75 * r.rate, least(r.rate, r.rate * v_t / (v_t + 1))) END;
+            v_block := greatest(coalesce(r.retry_after, 1), 0);
             UPDATE buckets SET
                 rate = v_rate, tokens = 0,
-                updated_at = now() + make_interval(secs => greatest(coalesce(r.retry_after, 1), 0)),
-                streak = 0, ceiling = r.rate, ceiling_at = now(), decreased_at = now(), next_slot = NULL,
+                updated_at = now() + make_interval(secs => v_block),
+                streak = 0, ceiling = v_ceiling, ceiling_at = now(), next_slot = NULL,
+                decreased_at = now() + make_interval(secs => v_block),
                 upstream_429_total = upstream_429_total + r.n429
             WHERE id = r.id;
             INSERT INTO throttles (bucket_id, tenant_id, old_rate, new_rate, reason, actor)
             VALUES (r.id, r.tenant_id, r.rate, v_rate,
-                    'upstream 429: rate halved, bucket blocked for '
-                        || round(coalesce(r.retry_after, 1)::numeric, 2) || 's',
+                    'upstream 429: rate halved, bucket blocked for ' || round(v_block::numeric, 2)
+                        || 's, limit estimated at ' || round(v_ceiling::numeric, 2) || '/s',
                     p_actor);
             CONTINUE;
         END IF;
