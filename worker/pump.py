@@ -307,6 +307,7 @@ class Pump:
             queue_wait_s=float(row["queue_wait_s"] or 0.0),
             source_id=row["source_id"],
             started_at=row["started_at"],
+            learns=bool(row["learns"]),
             cancel_requested=row["cancel_requested"],
         )
 
@@ -481,7 +482,8 @@ class Pump:
         learned: list[tuple[ActiveJob, str, float | None]] = []
         for job, outcome in finished:
             if isinstance(outcome, Succeeded):
-                learned.append((job, "ok", None))
+                if job.learns:  # else the circuit is settled and the bucket at its cap
+                    learned.append((job, "ok", None))
             elif isinstance(outcome, Throttled):
                 learned.append((job, "throttled", outcome.retry_after))
             elif isinstance(outcome, FailedRetryable | FailedFinal) and outcome.error_class in CIRCUIT_FAILURES:

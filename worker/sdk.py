@@ -160,6 +160,8 @@ class ActiveJob:
     source_id: int | None = None
     #: When the handler started, by the database's clock.
     started_at: dt.datetime | None = None
+    #: Whether a success can teach the source's circuit or bucket anything (see the claim).
+    learns: bool = False
     cancel_requested: bool = False
     lease_lost: bool = False
     next_renew: float = 0.0

@@ -31,6 +31,10 @@ JOB_COLUMNS = (
     "j.run_id",
     "j.source_id",
     "j.started_at",
+    # Whether a success of this job can teach its source's circuit or bucket anything; the
+    # worker reports successes only then (failures and 429s always).
+    "(SELECT orch_circuit_learns(s) OR coalesce(orch_bucket_learns(b), false)"
+    " FROM sources AS s LEFT JOIN buckets AS b ON b.id = s.bucket_id WHERE s.id = j.source_id) AS learns",
     "(SELECT t.name FROM tenants AS t WHERE t.id = j.tenant_id) AS tenant",
     # Ready (rung) until claimed: the queue wait. now() is the claiming transaction's start.
     "extract(epoch FROM now() - coalesce(j.rung_at, j.created_at)) AS queue_wait_s",

@@ -160,9 +160,25 @@ CREATE INDEX jobs_throttled_source_idx ON jobs (source_id, wait_reason) WHERE st
 CREATE INDEX job_history_flow_idx ON job_history (at) WHERE event IN ('deny', 'throttle');
 """
     )
+    op.execute(LEARNS)
     op.execute(ADMIT)
     op.execute(RECORD_OUTCOMES)
 
+
+# -- orch_circuit_learns, orch_bucket_learns -----------------------------------------------
+# Whether a success can change a source's circuit (not closed, or its window not yet all
+# successes) or its bucket (below its cap, or due for a probe). When neither can, successes
+# need not be reported at all: the claim tells the worker so (core/ledger/sql.py), and
+# orch_record_outcomes skips them.
+LEARNS = r"""
+CREATE FUNCTION orch_circuit_learns(s sources) RETURNS boolean LANGUAGE sql STABLE AS $fn$
+    SELECT s.circuit_state <> 'closed' OR s.circuit_window <> repeat('0', s.cb_window)
+$fn$;
+CREATE FUNCTION orch_bucket_learns(b buckets) RETURNS boolean LANGUAGE sql STABLE AS $fn$
+    SELECT b.rate < least(b.base_rate, coalesce(0.9 * b.ceiling, b.base_rate))
+        OR coalesce(b.ceiling_at < now() - interval '5 minutes', false)
+$fn$;
+"""
 
 # -- orch_admit ---------------------------------------------------------------------------
 # Row locks are FOR NO KEY UPDATE: they serialise claims and outcomes on a source, bucket or
@@ -181,12 +197,23 @@ LANGUAGE plpgsql VOLATILE AS $fn$
 DECLARE
     v_sources bigint[];
     v_tenants bigint[];
+    v_groups bigint;
+    v_tenant bigint;
+    v_type text;
+    v_source bigint;
+    v_n bigint;
+    v_bucket record;
+    v_quota record;
+    v_tokens double precision;
+    v_room double precision;
 BEGIN
     IF p_ids IS NULL OR cardinality(p_ids) = 0 THEN
         RETURN;
     END IF;
-    SELECT array_agg(DISTINCT j.source_id) FILTER (WHERE j.source_id IS NOT NULL), array_agg(DISTINCT j.tenant_id)
-      INTO v_sources, v_tenants
+    SELECT array_agg(DISTINCT j.source_id) FILTER (WHERE j.source_id IS NOT NULL), array_agg(DISTINCT j.tenant_id),
+           count(DISTINCT (j.tenant_id, j.job_type, j.source_id)), min(j.tenant_id), min(j.job_type),
+           min(j.source_id), count(*)
+      INTO v_sources, v_tenants, v_groups, v_tenant, v_type, v_source, v_n
       FROM jobs AS j WHERE j.id = ANY(p_ids);
     -- Fast path: nothing governs these jobs.
     IF v_sources IS NULL
@@ -195,6 +222,60 @@ BEGIN
        AND NOT EXISTS (SELECT 1 FROM blackouts AS b WHERE b.tenant_id = ANY(v_tenants) AND b.window_end > now()) THEN
         RETURN QUERY SELECT u.id, NULL::text, NULL::timestamptz FROM unnest(p_ids) AS u(id);
         RETURN;
+    END IF;
+    -- Fast path for the usual batch, one tenant, job type and source with room for all of it:
+    -- nothing paused or blacked out, a closed circuit without a cap (read without a lock,
+    -- as the general path does), then under the bucket and quota locks enough tokens and
+    -- slots. Anything else, or any doubt, goes to the general path below.
+    IF v_groups = 1
+       AND NOT EXISTS (SELECT 1 FROM pauses AS p WHERE p.tenant_id = v_tenant
+                       AND (p.source_id = v_source OR p.job_type = v_type
+                            OR (p.source_id IS NULL AND p.job_type IS NULL)))
+       AND NOT EXISTS (SELECT 1 FROM blackouts AS b WHERE b.tenant_id = v_tenant
+                       AND (b.source_id IS NULL OR b.source_id = v_source)
+                       AND b.window_start <= now() AND b.window_end > now())
+       AND (v_source IS NULL OR EXISTS (SELECT 1 FROM sources AS s WHERE s.id = v_source
+                                        AND s.circuit_state = 'closed' AND s.max_active IS NULL)) THEN
+        SELECT b.id, b.tokens, b.updated_at, b.capacity, b.rate INTO v_bucket
+          FROM buckets AS b WHERE b.id = (SELECT s.bucket_id FROM sources AS s WHERE s.id = v_source)
+          FOR NO KEY UPDATE;
+        SELECT q.id, q.max_active, q.max_per_hour INTO v_quota
+          FROM quotas AS q WHERE q.tenant_id = v_tenant AND q.job_type = v_type
+          FOR NO KEY UPDATE;
+        v_room := v_n;
+        IF v_bucket.id IS NOT NULL THEN
+            v_tokens := least(v_bucket.capacity,
+                              v_bucket.tokens + v_bucket.rate * extract(epoch FROM now() - v_bucket.updated_at));
+            v_room := least(v_room, floor(greatest(v_tokens, 0) + 1e-6));
+        END IF;
+        IF v_room >= v_n AND v_quota.max_active IS NOT NULL THEN
+            v_room := least(v_room, v_quota.max_active - (
+                SELECT count(*) FROM jobs AS a WHERE a.tenant_id = v_tenant AND a.job_type = v_type
+                  AND a.state IN ('leased', 'running')));
+        END IF;
+        IF v_room >= v_n AND v_quota.max_per_hour IS NOT NULL THEN
+            v_room := least(v_room, v_quota.max_per_hour - (
+                SELECT coalesce(sum(m.starts), 0) FROM quota_starts AS m WHERE m.quota_id = v_quota.id
+                  AND m.minute > date_trunc('minute', now()) - interval '61 minutes'));
+        END IF;
+        IF v_room >= v_n THEN
+            IF v_bucket.id IS NOT NULL THEN
+                UPDATE buckets SET
+                    tokens = CASE WHEN updated_at > now() THEN tokens ELSE v_tokens END - v_n,
+                    updated_at = greatest(updated_at, now())
+                WHERE id = v_bucket.id;
+            END IF;
+            IF v_quota.max_per_hour IS NOT NULL THEN
+                INSERT INTO quota_starts (quota_id, minute, starts)
+                VALUES (v_quota.id, date_trunc('minute', now()), v_n)
+                ON CONFLICT (quota_id, minute) DO UPDATE SET starts = quota_starts.starts + EXCLUDED.starts;
+            END IF;
+            RETURN QUERY SELECT u.id, NULL::text, NULL::timestamptz FROM unnest(p_ids) AS u(id);
+            RETURN;
+        END IF;
+        -- Not enough room: the general path decides job by job (the locks it takes on the
+        -- bucket and quota are held already; a source it locks has a circuit that left
+        -- 'closed' since the check above, which is the only way the order can differ).
     END IF;
     IF v_sources IS NOT NULL THEN
         -- A source is locked only when admission may write it (probes) or count its slots;
@@ -405,15 +486,12 @@ BEGIN
     SELECT array_agg(DISTINCT s.id) INTO v_sources
     FROM unnest(p_source, p_kind) AS o(source_id, kind)
     JOIN sources AS s ON s.id = o.source_id
-    WHERE o.kind = 'fail'
-       OR (o.kind = 'ok' AND (s.circuit_state <> 'closed' OR s.circuit_window <> repeat('0', s.cb_window)));
+    WHERE o.kind = 'fail' OR (o.kind = 'ok' AND orch_circuit_learns(s));
     SELECT array_agg(DISTINCT b.id) INTO v_buckets
     FROM unnest(p_source, p_kind) AS o(source_id, kind)
     JOIN sources AS s ON s.id = o.source_id
     JOIN buckets AS b ON b.id = s.bucket_id
-    WHERE o.kind = 'throttled'
-       OR (o.kind = 'ok' AND (b.rate < least(b.base_rate, coalesce(0.9 * b.ceiling, b.base_rate))
-                              OR b.ceiling_at < now() - interval '5 minutes'));
+    WHERE o.kind = 'throttled' OR (o.kind = 'ok' AND orch_bucket_learns(b));
     IF v_sources IS NULL AND v_buckets IS NULL THEN
         RETURN;
     END IF;
@@ -543,6 +621,8 @@ def downgrade() -> None:
         """
 DROP FUNCTION orch_record_outcomes(bigint[], text[], double precision[], timestamptz[], text);
 DROP FUNCTION orch_admit(bigint[]);
+DROP FUNCTION orch_bucket_learns(buckets);
+DROP FUNCTION orch_circuit_learns(sources);
 DROP INDEX job_history_flow_idx;
 DROP INDEX jobs_throttled_source_idx;
 DROP INDEX jobs_active_source_idx;
