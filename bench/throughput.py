@@ -168,10 +168,11 @@ def run_orch(
     principal = local_principal("bench")
     tenant = f"bench-{uuid.uuid4().hex[:6]}"
 
-    # Every round starts from a vacuumed ledger, so rounds compare alike even on a server
-    # with autovacuum off (this machine's PostgreSQL has it off).
+    # Every round starts from a vacuumed ledger (the flow-control rows too: a bucket row is
+    # updated by every claim), so rounds compare alike even on a server with autovacuum off
+    # (this machine's PostgreSQL has it off).
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(sa.text("VACUUM (ANALYZE) jobs, job_history"))
+        conn.execute(sa.text("VACUUM (ANALYZE) jobs, job_history, buckets, quotas, quota_starts, sources"))
     with engine.begin() as conn:  # an aborted earlier run may have left jobs on the queue
         stale = [r[0] for r in conn.execute(sa.text("SELECT id FROM jobs WHERE queue = 'bench' AND state = 'queued'"))]
         ledger.cancel_waiting_jobs(conn, stale, actor="bench", reason="left over by an aborted benchmark")
