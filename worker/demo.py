@@ -67,18 +67,15 @@ def fetches(rng: random.Random, tenant: str, sim_url: str) -> list[control.JobSp
 
 def weather(sim: Any, stop: threading.Event) -> None:
     """Upstream trouble on a schedule: every 2 minutes vex answers 503 for a while (its
-    circuits open, then close through a probe), sbom drifts its schema for 20 s and
-    advisories lowers its hidden limit for 30 s (the buckets learn it, then recover)."""
+    circuits open, then close through a probe) and sbom drifts its schema for 20 s.
+    advisories keeps its hidden limit throughout, which the buckets learn: a limit that
+    drops and comes back would be re-found only by the 5-minute probes (ADR 0010)."""
     while not stop.wait(120.0):
         sim.configure("vex", error_burst=30)
         sim.configure("sbom", drift=True)
-        sim.configure("advisories", rate_limit=1.0)
         if stop.wait(20.0):
             break
         sim.configure("sbom", drift=False)
-        if stop.wait(10.0):
-            break
-        sim.configure("advisories", rate_limit=3.0)
 
 
 def batch(rng: random.Random) -> list[control.JobSpec]:
