@@ -1010,7 +1010,9 @@ def remove_blackout(
             ticket=ticket,
         )
     with engine.begin() as conn:
-        released = flow.wake_blackout(conn, tenant_id=row["tenant_id"], source_id=row["source_id"])
+        # Jobs held by the removed blackout may go now (ready jobs a new one covers are
+        # caught at their next claim).
+        released = flow.wake_waiting(conn, reason="blackout", tenant_id=row["tenant_id"], source_id=row["source_id"])
     return {"id": blackout_id, "tenant": row["tenant"], "removed": True, "released": released}
 
 

@@ -8,6 +8,7 @@ Each session gets its own database and Redis namespace, so concurrent sessions d
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -16,6 +17,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -195,3 +197,76 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 30) -> int:
             proc.kill()
             proc.wait(5)
     return proc.returncode
+
+
+def tail(path: Path, lines: int = 150) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as exc:
+        return f"(no log {path}: {exc})"
+    return f"--- {path.name} (last {lines} lines) ---\n" + "\n".join(text.splitlines()[-lines:])
+
+
+@dataclass
+class Stack:
+    """A worker pool and a scheduler (real processes), and a broker on their namespace."""
+
+    namespace: str
+    broker: Any
+    worker: Any
+    scheduler: Any
+    worker_log: Path
+    scheduler_log: Path
+
+    @property
+    def doorbell(self) -> Any:
+        from worker import broker as broker_mod
+
+        return broker_mod.RedisDoorbell(self.broker)
+
+    def logs(self) -> str:
+        return tail(self.worker_log) + "\n" + tail(self.scheduler_log)
+
+    def check_alive(self) -> None:
+        for name, proc in (("worker", self.worker), ("scheduler", self.scheduler)):
+            assert proc.poll() is None, f"{name} exited with {proc.returncode}\n{self.logs()}"
+
+
+@contextlib.contextmanager
+def running_stack(services: Services, logdir: Path, *, processes: int, threads: int, **env: str) -> Iterator[Stack]:
+    """Start `orch worker` and `orch scheduler`, wait until both are ready, and stop them
+    (both must exit cleanly) and clear their Redis keys afterwards."""
+    from worker import broker as broker_mod
+
+    namespace = f"orchtest-{uuid.uuid4().hex[:10]}"
+    environ = orch_env(services, namespace, ORCH_SCHEDULER_INTERVAL_S="0.2", ORCH_SHUTDOWN_GRACE_S="2", **env)
+    broker = broker_mod.build_broker(services.redis_url, namespace=namespace)
+    worker_log, scheduler_log = logdir / "worker.log", logdir / "scheduler.log"
+    worker = start_orch(["worker", "--processes", str(processes), "--threads", str(threads)], environ, worker_log)
+    scheduler = start_orch(["scheduler"], environ, scheduler_log)
+    s = Stack(namespace, broker, worker, scheduler, worker_log, scheduler_log)
+    try:
+        wait_until(
+            lambda: (
+                worker_log.read_text(errors="replace").count(" ready: queues=") >= processes
+                or worker.poll() is not None
+            ),
+            timeout=60,
+            what="the worker processes to be ready",
+        )
+        wait_until(
+            lambda: (
+                "is the scheduler leader" in scheduler_log.read_text(errors="replace") or scheduler.poll() is not None
+            ),
+            timeout=60,
+            what="the scheduler to lead",
+        )
+        s.check_alive()
+        yield s
+    finally:
+        codes = {"worker": stop_process(worker), "scheduler": stop_process(scheduler)}
+        keys = list(broker.client.scan_iter(f"{namespace}:*"))
+        if keys:
+            broker.client.delete(*keys)
+        broker.client.close()
+        assert codes == {"worker": 0, "scheduler": 0}, f"unclean exit {codes}\n{s.logs()}"

@@ -291,22 +291,6 @@ MOVE_BLACKOUT_WINDOW = sql.named(
     "UPDATE blackouts SET window_start = :window_start, window_end = :window_end WHERE id = :id",
 )
 
-# -- name: wake_blackout --
-# Jobs held by a removed blackout may go now (ready jobs a new one covers are caught at
-# their next claim).
-WAKE_BLACKOUT = sql.named(
-    "wake_blackout",
-    """UPDATE jobs SET not_before = now()
-WHERE id IN (
-    SELECT j.id FROM jobs AS j
-    WHERE j.state = 'throttled' AND j.wait_reason = 'blackout' AND j.tenant_id = :tenant_id
-      AND (CAST(:source_id AS bigint) IS NULL OR j.source_id = :source_id)
-      AND j.not_before > now()
-    ORDER BY j.id LIMIT :limit FOR UPDATE SKIP LOCKED
-)
-RETURNING id""",
-)
-
 
 def insert_blackout(conn: sa.Connection, **params: Any) -> int:
     row = _one(conn, INSERT_BLACKOUT, params)
@@ -324,10 +308,6 @@ def due_cron_blackouts(conn: sa.Connection, *, limit: int) -> list[Row]:
 
 def move_blackout_window(conn: sa.Connection, blackout_id: int, start: dt.datetime, end: dt.datetime) -> None:
     conn.execute(MOVE_BLACKOUT_WINDOW, {"id": blackout_id, "window_start": start, "window_end": end})
-
-
-def wake_blackout(conn: sa.Connection, *, tenant_id: int, source_id: int | None, limit: int = 10_000) -> int:
-    return len(conn.execute(WAKE_BLACKOUT, {"tenant_id": tenant_id, "source_id": source_id, "limit": limit}).all())
 
 
 # -- quotas and backlog limits ------------------------------------------------------------

@@ -9,10 +9,7 @@ processes is the slow part); every test starts from an empty ledger (`ledger` fi
 from __future__ import annotations
 
 import hashlib
-import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,8 +17,7 @@ import sqlalchemy as sa
 
 from core import control
 from core.domain.auth import Principal
-from tests.conftest import Services, orch_env, start_orch, stop_process, wait_until
-from worker import broker as broker_mod
+from tests.conftest import Services, Stack, running_stack, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -33,72 +29,11 @@ THREADS = 4
 # -- helpers ------------------------------------------------------------------------------
 
 
-def tail(path: Path, lines: int = 150) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError as exc:
-        return f"(no log {path}: {exc})"
-    return f"--- {path.name} (last {lines} lines) ---\n" + "\n".join(text.splitlines()[-lines:])
-
-
-@dataclass
-class Stack:
-    """The module's worker pool and scheduler, and a broker on their namespace."""
-
-    namespace: str
-    broker: broker_mod.OrchRedisBroker
-    worker: Any
-    scheduler: Any
-    worker_log: Path
-    scheduler_log: Path
-
-    @property
-    def doorbell(self) -> broker_mod.RedisDoorbell:
-        return broker_mod.RedisDoorbell(self.broker)
-
-    def logs(self) -> str:
-        return tail(self.worker_log) + "\n" + tail(self.scheduler_log)
-
-    def check_alive(self) -> None:
-        for name, proc in (("worker", self.worker), ("scheduler", self.scheduler)):
-            assert proc.poll() is None, f"{name} exited with {proc.returncode}\n{self.logs()}"
-
-
 @pytest.fixture(scope="module")
 def stack(services: Services, engine: sa.Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    namespace = f"orchtest-{uuid.uuid4().hex[:10]}"
     logdir = tmp_path_factory.mktemp("lifecycle")
-    env = orch_env(services, namespace, ORCH_SCHEDULER_INTERVAL_S="0.2", ORCH_SHUTDOWN_GRACE_S="2")
-    broker = broker_mod.build_broker(services.redis_url, namespace=namespace)
-    worker_log, scheduler_log = logdir / "worker.log", logdir / "scheduler.log"
-    worker = start_orch(["worker", "--processes", str(PROCESSES), "--threads", str(THREADS)], env, worker_log)
-    scheduler = start_orch(["scheduler"], env, scheduler_log)
-    s = Stack(namespace, broker, worker, scheduler, worker_log, scheduler_log)
-    try:
-        wait_until(
-            lambda: (
-                worker_log.read_text(errors="replace").count(" ready: queues=") >= PROCESSES
-                or worker.poll() is not None
-            ),
-            timeout=60,
-            what="the worker processes to be ready",
-        )
-        wait_until(
-            lambda: (
-                "is the scheduler leader" in scheduler_log.read_text(errors="replace") or scheduler.poll() is not None
-            ),
-            timeout=60,
-            what="the scheduler to lead",
-        )
-        s.check_alive()
+    with running_stack(services, logdir, processes=PROCESSES, threads=THREADS) as s:
         yield s
-    finally:
-        codes = {"worker": stop_process(worker), "scheduler": stop_process(scheduler)}
-        keys = list(broker.client.scan_iter(f"{namespace}:*"))
-        if keys:
-            broker.client.delete(*keys)
-        broker.client.close()
-        assert codes == {"worker": 0, "scheduler": 0}, f"unclean exit {codes}\n{s.logs()}"
 
 
 def submit(
