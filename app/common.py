@@ -441,22 +441,22 @@ def _source_action(
             act = control.pause if action.kind == "pause" else control.resume
             done = act(engine, principal, **where, reason=reason, ticket=ticket)
             if action.kind == "pause":
-                message = "paused" if done["changed"] else "already paused"
+                message = "paused" if done.changed else "already paused"
             else:
-                message = f"resumed, {done['released']} waiting jobs released" if done["changed"] else "was not paused"
+                message = f"resumed, {done.released} waiting jobs released" if done.changed else "was not paused"
         elif action.kind == "reset_circuit":
             done = control.reset_circuit(engine, principal, **where, reason=reason, ticket=ticket)
             message = (
-                f"circuit closed (was {labels.CIRCUIT_LABELS.get(str(done['old_state']), done['old_state'])}),"
-                f" {done['released']} waiting jobs released"
+                f"circuit closed (was {labels.CIRCUIT_LABELS.get(str(done.old_state), done.old_state)}),"
+                f" {done.released} waiting jobs released"
             )
         elif action.kind == "throttle":
             done = control.throttle_source(engine, principal, **where, **inputs, reason=reason, ticket=ticket)
-            old = "none" if done["old_rate"] is None else f"{done['old_rate']:g}/s"
-            message = f"rate {old} -> {done['rate']:g}/s, burst {done['burst']:g}"
+            old = "none" if done.old_rate is None else f"{done.old_rate:g}/s"
+            message = f"rate {old} -> {done.rate:g}/s, burst {done.burst:g}"
         else:
             done = control.add_blackout(engine, principal, **where, **inputs, reason=reason, ticket=ticket)
-            message = f"blackout {done['id']}, next window {done['window_start']} to {done['window_end']}"
+            message = f"blackout {done.id}, next window {done.window_start} to {done.window_end}"
     except errors.InvalidInput:
         raise
     except errors.OrchError as exc:

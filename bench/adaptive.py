@@ -106,9 +106,9 @@ def measure(db_url: str, redis_url: str, a: argparse.Namespace) -> Run:
     from core import control
     from core.domain.auth import local_principal
     from core.ledger import db
-    from worker import broker as broker_mod
-    from worker import pool
-    from worker.upstream_sim import FeedConfig, UpstreamSim
+    from worker.devtools.upstream_sim import FeedConfig, UpstreamSim
+    from worker.runtime import broker as broker_mod
+    from worker.runtime import pool
 
     namespace = f"bench-ad-{uuid.uuid4().hex[:8]}"
     settings = throughput.use_ledger(db_url, redis_url, namespace)
@@ -204,7 +204,7 @@ def measure(db_url: str, redis_url: str, a: argparse.Namespace) -> Run:
 
     with engine.connect() as conn:
         bucket_id = conn.execute(
-            sa.text("SELECT bucket_id FROM sources WHERE id = :id"), {"id": src["id"]}
+            sa.text("SELECT bucket_id FROM sources WHERE id = :id"), {"id": src.id}
         ).scalar_one()
         changes = [
             (float(at), None if old is None else float(old), float(new), reason)

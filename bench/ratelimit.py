@@ -55,8 +55,8 @@ def measure(db_url: str, redis_url: str, a: argparse.Namespace) -> dict[str, Any
     from core import control
     from core.domain.auth import local_principal
     from core.ledger import db
-    from worker import broker as broker_mod
-    from worker import pool
+    from worker.runtime import broker as broker_mod
+    from worker.runtime import pool
 
     namespace = f"bench-rl-{uuid.uuid4().hex[:8]}"
     settings = throughput.use_ledger(db_url, redis_url, namespace)

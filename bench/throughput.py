@@ -150,8 +150,8 @@ def run_orch(
     from core.ledger import db
     from core.ledger import jobs as ledger
     from core.settings import get_settings
-    from worker import broker as broker_mod
-    from worker import pool
+    from worker.runtime import broker as broker_mod
+    from worker.runtime import pool
 
     namespace = f"bench-orch-{uuid.uuid4().hex[:8]}"
     os.environ.update(
@@ -268,7 +268,7 @@ def run_orch(
 
 def resolve_urls() -> tuple[str, str, object]:
     from core.settings import get_settings
-    from worker import services
+    from worker.devtools import services
 
     s = get_settings()
     if s.database_url and s.redis_url:
@@ -375,7 +375,7 @@ def _wait_for_leader(db_url: str, sched: subprocess.Popen[bytes], log: Path, tim
     its denied jobs wait for the scheduler's start-up instead of their not_before."""
     import sqlalchemy as sa
 
-    from worker import scheduler
+    from worker.runtime import scheduler
 
     engine = sa.create_engine(db_url, poolclass=sa.pool.NullPool)
     deadline = time.monotonic() + timeout_s
@@ -413,7 +413,7 @@ def worker_stack(
     not_before) and a supervised pool of `processes` x `threads` workers, as `orch up` runs
     them; both stopped on exit, also on Ctrl-C. The scheduler's log is kept only if it
     exited on its own."""
-    from worker import pool
+    from worker.runtime import pool
 
     log_dir = Path(tempfile.mkdtemp(prefix="orch-bench-"))
     sched_log = log_dir / "scheduler.log"

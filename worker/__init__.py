@@ -1,1 +1,3 @@
-"""Orch processes around the ledger: worker pool, scheduler, CLI, embedded services."""
+"""Orch processes around the ledger, one concern a room: sdk (what job authors write
+against), jobtypes (the built-in job types), runtime (broker, actors, pump, pool, scheduler,
+exporter), cli (the `orch` command) and devtools (embedded servers, demo, simulator)."""

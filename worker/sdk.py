@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from core.domain import backoff, errors
 from core.domain.failures import ErrorClass, parse_error_class
-from core.ledger.jobs import JobTypeRow
+from core.domain.jobtypes import JobTypeRow
 
 Handler = Callable[["JobContext"], object]
 
@@ -132,7 +132,7 @@ def registry() -> Mapping[str, HandlerSpec]:
 
 
 class LedgerPort(Protocol):
-    """What a JobContext needs from the worker process (implemented by worker.pump.Pump)."""
+    """What a JobContext needs from the worker process (implemented by worker.runtime.pump.Pump)."""
 
     def renew_now(self, job: ActiveJob) -> None: ...
     def progress(self, job: ActiveJob, fraction: float, message: str | None) -> None: ...
@@ -165,6 +165,8 @@ class ActiveJob:
     cancel_requested: bool = False
     lease_lost: bool = False
     next_renew: float = 0.0
+    #: Log lines written so far in this attempt (each line's number is its key).
+    log_lines: int = 0
 
 
 class JobContext:

@@ -19,6 +19,8 @@ class Scope(StrEnum):
 
 
 ALL_SCOPES: frozenset[Scope] = frozenset(Scope)
+#: The names of the scopes this version knows (a token may carry others, which it ignores).
+SCOPE_NAMES: frozenset[str] = frozenset(s.value for s in Scope)
 
 
 @dataclass(frozen=True, slots=True)

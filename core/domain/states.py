@@ -1,4 +1,5 @@
-"""The job state machine: the one table of allowed transitions (DESIGN.md section 3).
+"""The job state machine: the one table of allowed transitions (docs/design.md, "The job
+state machine"), and why a waiting job waits.
 
 Everything else (the ledger's compare-and-set, the database's job_transitions table,
 the diagram in docs/) is derived from or checked against TRANSITIONS.
@@ -40,6 +41,22 @@ class Event(StrEnum):
     LEASE_EXPIRED = "lease_expired"
     CANCEL = "cancel"
     THROTTLE = "throttle"
+
+
+class WaitReason(StrEnum):
+    """Why a throttled job waits (jobs.wait_reason and job_history.wait_reason; the database
+    checks both against these values). In the order admission checks them."""
+
+    PAUSED = "paused"
+    BLACKOUT = "blackout"
+    CIRCUIT_OPEN = "circuit_open"
+    QUOTA = "quota"
+    RATE_LIMITED = "rate_limited"
+    BACKPRESSURE = "backpressure"
+
+
+#: Every wait reason, in admission's order.
+WAIT_REASONS: tuple[str, ...] = tuple(r.value for r in WaitReason)
 
 
 class Transition(NamedTuple):
@@ -84,7 +101,8 @@ INITIAL: frozenset[State] = frozenset({S.PENDING, S.QUEUED, S.THROTTLED})
 
 TERMINAL: frozenset[State] = frozenset({S.SUCCEEDED, S.DEAD_LETTERED, S.CANCELED, S.UPSTREAM_FAILED})
 
-#: States in which a worker holds a lease on the job.
+#: States in which a worker holds a lease on the job; such a job also holds an active slot of
+#: its quota and source (the database's orch_holds_slot says the same, checked by a test).
 LEASED_STATES: frozenset[State] = frozenset({S.LEASED, S.RUNNING})
 
 #: States a job waits in until its not_before passes.

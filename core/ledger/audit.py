@@ -1,20 +1,27 @@
-"""The audit log: append-only, hash-chained rows, and API tokens. Functions take a
-Connection and never commit."""
+"""The audit log: append-only, hash-chained rows, one chain per tenant (and one for actions
+that span tenants), and API tokens. Functions take a Connection and never commit.
+
+Rows written before chains were per tenant form the legacy chain: one chain over the whole
+log in id order, from GENESIS. Every per-tenant chain starts from the legacy chain's last
+hash (its anchor), so the two meet at one hash (docs/adr/0012-audit-chains-per-tenant.md).
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 
-#: Serialises appends so each row's prev_hash is the hash of the row before it.
-AUDIT_LOCK_KEY = 7424853
+from core.ledger.statements import stmt
+
 GENESIS = "0" * 64
+#: The chain of actions that span tenants (no tenant name can start with '*').
+CROSS_TENANT = "*"
 
 
 @dataclass(frozen=True)
@@ -29,46 +36,45 @@ class AuditEntry:
     details: Mapping[str, Any]
 
 
-def row_hash(prev_hash: str, at: dt.datetime, e: AuditEntry) -> str:
-    """sha256 over the previous hash and the row's canonical JSON."""
-    body = json.dumps(
-        {
-            "at": at.astimezone(dt.UTC).isoformat(),
-            "subject": e.subject,
-            "scopes": sorted(e.scopes),
-            "action": e.action,
-            "target": e.target,
-            "tenant": e.tenant,
-            "reason": e.reason,
-            "ticket": e.ticket,
-            "details": e.details,
-        },
-        sort_keys=True,
-        separators=(",", ":"),
-        default=str,
-    )
+def chain_of(tenant: str | None) -> str:
+    """The chain an entry of `tenant` belongs to."""
+    return CROSS_TENANT if tenant is None else tenant
+
+
+def row_hash(
+    prev_hash: str, at: dt.datetime, e: AuditEntry, *, chain: str | None = None, seq: int | None = None
+) -> str:
+    """sha256 over the previous hash and the row's canonical JSON. Rows of a chain also cover
+    their chain and place in it; legacy rows (chain None) keep the format they were written in."""
+    fields: dict[str, Any] = {
+        "at": at.astimezone(dt.UTC).isoformat(),
+        "subject": e.subject,
+        "scopes": sorted(e.scopes),
+        "action": e.action,
+        "target": e.target,
+        "tenant": e.tenant,
+        "reason": e.reason,
+        "ticket": e.ticket,
+        "details": e.details,
+    }
+    if chain is not None:
+        fields["chain"] = chain
+        fields["seq"] = seq
+    body = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256((prev_hash + body).encode()).hexdigest()
 
 
 def append(conn: sa.Connection, entry: AuditEntry) -> int:
-    """Append one row in the caller's transaction (which must commit for it to count)."""
-    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": AUDIT_LOCK_KEY})
-    # A new statement after the lock: under READ COMMITTED its snapshot sees every row
-    # appended before we got the lock. Microseconds survive the timestamptz round trip.
-    prev, at = conn.execute(
-        sa.text(
-            "SELECT (SELECT hash FROM audit_log ORDER BY id DESC LIMIT 1),"
-            " date_trunc('microseconds', clock_timestamp())"
-        )
-    ).one()
-    prev_hash = prev or GENESIS
-    digest = row_hash(prev_hash, at, entry)
+    """Append one row to its chain in the caller's transaction (which must commit for it to
+    count). Holds the chain's head row until commit: appends of one tenant take turns, other
+    tenants' never wait."""
+    chain = chain_of(entry.tenant)
+    head = conn.execute(stmt("lock_audit_chain"), {"chain": chain}).mappings().one()
+    seq = int(head["head_seq"]) + 1
+    prev_hash, at = str(head["head_hash"]), head["at"]
+    digest = row_hash(prev_hash, at, entry, chain=chain, seq=seq)
     row_id = conn.execute(
-        sa.text(
-            "INSERT INTO audit_log (at, subject, scopes, action, target, tenant, reason, ticket, details,"
-            " prev_hash, hash) VALUES (:at, :subject, :scopes, :action, :target, :tenant, :reason, :ticket,"
-            " CAST(:details AS jsonb), :prev_hash, :hash) RETURNING id"
-        ),
+        stmt("append_audit"),
         {
             "at": at,
             "subject": entry.subject,
@@ -81,6 +87,8 @@ def append(conn: sa.Connection, entry: AuditEntry) -> int:
             "details": json.dumps(entry.details, sort_keys=True, default=str),
             "prev_hash": prev_hash,
             "hash": digest,
+            "chain": chain,
+            "seq": seq,
         },
     ).scalar_one()
     return int(row_id)
@@ -94,6 +102,7 @@ def rows(
     subject: str | None = None,
     limit: int = 100,
 ) -> list[sa.RowMapping]:
+    """Entries, newest first, filtered by tenant set, action and subject."""
     where = ["true"]
     params: dict[str, Any] = {"limit": limit}
     if tenants is not None:
@@ -116,33 +125,104 @@ def rows(
 class Verdict:
     ok: bool
     rows: int
+    chains: int = 0
     first_bad_id: int | None = None
+    #: The chain the bad row is on ("legacy" for the chain before per-tenant chains).
+    chain: str | None = None
     problem: str | None = None
 
 
-def verify(conn: sa.Connection) -> Verdict:
-    """Recompute the chain from the first row; the first row whose stored hash, prev_hash or
-    id sequence does not fit is named (an altered row, or the row after a removed one)."""
-    prev_hash = GENESIS
-    expected_id: int | None = None
-    count = 0
-    result = conn.execution_options(stream_results=True, yield_per=1000).execute(
-        sa.text("SELECT * FROM audit_log ORDER BY id")
+LEGACY = "legacy"
+
+
+def _entry(r: sa.RowMapping) -> AuditEntry:
+    return AuditEntry(
+        r["subject"], r["scopes"], r["action"], r["target"], r["tenant"], r["reason"], r["ticket"], r["details"]
     )
-    for r in result.mappings():
+
+
+def _stream(conn: sa.Connection, statement: sa.TextClause, params: Mapping[str, Any]) -> Iterable[sa.RowMapping]:
+    return conn.execution_options(stream_results=True, yield_per=1000).execute(statement, dict(params)).mappings()
+
+
+def verify_legacy(conn: sa.Connection) -> Verdict:
+    """The chain of rows written before chains were per tenant: in id order from GENESIS,
+    ending where migration 0004 recorded its end."""
+    legacy = conn.execute(stmt("audit_legacy")).mappings().one()
+    prev_hash, expected_id, count, last_id = GENESIS, None, 0, None
+    for r in _stream(conn, stmt("legacy_audit_rows"), {}):
         count += 1
+        bad = None
         if expected_id is not None and r["id"] != expected_id:
-            return Verdict(False, count, r["id"], f"rows {expected_id}..{r['id'] - 1} are missing")
-        if r["prev_hash"] != prev_hash:
-            return Verdict(False, count, r["id"], "prev_hash does not match the previous row (a row was removed)")
-        entry = AuditEntry(
-            r["subject"], r["scopes"], r["action"], r["target"], r["tenant"], r["reason"], r["ticket"], r["details"]
+            bad = f"rows {expected_id}..{r['id'] - 1} are missing"
+        elif r["prev_hash"] != prev_hash:
+            bad = "prev_hash does not match the previous row (a row was removed)"
+        elif row_hash(prev_hash, r["at"], _entry(r)) != r["hash"]:
+            bad = "the row's content does not match its hash (it was altered)"
+        if bad is not None:
+            return Verdict(False, count, 1, r["id"], LEGACY, bad)
+        prev_hash, expected_id, last_id = r["hash"], r["id"] + 1, r["id"]
+    if (last_id, prev_hash) != (legacy["last_id"], legacy["last_hash"]):
+        return Verdict(
+            False,
+            count,
+            1,
+            legacy["last_id"],
+            LEGACY,
+            f"the legacy chain ends at row {last_id} but was closed at row {legacy['last_id']} (rows were removed)",
         )
-        if row_hash(prev_hash, r["at"], entry) != r["hash"]:
-            return Verdict(False, count, r["id"], "the row's content does not match its hash (it was altered)")
-        prev_hash = r["hash"]
-        expected_id = r["id"] + 1
-    return Verdict(True, count)
+    return Verdict(True, count, 1 if count else 0)
+
+
+def verify_chain(conn: sa.Connection, head: sa.RowMapping) -> Verdict:
+    """One per-tenant chain: seq 1, 2, ... from its anchor, each hash over the one before,
+    ending at the head its head row records."""
+    chain = str(head["chain"])
+    prev_hash, count, last_id = str(head["anchor_hash"]), 0, None
+    for r in _stream(conn, stmt("chain_audit_rows"), {"chain": chain}):
+        count += 1
+        bad = None
+        if r["chain_seq"] != count:
+            bad = f"rows {count}..{r['chain_seq'] - 1} of the chain are missing"
+        elif r["prev_hash"] != prev_hash:
+            bad = "prev_hash does not match the previous row of the chain (a row was removed)"
+        elif row_hash(prev_hash, r["at"], _entry(r), chain=chain, seq=count) != r["hash"]:
+            bad = "the row's content does not match its hash (it was altered)"
+        if bad is not None:
+            return Verdict(False, count, 1, r["id"], chain, bad)
+        prev_hash, last_id = r["hash"], r["id"]
+    if count != head["head_seq"] or prev_hash != head["head_hash"]:
+        where = head["head_id"] if last_id is None or count < head["head_seq"] else last_id
+        return Verdict(
+            False,
+            count,
+            1,
+            where,
+            chain,
+            f"the chain holds {count} rows but its head says {head['head_seq']} (rows were removed)",
+        )
+    return Verdict(True, count, 1)
+
+
+def verify(conn: sa.Connection) -> Verdict:
+    """Every chain: the legacy one, then each tenant's and the cross-tenant one. The first
+    row that does not fit is named (an altered row, or the row after a removed one)."""
+    total = verify_legacy(conn)
+    if not total.ok:
+        return total
+    rows_seen, chains = total.rows, total.chains
+    heads = list(conn.execute(stmt("audit_chains")).mappings())
+    known = {str(h["chain"]) for h in heads}
+    for name in sorted(str(r[0]) for r in conn.execute(stmt("audit_chain_names"))):
+        if name not in known:
+            return Verdict(False, rows_seen, chains, None, name, "rows name a chain that has no head row")
+    for head in heads:
+        v = verify_chain(conn, head)
+        rows_seen += v.rows
+        chains += 1
+        if not v.ok:
+            return Verdict(False, rows_seen, chains, v.first_bad_id, v.chain, v.problem)
+    return Verdict(True, rows_seen, chains)
 
 
 def insert_token(
@@ -154,28 +234,19 @@ def insert_token(
     scopes: Sequence[str],
     created_by: str,
 ) -> int:
-    return int(
-        conn.execute(
-            sa.text(
-                "INSERT INTO api_tokens (token_sha256, subject, tenants, scopes, created_by)"
-                " VALUES (:h, :subject, :tenants, :scopes, :by) RETURNING id"
-            ),
-            {
-                "h": token_sha256,
-                "subject": subject,
-                "tenants": None if tenants is None else sorted(tenants),
-                "scopes": sorted(scopes),
-                "by": created_by,
-            },
-        ).scalar_one()
-    )
+    params = {
+        "h": token_sha256,
+        "subject": subject,
+        "tenants": None if tenants is None else sorted(tenants),
+        "scopes": sorted(scopes),
+        "by": created_by,
+    }
+    return int(conn.execute(stmt("insert_token"), params).scalar_one())
 
 
 def find_token(conn: sa.Connection, token_sha256: str) -> sa.RowMapping | None:
-    return (
-        conn.execute(
-            sa.text("SELECT * FROM api_tokens WHERE token_sha256 = :h AND revoked_at IS NULL"), {"h": token_sha256}
-        )
-        .mappings()
-        .first()
-    )
+    return conn.execute(stmt("find_token"), {"h": token_sha256}).mappings().first()
+
+
+def set_token_scopes(conn: sa.Connection, *, token_sha256: str, scopes: Sequence[str]) -> None:
+    conn.execute(stmt("set_token_scopes"), {"h": token_sha256, "scopes": sorted(scopes)})

@@ -58,6 +58,14 @@ def create_engine(
     )
 
 
+def constraint_name(exc: sa.exc.DBAPIError) -> str | None:
+    """The constraint a database error names (psycopg's diag.constraint_name), if any: how
+    callers tell one violated rule from another, never by the message text."""
+    diag = getattr(exc.orig, "diag", None)
+    name = getattr(diag, "constraint_name", None)
+    return None if name is None else str(name)
+
+
 def describe(url: sa.URL | str) -> str:
     """A URL safe to print: no password."""
     return sa.make_url(url).render_as_string(hide_password=True)

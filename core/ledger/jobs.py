@@ -1,4 +1,5 @@
-"""Job ledger statements, one function per statement of core/ledger/sql.py.
+"""Job ledger statements: one function per statement of core/ledger/sql/statements/jobs.sql
+(named alike) and per transition of core/ledger/statements.py.
 
 Every function takes a Connection and never commits. Batch functions take parallel lists
 (one element per job) and return the rows that actually changed: a missing row means the
@@ -17,7 +18,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from core.domain import fingerprints as fp
-from core.ledger import sql
+from core.domain.jobtypes import JobTypeRow
+from core.ledger.statements import stmt, transition
 
 Row = sa.RowMapping
 
@@ -49,12 +51,12 @@ class NewJob:
 
 
 def ensure_tenants(conn: sa.Connection, names: Sequence[str]) -> dict[str, int]:
-    rows = _rows(conn, sql.ENSURE_TENANTS, {"names": list(names)})
+    rows = _rows(conn, stmt("ensure_tenants"), {"names": list(names)})
     return {r["name"]: r["id"] for r in rows}
 
 
 def allocate_job_ids(conn: sa.Connection, n: int) -> list[int]:
-    return [r[0] for r in conn.execute(sql.ALLOCATE_JOB_IDS, {"n": n})]
+    return [r[0] for r in conn.execute(stmt("allocate_job_ids"), {"n": n})]
 
 
 def insert_jobs(conn: sa.Connection, jobs: Sequence[NewJob], *, actor: str, reason: str | None) -> set[int]:
@@ -88,13 +90,13 @@ def insert_jobs(conn: sa.Connection, jobs: Sequence[NewJob], *, actor: str, reas
         "actor": actor,
         "reason": reason,
     }
-    return {r[0] for r in conn.execute(sql.INSERT_JOBS, params)}
+    return {r[0] for r in conn.execute(stmt("insert_jobs"), params)}
 
 
 def find_idempotent_jobs(conn: sa.Connection, keys: Sequence[tuple[int, str]]) -> dict[tuple[int, str], Row]:
     rows = _rows(
         conn,
-        sql.FIND_IDEMPOTENT_JOBS,
+        stmt("find_idempotent_jobs"),
         {"tenant_id": [k[0] for k in keys], "idem": [k[1] for k in keys]},
     )
     return {(r["tenant_id"], r["idempotency_key"]): r for r in rows}
@@ -105,7 +107,7 @@ def claim_jobs(conn: sa.Connection, *, queue: str, limit: int, owner: str, job_t
     (best priority, then oldest)."""
     return _rows(
         conn,
-        sql.transition("claim_jobs"),
+        transition("claim_jobs"),
         {"queue": queue, "limit": limit, "owner": owner, "actor": owner, "job_types": list(job_types)},
     )
 
@@ -117,18 +119,18 @@ def claim_and_start_jobs(
     start at once. Rows carry the new attempt number and everything the handler needs."""
     return _rows(
         conn,
-        sql.transition("claim_and_start_jobs"),
+        transition("claim_and_start_jobs"),
         {"queue": queue, "limit": limit, "owner": owner, "actor": owner, "job_types": list(job_types)},
     )
 
 
 def ack_jobs(conn: sa.Connection, ids: Sequence[int], leases: Sequence[uuid.UUID], *, actor: str) -> list[Row]:
     """leased -> running; counts the attempt."""
-    return _rows(conn, sql.transition("ack_jobs"), {"id": list(ids), "lease_id": list(leases), "actor": actor})
+    return _rows(conn, transition("ack_jobs"), {"id": list(ids), "lease_id": list(leases), "actor": actor})
 
 
 def succeed_jobs(conn: sa.Connection, ids: Sequence[int], leases: Sequence[uuid.UUID], *, actor: str) -> list[Row]:
-    return _rows(conn, sql.transition("succeed_jobs"), {"id": list(ids), "lease_id": list(leases), "actor": actor})
+    return _rows(conn, transition("succeed_jobs"), {"id": list(ids), "lease_id": list(leases), "actor": actor})
 
 
 def fail_retryable_jobs(
@@ -144,7 +146,7 @@ def fail_retryable_jobs(
 ) -> list[Row]:
     return _rows(
         conn,
-        sql.transition("fail_retryable_jobs"),
+        transition("fail_retryable_jobs"),
         {
             "id": list(ids),
             "lease_id": list(leases),
@@ -170,7 +172,7 @@ def fail_final_jobs(
 ) -> list[Row]:
     return _rows(
         conn,
-        sql.transition("fail_final_jobs"),
+        transition("fail_final_jobs"),
         {
             "id": list(ids),
             "lease_id": list(leases),
@@ -195,7 +197,7 @@ def throttle_jobs(
     """running -> throttled after an upstream 429; the attempt is given back."""
     return _rows(
         conn,
-        sql.transition("throttle_jobs"),
+        transition("throttle_jobs"),
         {
             "id": list(ids),
             "lease_id": list(leases),
@@ -220,7 +222,7 @@ def record_outcomes(
     kind 'ok', 'fail' (counts against the circuit) or 'throttled' (an upstream 429)."""
     if sources:
         conn.execute(
-            sql.RECORD_OUTCOMES,
+            stmt("record_outcomes"),
             {
                 "source": list(sources),
                 "kind": list(kinds),
@@ -240,42 +242,55 @@ def _fingerprints(given: Sequence[str] | None, error_classes: Sequence[str], mes
 def cancel_running_jobs(
     conn: sa.Connection, ids: Sequence[int], leases: Sequence[uuid.UUID], *, actor: str
 ) -> list[Row]:
-    return _rows(
-        conn, sql.transition("cancel_running_jobs"), {"id": list(ids), "lease_id": list(leases), "actor": actor}
-    )
+    return _rows(conn, transition("cancel_running_jobs"), {"id": list(ids), "lease_id": list(leases), "actor": actor})
 
 
 def cancel_waiting_jobs(conn: sa.Connection, ids: Sequence[int], *, actor: str, reason: str | None) -> list[Row]:
-    return _rows(conn, sql.transition("cancel_waiting_jobs"), {"id": list(ids), "actor": actor, "reason": reason})
+    return _rows(conn, transition("cancel_waiting_jobs"), {"id": list(ids), "actor": actor, "reason": reason})
+
+
+def lock_jobs(conn: sa.Connection, job_ids: Sequence[int]) -> list[Row]:
+    """The jobs (with their tenant's name), locked in id order until the transaction ends."""
+    return _rows(conn, stmt("lock_jobs"), {"ids": list(job_ids)})
+
+
+def tenant_id(conn: sa.Connection, name: str) -> int | None:
+    value = conn.execute(stmt("tenant_id"), {"name": name}).scalar()
+    return None if value is None else int(value)
+
+
+def make_retry_due(conn: sa.Connection, job_id: int) -> bool:
+    """A retrying job is due now; False when it is not retrying."""
+    return conn.execute(stmt("make_retry_due"), {"id": job_id}).rowcount > 0
 
 
 def request_cancel(conn: sa.Connection, job_id: int) -> bool:
-    return conn.execute(sql.REQUEST_CANCEL, {"id": job_id}).first() is not None
+    return conn.execute(stmt("request_cancel"), {"id": job_id}).first() is not None
 
 
 def reap_leased_jobs(conn: sa.Connection, *, limit: int, actor: str) -> list[Row]:
-    return _rows(conn, sql.transition("reap_leased_jobs"), {"limit": limit, "actor": actor})
+    return _rows(conn, transition("reap_leased_jobs"), {"limit": limit, "actor": actor})
 
 
 def reap_running_jobs(conn: sa.Connection, *, limit: int, actor: str) -> list[Row]:
-    return _rows(conn, sql.transition("reap_running_jobs"), {"limit": limit, "actor": actor})
+    return _rows(conn, transition("reap_running_jobs"), {"limit": limit, "actor": actor})
 
 
 def release_due_jobs(conn: sa.Connection, *, limit: int, actor: str) -> list[Row]:
-    return _rows(conn, sql.transition("release_due_jobs"), {"limit": limit, "actor": actor})
+    return _rows(conn, transition("release_due_jobs"), {"limit": limit, "actor": actor})
 
 
 def renew_leases(
     conn: sa.Connection, ids: Sequence[int], leases: Sequence[uuid.UUID], lease_s: Sequence[float]
 ) -> dict[int, bool]:
     """Extend leases; returns {job_id: cancel_requested} for the leases still held."""
-    rows = conn.execute(sql.RENEW_LEASES, {"id": list(ids), "lease_id": list(leases), "lease_s": list(lease_s)})
+    rows = conn.execute(stmt("renew_leases"), {"id": list(ids), "lease_id": list(leases), "lease_s": list(lease_s)})
     return {r[0]: r[1] for r in rows}
 
 
 def expire_leases(conn: sa.Connection, ids: Sequence[int], leases: Sequence[uuid.UUID]) -> None:
     if ids:
-        conn.execute(sql.EXPIRE_LEASES, {"id": list(ids), "lease_id": list(leases)})
+        conn.execute(stmt("expire_leases"), {"id": list(ids), "lease_id": list(leases)})
 
 
 def set_progress(
@@ -286,7 +301,7 @@ def set_progress(
     messages: Sequence[str | None],
 ) -> None:
     conn.execute(
-        sql.SET_PROGRESS,
+        stmt("set_progress"),
         {"id": list(ids), "lease_id": list(leases), "fraction": list(fractions), "message": list(messages)},
     )
 
@@ -295,14 +310,33 @@ def insert_logs(
     conn: sa.Connection,
     ids: Sequence[int],
     attempts: Sequence[int],
+    seqs: Sequence[int],
     ats: Sequence[dt.datetime],
     levels: Sequence[str],
     messages: Sequence[str],
 ) -> None:
+    """Append log lines; a line whose (job, attempt, seq) is stored already is skipped, so
+    writing a batch twice writes it once."""
     conn.execute(
-        sql.INSERT_LOGS,
-        {"id": list(ids), "attempt": list(attempts), "at": list(ats), "level": list(levels), "message": list(messages)},
+        stmt("insert_logs"),
+        {
+            "id": list(ids),
+            "attempt": list(attempts),
+            "seq": list(seqs),
+            "at": list(ats),
+            "level": list(levels),
+            "message": list(messages),
+        },
     )
+
+
+def outcomes_written(
+    conn: sa.Connection, ids: Sequence[int], leases: Sequence[uuid.UUID], states: Sequence[str]
+) -> set[int]:
+    """The jobs among `ids` that are in one of `states` under the given leases: outcomes a
+    retried write finds already committed."""
+    rows = conn.execute(stmt("outcomes_written"), {"id": list(ids), "lease_id": list(leases), "states": list(states)})
+    return {int(r[0]) for r in rows}
 
 
 def insert_artifact(
@@ -317,7 +351,7 @@ def insert_artifact(
 ) -> int | None:
     """Attach an artifact; None when the caller no longer holds the job's lease."""
     row = conn.execute(
-        sql.INSERT_ARTIFACT,
+        stmt("insert_artifact"),
         {
             "id": job_id,
             "lease_id": lease_id,
@@ -332,38 +366,27 @@ def insert_artifact(
 
 
 def count_ready(conn: sa.Connection, *, queue: str, cap: int) -> int:
-    return int(conn.execute(sql.COUNT_READY, {"queue": queue, "cap": cap}).scalar_one())
+    return int(conn.execute(stmt("count_ready"), {"queue": queue, "cap": cap}).scalar_one())
 
 
 def count_stale_ready(conn: sa.Connection, *, queue: str, grace_s: float, cap: int) -> int:
-    return int(conn.execute(sql.COUNT_STALE_READY, {"queue": queue, "grace_s": grace_s, "cap": cap}).scalar_one())
+    return int(conn.execute(stmt("count_stale_ready"), {"queue": queue, "grace_s": grace_s, "cap": cap}).scalar_one())
 
 
 def mark_rung(conn: sa.Connection, *, queue: str, limit: int) -> list[int]:
-    return [r[0] for r in conn.execute(sql.MARK_RUNG, {"queue": queue, "limit": limit})]
+    return [r[0] for r in conn.execute(stmt("mark_rung"), {"queue": queue, "limit": limit})]
 
 
 def seconds_to_next_due(conn: sa.Connection) -> float | None:
-    value = conn.execute(sql.NEXT_DUE).scalar_one()
+    value = conn.execute(stmt("next_due")).scalar_one()
     return None if value is None else float(value.total_seconds())
-
-
-@dataclass(frozen=True, slots=True)
-class JobTypeRow:
-    name: str
-    queue: str
-    max_attempts: int
-    backoff_base_s: float
-    backoff_cap_s: float
-    lease_s: float
-    heartbeat_s: float
 
 
 def upsert_job_types(conn: sa.Connection, types: Sequence[JobTypeRow]) -> None:
     if not types:
         return
     conn.execute(
-        sql.UPSERT_JOB_TYPES,
+        stmt("upsert_job_types"),
         {
             "name": [t.name for t in types],
             "queue": [t.queue for t in types],
@@ -377,41 +400,39 @@ def upsert_job_types(conn: sa.Connection, types: Sequence[JobTypeRow]) -> None:
 
 
 def job_types(conn: sa.Connection) -> dict[str, JobTypeRow]:
-    rows = conn.execute(
-        sa.text("SELECT name, queue, max_attempts, backoff_base_s, backoff_cap_s, lease_s, heartbeat_s FROM job_types")
-    )
+    rows = conn.execute(stmt("job_types"))
     return {r[0]: JobTypeRow(*r) for r in rows}
 
 
 def queues(conn: sa.Connection) -> list[str]:
     """Every queue some job type uses, plus 'default'."""
-    rows = conn.execute(sa.text("SELECT DISTINCT queue FROM job_types UNION SELECT 'default' ORDER BY 1"))
+    rows = conn.execute(stmt("queues"))
     return [r[0] for r in rows]
 
 
 def insert_event(conn: sa.Connection, *, tenant_id: int | None, kind: str, payload: Mapping[str, Any]) -> None:
     conn.execute(
-        sql.INSERT_EVENT, {"tenant_id": tenant_id, "kind": kind, "payload": json.dumps(payload, sort_keys=True)}
+        stmt("insert_event"), {"tenant_id": tenant_id, "kind": kind, "payload": json.dumps(payload, sort_keys=True)}
     )
 
 
 def queue_depth(conn: sa.Connection) -> list[sa.Row[Any]]:
     """(tenant_id, queue, state, count) for live jobs."""
-    return list(conn.execute(sql.QUEUE_DEPTH))
+    return list(conn.execute(stmt("queue_depth")))
 
 
 def sample_queue_depth(conn: sa.Connection, *, keep_days: int = 7) -> None:
-    conn.execute(sql.SAMPLE_QUEUE_DEPTH)
-    conn.execute(sql.PRUNE_QUEUE_DEPTH, {"days": keep_days})
+    conn.execute(stmt("sample_queue_depth"))
+    conn.execute(stmt("prune_queue_depth"), {"days": keep_days})
 
 
 def oldest_ready(conn: sa.Connection) -> dict[str, float]:
-    return {r[0]: float(r[1]) for r in conn.execute(sql.OLDEST_READY)}
+    return {r[0]: float(r[1]) for r in conn.execute(stmt("oldest_ready"))}
 
 
 def dead_letter_depth(conn: sa.Connection) -> dict[str, int]:
-    return {r[0]: int(r[1]) for r in conn.execute(sql.DEAD_LETTER_DEPTH)}
+    return {r[0]: int(r[1]) for r in conn.execute(stmt("dead_letter_depth"))}
 
 
 def submit_counts(conn: sa.Connection) -> list[sa.Row[Any]]:
-    return list(conn.execute(sql.SUBMIT_COUNTS))
+    return list(conn.execute(stmt("submit_counts")))

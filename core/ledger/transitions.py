@@ -39,6 +39,9 @@ class TransitionSpec:
     #: SQL expressions (error class, fingerprint, message) recorded on the history row of a
     #: failing transition, for error clusters.
     failure: tuple[str, str, str] | None = None
+    #: Further job_history columns and their values (SQL over `src` and `j`), e.g. the wait
+    #: reason of a job sent back to wait.
+    history: tuple[tuple[str, str], ...] = ()
     #: Extra CTEs placed first (e.g. the admission step the sources select from).
     head: str = ""
     #: Other transitions run in the same statement (their CTEs prefixed with their name);
@@ -115,6 +118,10 @@ def _ctes(spec: TransitionSpec, p: str) -> str:
             f",\n        {spec.failure[0]} AS f_class, {spec.failure[1]} AS f_fingerprint,"
             f" {spec.failure[2]} AS f_message"
         )
+    for col, expr in spec.history:
+        columns += f", {col}"
+        failure_cols += f", h_{col}"
+        failure_ret += f",\n        {expr} AS h_{col}"
     if spec.then:
         hops = [(spec.from_states[0], spec.event, spec.to_states[0])]
         for event, nxt in spec.then:

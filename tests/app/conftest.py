@@ -139,6 +139,7 @@ def seed(engine: sa.Engine) -> Seeded:
             conn,
             [rich["id"]] * 2,
             [1, 1],
+            [1, 2],
             [now, now],
             ["info", "warning"],
             ["fetched page 1", "slow upstream, token=abcd1234 retrying"],

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from core import control
 from core.domain.auth import Principal
 from tests.conftest import Services, orch_env, start_orch, stop_process, wait_until
-from worker import broker as broker_mod
+from worker.runtime import broker as broker_mod
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,7 @@ from core import control, queries
 from core.domain import metrics
 from core.domain.auth import Principal
 from tests.dashboards.test_read_models_ledger import JOB_TYPE, seed_flow_control
-from worker import exporter
+from worker.runtime import exporter
 
 
 def _scrape(engine: sa.Engine) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:

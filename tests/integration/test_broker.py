@@ -8,7 +8,7 @@ from typing import Any
 
 from dramatiq.message import Message
 
-from worker import broker as broker_mod
+from worker.runtime import broker as broker_mod
 
 
 def test_encoded_doorbells_are_byte_identical_to_dramatiq_messages() -> None:

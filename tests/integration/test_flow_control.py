@@ -25,7 +25,7 @@ from core.domain import errors
 from core.domain.auth import Principal, Scope
 from core.ledger import jobs as ledger_jobs
 from tests.conftest import ROOT, Services, wait_until
-from worker import scheduler as scheduler_mod
+from worker.runtime import scheduler as scheduler_mod
 
 QUEUE = "default"
 TYPES = ["noop", "sleep", "fail", "flaky", "test.report", "test.retry_after", "test.short_lease"]
@@ -46,7 +46,7 @@ def add_source(
     rate: float | None = None,
     burst: float | None = None,
     max_active: int | None = None,
-) -> dict[str, Any]:
+) -> control.SourceChange:
     return control.add_source(
         engine,
         principal,
@@ -547,7 +547,7 @@ def test_pause_and_resume_a_source(ledger: sa.Engine, principal: Principal) -> N
     held = submit(ledger, principal, 3, source="feed")
     free = submit(ledger, principal, 2, source="other")
     r = control.pause(ledger, principal, tenant=TENANT, source="feed", reason="upstream maintenance", ticket="CHG-1")
-    assert r["changed"] is True
+    assert r.changed is True
     got = claim(ledger, limit=10)
     assert sorted(r["id"] for r in got) == free
     now = db_now(ledger)
@@ -559,14 +559,14 @@ def test_pause_and_resume_a_source(ledger: sa.Engine, principal: Principal) -> N
         assert queries.waiting_by_reason(conn, principal, tenant=TENANT)["paused"] == 3
 
     again = control.pause(ledger, principal, tenant=TENANT, source="feed", reason="twice")
-    assert again["changed"] is False
+    assert again.changed is False
     r = control.resume(ledger, principal, tenant=TENANT, source="feed", reason="maintenance over")
-    assert (r["changed"], r["released"]) == (True, 3)
+    assert (r.changed, r.released) == (True, 3)
     now = db_now(ledger)
     assert all(j["not_before"] <= now for j in jobs(ledger, held).values()), "resume did not release at once"
     assert Scheduler(ledger).release_due() == 3
     assert sorted(r["id"] for r in claim(ledger, limit=10)) == held
-    assert control.resume(ledger, principal, tenant=TENANT, source="feed", reason="again")["changed"] is False
+    assert control.resume(ledger, principal, tenant=TENANT, source="feed", reason="again").changed is False
 
     actions = audit_actions(ledger)
     assert [a for a in actions if a[0] in ("pause", "resume")] == [
@@ -588,7 +588,7 @@ def test_pause_a_job_type_of_a_tenant(ledger: sa.Engine, principal: Principal) -
     got = claim(ledger, limit=10)
     assert sorted(r["id"] for r in got) == sorted(noops + elsewhere)
     assert states(ledger, sleeps) == {"throttled/paused": 2}
-    assert control.resume(ledger, principal, tenant=TENANT, job_type="sleep", reason=REASON)["released"] == 2
+    assert control.resume(ledger, principal, tenant=TENANT, job_type="sleep", reason=REASON).released == 2
     assert Scheduler(ledger).release_due() == 2
     assert sorted(r["id"] for r in claim(ledger, limit=10)) == sleeps
 
@@ -601,8 +601,8 @@ def test_pause_a_whole_tenant(ledger: sa.Engine, principal: Principal) -> None:
     assert sorted(r["id"] for r in claim(ledger, limit=10)) == theirs
     assert states(ledger, mine) == {"throttled/paused": 3}
     # Resuming another scope does not lift the tenant's pause.
-    assert control.resume(ledger, principal, tenant=TENANT, job_type="noop", reason=REASON)["changed"] is False
-    assert control.resume(ledger, principal, tenant=TENANT, reason=REASON)["released"] == 3
+    assert control.resume(ledger, principal, tenant=TENANT, job_type="noop", reason=REASON).changed is False
+    assert control.resume(ledger, principal, tenant=TENANT, reason=REASON).released == 3
     assert Scheduler(ledger).release_due() == 3
     assert sorted(r["id"] for r in claim(ledger, limit=10)) == mine
 
@@ -663,17 +663,17 @@ def test_one_off_blackout_holds_jobs_until_its_end_and_removal_releases_them(
     with ledger.connect() as conn:
         listed = queries.blackouts(conn, principal, tenant=TENANT)
         assert [(x["id"], x["source"], x["active"], x["window_end"]) for x in listed] == [
-            (b["id"], "feed", True, end.isoformat())
+            (b.id, "feed", True, end.isoformat())
         ]
         assert queries.source(conn, principal, tenant=TENANT, name="feed")["health"] == "blackout"
 
-    r = control.remove_blackout(ledger, principal, b["id"], reason="window cancelled")
-    assert (r["removed"], r["released"]) == (True, 2)
+    r = control.remove_blackout(ledger, principal, b.id, reason="window cancelled")
+    assert (r.removed, r.released) == (True, 2)
     assert Scheduler(ledger).release_due() == 2
     assert sorted(r["id"] for r in claim(ledger, limit=10)) == held
     assert [a[0] for a in audit_actions(ledger) if a[0].startswith("blackout")] == ["blackout.add", "blackout.remove"]
     with pytest.raises(errors.NotFound):
-        control.remove_blackout(ledger, principal, b["id"], reason=REASON)
+        control.remove_blackout(ledger, principal, b.id, reason=REASON)
 
 
 def test_tenant_blackout_ends_on_its_own(ledger: sa.Engine, principal: Principal) -> None:
@@ -702,7 +702,7 @@ def test_cron_blackout_window_is_computed_and_moved_on(ledger: sa.Engine, princi
         ledger, principal, tenant=TENANT, cron_expr="*/5 * * * *", duration_s=60, reason="hourly sync", now=now
     )
     start, end = cron.window_at(cron.parse("*/5 * * * *"), dt.timedelta(seconds=60), now)
-    assert (b["window_start"], b["window_end"]) == (start.isoformat(), end.isoformat())
+    assert (b.window_start, b.window_end) == (start.isoformat(), end.isoformat())
     assert end - start == dt.timedelta(seconds=60) and start.minute % 5 == 0 and start.second == 0
 
     # Its window is over (as if the scheduler had been away): the next pass moves it on.
@@ -770,7 +770,7 @@ def wait_past(engine: sa.Engine, when: dt.datetime, what: str) -> None:
 def test_circuit_opens_holds_probes_and_closes(ledger: sa.Engine, principal: Principal) -> None:
     src = add_source(ledger, principal)
     set_circuit(ledger, cb_window=10, cb_min_outcomes=4, cb_failure_ratio=0.5, cb_cooldown_s=2.0, cb_probes=2)
-    sid = src["id"]
+    sid = src.id
 
     record(ledger, sid, ["ok", "fail", "fail"])
     s = source_row(ledger)
@@ -836,7 +836,7 @@ def test_circuit_opens_holds_probes_and_closes(ledger: sa.Engine, principal: Pri
 def test_reset_circuit_closes_it_by_hand(ledger: sa.Engine, principal: Principal) -> None:
     src = add_source(ledger, principal)
     set_circuit(ledger, cb_min_outcomes=2, cb_cooldown_s=600)
-    record(ledger, src["id"], ["fail", "fail"])
+    record(ledger, src.id, ["fail", "fail"])
     assert source_row(ledger)["circuit_state"] == "open"
     ids = submit(ledger, principal, 2, source="feed")
     assert claim(ledger, limit=5) == []
@@ -847,7 +847,7 @@ def test_reset_circuit_closes_it_by_hand(ledger: sa.Engine, principal: Principal
     assert source_row(ledger)["circuit_state"] == "open"
 
     r = control.reset_circuit(ledger, principal, tenant=TENANT, source="feed", reason="upstream fixed", ticket="INC-7")
-    assert (r["old_state"], r["state"], r["released"]) == ("open", "closed", 2)
+    assert (r.old_state, r.state, r.released) == ("open", "closed", 2)
     assert source_row(ledger)["circuit_state"] == "closed"
     assert Scheduler(ledger).release_due() == 2
     assert sorted(r["id"] for r in claim(ledger, limit=5)) == ids
@@ -861,7 +861,7 @@ def test_aimd_halves_on_429_and_climbs_back_on_successes(ledger: sa.Engine, prin
     src = add_source(ledger, principal, rate=10.0, burst=5.0)
     bid = source_row(ledger)["bucket_id"]
     execute(ledger, "UPDATE buckets SET aimd_k = 3, aimd_step = 0.2 WHERE id = :id", id=bid)
-    sid = src["id"]
+    sid = src.id
     started_before = db_now(ledger)
 
     record(ledger, sid, ["throttled"], retry_after=[1.5], started=[started_before])
@@ -921,7 +921,7 @@ def test_manual_throttle_sets_the_rate_and_needs_the_quota_scope(ledger: sa.Engi
     with pytest.raises(errors.InvalidInput):
         control.throttle_source(ledger, principal, tenant=TENANT, source="feed", rate=0, reason=REASON)
     r = control.throttle_source(ledger, principal, tenant=TENANT, source="feed", rate=1.0, burst=1.0, reason="slow")
-    assert (r["old_rate"], r["rate"]) == (10.0, 1.0)
+    assert (r.old_rate, r.rate) == (10.0, 1.0)
     b = bucket_row(ledger, source_row(ledger)["bucket_id"])
     assert (b["rate"], b["base_rate"], b["capacity"]) == (1.0, 1.0, 1.0)
     ids = submit(ledger, principal, 3, source="feed")
@@ -1273,12 +1273,12 @@ def test_raising_a_quota_lets_waiting_jobs_go_at_once(ledger: sa.Engine, princip
     assert [r["id"] for r in claim(ledger, limit=3)] == ids[:1]
     assert states(ledger, ids[1:]) == {"throttled/quota": 2}
     r = control.set_quota(ledger, principal, tenant=TENANT, job_type="noop", max_active=2, reason="more")
-    assert r["released"] == 2
+    assert r.released == 2
     assert Scheduler(ledger).release_due() == 2
     assert [r["id"] for r in claim(ledger, limit=3)] == ids[1:2]
     # Removing the quota lifts the cap.
     r = control.set_quota(ledger, principal, tenant=TENANT, job_type="noop", reason="no cap")
-    assert (r["changed"], r["released"]) == (True, 1)
+    assert (r.changed, r.released) == (True, 1)
     assert Scheduler(ledger).release_due() == 1
     assert [r["id"] for r in claim(ledger, limit=3)] == ids[2:]
     with ledger.connect() as conn:
@@ -1288,7 +1288,7 @@ def test_raising_a_quota_lets_waiting_jobs_go_at_once(ledger: sa.Engine, princip
 def test_changing_a_sources_rate_logs_the_old_rate(ledger: sa.Engine, principal: Principal) -> None:
     add_source(ledger, principal, rate=10.0, burst=5.0)
     updated = add_source(ledger, principal, rate=4.0, burst=2.0)
-    assert updated["created"] is False
+    assert updated.created is False
     b = bucket_row(ledger, source_row(ledger)["bucket_id"])
     assert (b["rate"], b["base_rate"], b["capacity"]) == (4.0, 4.0, 2.0)
     with ledger.connect() as conn:

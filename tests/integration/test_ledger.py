@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from core import control, queries
 from core.domain import errors
 from core.domain.auth import Principal
+from core.domain.states import State
 from core.ledger import jobs as ledger_jobs
 
 ALL_TYPES = [
@@ -62,16 +63,12 @@ def _claim(
     engine: sa.Engine, limit: int = 100, *, job_types: Sequence[str] = ALL_TYPES, owner: str = OWNER
 ) -> list[Mapping[str, Any]]:
     with engine.begin() as conn:
-        return ledger_jobs.claim_jobs(
-            conn, queue=QUEUE, limit=limit, owner=owner, job_types=job_types
-        )
+        return ledger_jobs.claim_jobs(conn, queue=QUEUE, limit=limit, owner=owner, job_types=job_types)
 
 
 def _ack(engine: sa.Engine, rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     with engine.begin() as conn:
-        return ledger_jobs.ack_jobs(
-            conn, [r["id"] for r in rows], [r["lease_id"] for r in rows], actor=OWNER
-        )
+        return ledger_jobs.ack_jobs(conn, [r["id"] for r in rows], [r["lease_id"] for r in rows], actor=OWNER)
 
 
 def _start(engine: sa.Engine, principal: Principal, **kw: Any) -> Mapping[str, Any]:
@@ -85,11 +82,7 @@ def _start(engine: sa.Engine, principal: Principal, **kw: Any) -> Mapping[str, A
 
 def _job(engine: sa.Engine, job_id: int) -> dict[str, Any]:
     with engine.connect() as conn:
-        row = (
-            conn.execute(sa.text("SELECT * FROM jobs WHERE id = :id"), {"id": job_id})
-            .mappings()
-            .one()
-        )
+        row = conn.execute(sa.text("SELECT * FROM jobs WHERE id = :id"), {"id": job_id}).mappings().one()
     return dict(row)
 
 
@@ -112,9 +105,7 @@ def _events(engine: sa.Engine, job_id: int) -> list[str]:
 def _expire_lease(engine: sa.Engine, job_id: int) -> None:
     with engine.begin() as conn:
         conn.execute(
-            sa.text(
-                "UPDATE jobs SET lease_expires_at = now() - interval '1 second' WHERE id = :id"
-            ),
+            sa.text("UPDATE jobs SET lease_expires_at = now() - interval '1 second' WHERE id = :id"),
             {"id": job_id},
         )
 
@@ -127,31 +118,18 @@ def _count(engine: sa.Engine, where: str = "true") -> int:
 # -- submit -------------------------------------------------------------------------------
 
 
-def test_submit_many_inserts_queued_jobs_in_input_order(
-    ledger: sa.Engine, principal: Principal
-) -> None:
-    specs = [
-        control.JobSpec(tenant="acme", job_type="noop", payload={"i": i}, priority=i % 3)
-        for i in range(25)
-    ]
+def test_submit_many_inserts_queued_jobs_in_input_order(ledger: sa.Engine, principal: Principal) -> None:
+    specs = [control.JobSpec(tenant="acme", job_type="noop", payload={"i": i}, priority=i % 3) for i in range(25)]
     result = control.submit_many(ledger, principal, specs, doorbell=control.NoDoorbell())
     assert len(result.job_ids) == 25
     assert result.created == [True] * 25
     assert len(set(result.job_ids)) == 25
     with ledger.connect() as conn:
         rows = (
-            conn.execute(
-                sa.text("SELECT id, state, payload, priority, attempt, job_type FROM jobs")
-            )
-            .mappings()
-            .all()
+            conn.execute(sa.text("SELECT id, state, payload, priority, attempt, job_type FROM jobs")).mappings().all()
         )
         history = (
-            conn.execute(
-                sa.text("SELECT job_id, from_state, event, to_state, actor FROM job_history")
-            )
-            .mappings()
-            .all()
+            conn.execute(sa.text("SELECT job_id, from_state, event, to_state, actor FROM job_history")).mappings().all()
         )
     by_id = {r["id"]: r for r in rows}
     assert set(by_id) == set(result.job_ids)
@@ -173,9 +151,7 @@ def test_submit_empty_batch_inserts_nothing(ledger: sa.Engine, principal: Princi
     assert _count(ledger) == 0
 
 
-def test_submit_rings_the_doorbell_for_created_jobs_only(
-    ledger: sa.Engine, principal: Principal
-) -> None:
+def test_submit_rings_the_doorbell_for_created_jobs_only(ledger: sa.Engine, principal: Principal) -> None:
     class Recorder:
         def __init__(self) -> None:
             self.rung: list[tuple[int, str]] = []
@@ -191,18 +167,12 @@ def test_submit_rings_the_doorbell_for_created_jobs_only(
     assert bell.rung == [(first, QUEUE)], "a repeated idempotent submit rang again"
 
 
-def test_idempotent_resubmit_returns_the_existing_job(
-    ledger: sa.Engine, principal: Principal
-) -> None:
-    spec = control.JobSpec(
-        tenant="acme", job_type="noop", payload={"a": 1, "b": 2}, idempotency_key="key-1"
-    )
+def test_idempotent_resubmit_returns_the_existing_job(ledger: sa.Engine, principal: Principal) -> None:
+    spec = control.JobSpec(tenant="acme", job_type="noop", payload={"a": 1, "b": 2}, idempotency_key="key-1")
     first = control.submit_many(ledger, principal, [spec], doorbell=control.NoDoorbell())
     assert first.created == [True]
     # The same payload with its keys in another order is the same payload.
-    again = control.JobSpec(
-        tenant="acme", job_type="noop", payload={"b": 2, "a": 1}, idempotency_key="key-1"
-    )
+    again = control.JobSpec(tenant="acme", job_type="noop", payload={"b": 2, "a": 1}, idempotency_key="key-1")
     fresh = control.JobSpec(tenant="acme", job_type="noop", payload={"c": 3})
     second = control.submit_many(ledger, principal, [fresh, again], doorbell=control.NoDoorbell())
     assert second.job_ids[1] == first.job_ids[0]
@@ -210,23 +180,15 @@ def test_idempotent_resubmit_returns_the_existing_job(
     assert _count(ledger) == 2
     assert _events(ledger, first.job_ids[0]) == ["submit"]
     # The key is per tenant: another tenant may use it for a job of its own.
-    other = control.JobSpec(
-        tenant="other", job_type="noop", payload={"a": 1, "b": 2}, idempotency_key="key-1"
-    )
+    other = control.JobSpec(tenant="other", job_type="noop", payload={"a": 1, "b": 2}, idempotency_key="key-1")
     third = control.submit_many(ledger, principal, [other], doorbell=control.NoDoorbell())
     assert third.created == [True]
     assert third.job_ids[0] != first.job_ids[0]
 
 
-def test_idempotency_conflict_inserts_nothing_of_the_batch(
-    ledger: sa.Engine, principal: Principal
-) -> None:
-    spec = control.JobSpec(
-        tenant="acme", job_type="noop", payload={"a": 1}, idempotency_key="key-1"
-    )
-    (existing,) = control.submit_many(
-        ledger, principal, [spec], doorbell=control.NoDoorbell()
-    ).job_ids
+def test_idempotency_conflict_inserts_nothing_of_the_batch(ledger: sa.Engine, principal: Principal) -> None:
+    spec = control.JobSpec(tenant="acme", job_type="noop", payload={"a": 1}, idempotency_key="key-1")
+    (existing,) = control.submit_many(ledger, principal, [spec], doorbell=control.NoDoorbell()).job_ids
     batch = [
         control.JobSpec(tenant="acme", job_type="noop", payload={"new": 1}),
         control.JobSpec(tenant="newtenant", job_type="noop", payload={"new": 2}),
@@ -264,9 +226,7 @@ def test_unknown_job_type_is_refused(ledger: sa.Engine, principal: Principal) ->
     assert _count(ledger) == 0
 
 
-@pytest.mark.parametrize(
-    "tenant", ["", "-starts-with-dash", "has space", "x" * 64, "semi;colon", "ünï"]
-)
+@pytest.mark.parametrize("tenant", ["", "-starts-with-dash", "has space", "x" * 64, "semi;colon", "ünï"])
 def test_bad_tenant_name_is_refused(ledger: sa.Engine, principal: Principal, tenant: str) -> None:
     with pytest.raises(errors.InvalidInput, match="tenant"):
         control.submit(
@@ -286,9 +246,7 @@ def test_bad_tenant_name_is_refused(ledger: sa.Engine, principal: Principal, ten
         ({"idempotency_key": ""}, "idempotency"),
     ],
 )
-def test_bad_spec_values_are_refused(
-    ledger: sa.Engine, principal: Principal, kw: dict[str, Any], match: str
-) -> None:
+def test_bad_spec_values_are_refused(ledger: sa.Engine, principal: Principal, kw: dict[str, Any], match: str) -> None:
     spec = control.JobSpec(tenant="acme", job_type="noop", **kw)
     with pytest.raises(errors.InvalidInput, match=match):
         control.submit(ledger, principal, spec, doorbell=control.NoDoorbell())
@@ -400,9 +358,7 @@ def test_succeed_with_the_right_lease(ledger: sa.Engine, principal: Principal) -
     assert _events(ledger, row["id"]) == ["submit", "claim", "ack", "succeed"]
 
 
-def test_succeed_with_a_wrong_lease_changes_nothing(
-    ledger: sa.Engine, principal: Principal
-) -> None:
+def test_succeed_with_a_wrong_lease_changes_nothing(ledger: sa.Engine, principal: Principal) -> None:
     row = _start(ledger, principal)
     with ledger.begin() as conn:
         assert ledger_jobs.succeed_jobs(conn, [row["id"]], [uuid.uuid4()], actor="zombie") == []
@@ -412,9 +368,7 @@ def test_succeed_with_a_wrong_lease_changes_nothing(
     assert "succeed" not in _events(ledger, row["id"])
 
 
-def test_batch_finish_moves_only_the_rows_whose_lease_matches(
-    ledger: sa.Engine, principal: Principal
-) -> None:
+def test_batch_finish_moves_only_the_rows_whose_lease_matches(ledger: sa.Engine, principal: Principal) -> None:
     _submit(ledger, principal, 3)
     rows = _claim(ledger)
     _ack(ledger, rows)
@@ -487,9 +441,7 @@ def test_fail_final_dead_letters(ledger: sa.Engine, principal: Principal) -> Non
 # -- concurrency --------------------------------------------------------------------------
 
 
-def test_concurrent_claimers_lease_every_job_exactly_once(
-    ledger: sa.Engine, principal: Principal
-) -> None:
+def test_concurrent_claimers_lease_every_job_exactly_once(ledger: sa.Engine, principal: Principal) -> None:
     n_jobs, n_threads = 400, 8
     submitted = set(_submit(ledger, principal, n_jobs))
     claimed: dict[str, list[int]] = {}
@@ -522,20 +474,14 @@ def test_concurrent_claimers_lease_every_job_exactly_once(
     assert set(everything) == submitted, f"missing: {sorted(submitted - set(everything))[:10]}"
     assert sum(1 for ids in claimed.values() if ids) > 1, "only one thread claimed anything"
     with ledger.connect() as conn:
-        owners = dict(
-            conn.execute(sa.text("SELECT id, lease_owner FROM jobs WHERE state = 'leased'")).all()
-        )
+        owners = dict(conn.execute(sa.text("SELECT id, lease_owner FROM jobs WHERE state = 'leased'")).all())
         claims = conn.execute(
-            sa.text(
-                "SELECT count(*), count(DISTINCT job_id) FROM job_history WHERE event = 'claim'"
-            )
+            sa.text("SELECT count(*), count(DISTINCT job_id) FROM job_history WHERE event = 'claim'")
         ).one()
         leases = conn.execute(sa.text("SELECT count(DISTINCT lease_id) FROM jobs")).scalar_one()
     assert len(owners) == n_jobs
     for owner, ids in claimed.items():
-        assert all(owners[j] == owner for j in ids), (
-            f"{owner} got a job whose lease is someone else's"
-        )
+        assert all(owners[j] == owner for j in ids), f"{owner} got a job whose lease is someone else's"
     assert tuple(claims) == (n_jobs, n_jobs)
     assert leases == n_jobs
 
@@ -613,9 +559,7 @@ def test_reap_on_the_last_attempt_dead_letters(ledger: sa.Engine, principal: Pri
     assert "last attempt (1/1)" in last["reason"]
 
 
-def test_reap_leased_requeues_without_counting_an_attempt(
-    ledger: sa.Engine, principal: Principal
-) -> None:
+def test_reap_leased_requeues_without_counting_an_attempt(ledger: sa.Engine, principal: Principal) -> None:
     _submit(ledger, principal)
     (row,) = _claim(ledger)
     _expire_lease(ledger, row["id"])
@@ -665,9 +609,7 @@ def test_cancel_a_running_job_asks_the_handler(ledger: sa.Engine, principal: Pri
     assert job["state"] == "running"
     assert job["cancel_requested"] is True
     with ledger.begin() as conn:
-        assert ledger_jobs.renew_leases(conn, [row["id"]], [row["lease_id"]], [30.0]) == {
-            row["id"]: True
-        }
+        assert ledger_jobs.renew_leases(conn, [row["id"]], [row["lease_id"]], [30.0]) == {row["id"]: True}
         moved = ledger_jobs.cancel_running_jobs(conn, [row["id"]], [row["lease_id"]], actor=OWNER)
     assert [m["id"] for m in moved] == [row["id"]]
     assert _job(ledger, row["id"])["state"] == "canceled"
@@ -701,9 +643,7 @@ def test_retry_a_dead_lettered_job_replays_it(ledger: sa.Engine, principal: Prin
     before = _job(ledger, row["id"])
     history_before = _history(ledger, row["id"])
 
-    new_id = control.retry(
-        ledger, principal, row["id"], doorbell=control.NoDoorbell(), reason="fixed upstream"
-    )
+    new_id = control.retry(ledger, principal, row["id"], doorbell=control.NoDoorbell(), reason="fixed upstream")
     assert new_id != row["id"]
     new = _job(ledger, new_id)
     assert new["replay_of"] == row["id"]
@@ -751,7 +691,7 @@ def test_job_stats_totals(ledger: sa.Engine, principal: Principal) -> None:
     assert stats["by_state"]["queued"] == 4
     assert stats["by_state"]["canceled"] == 1
     assert stats["by_state"]["succeeded"] == 0
-    assert set(stats["by_state"]) == {s.value for s in queries.State}
+    assert set(stats["by_state"]) == {s.value for s in State}
     assert sum(stats["by_state"].values()) == stats["total"]
     assert acme["total"] == 6
     assert other["total"] == 2

@@ -114,26 +114,39 @@ def test_every_action_is_audited_and_the_chain_detects_tampering(ledger: sa.Engi
     assert not verdict["ok"] and verdict["first_bad_id"] == cancel_id and "altered" in verdict["problem"]
 
 
+# Chains are per tenant: removing row 2 of one tenant's chain names its successor, row 3;
+# removing the only row of a tenant's chain names the row the chain's head still points at.
+@pytest.mark.parametrize(
+    ("tenants", "named"),
+    [(["t", "t", "t"], "row 3 (chain t)"), (["t0", "t1", "t2"], "row 2 (chain t1)")],
+)
 def test_audit_verify_names_the_row_after_a_removed_one(
-    services: Services, ledger: sa.Engine, principal: Principal
+    services: Services, ledger: sa.Engine, principal: Principal, tenants: list[str], named: str
 ) -> None:
-    for n in range(3):
-        control.submit(ledger, principal, control.JobSpec(f"t{n}", "noop"), doorbell=NO_BELL)
+    for tenant in tenants:
+        control.submit(ledger, principal, control.JobSpec(tenant, "noop"), doorbell=NO_BELL)
+    env = {"PATH": "/usr/bin:/bin", "ORCH_DATABASE_URL": services.database_url, "PYTHONPATH": str(ROOT)}
+
+    def verify() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "worker.cli", "audit", "verify"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=ROOT,
+        )
+
+    intact = verify()
+    assert intact.returncode == 0, intact.stderr
+    assert f"3 rows in {len(set(tenants))} chain(s)" in intact.stdout
     with ledger.begin() as conn:
         conn.execute(sa.text("ALTER TABLE audit_log DISABLE TRIGGER audit_log_append_only"))
         conn.execute(sa.text("DELETE FROM audit_log WHERE id = 2"))
         conn.execute(sa.text("ALTER TABLE audit_log ENABLE TRIGGER audit_log_append_only"))
-    env = {"PATH": "/usr/bin:/bin", "ORCH_DATABASE_URL": services.database_url, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run(
-        [sys.executable, "-m", "worker.cli", "audit", "verify"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-    )
+    proc = verify()
     assert proc.returncode == 1
-    assert "row 3" in proc.stderr
+    assert named in proc.stderr, proc.stderr
 
 
 def test_secrets_are_masked_outside_the_handler(ledger: sa.Engine, principal: Principal) -> None:

@@ -33,15 +33,12 @@ def _quoted(definition: str) -> set[str]:
 
 def test_job_transitions_table_equals_the_python_table(engine: sa.Engine) -> None:
     with engine.connect() as conn:
-        rows = conn.execute(
-            sa.text("SELECT from_state, event, to_state FROM job_transitions")
-        ).all()
+        rows = conn.execute(sa.text("SELECT from_state, event, to_state FROM job_transitions")).all()
     in_db = [tuple(r) for r in rows]
     in_code = {(t.from_state.value, t.event.value, t.to_state.value) for t in states.TRANSITIONS}
     assert len(in_db) == len(set(in_db))
     assert set(in_db) == in_code, (
-        f"only in the database: {sorted(set(in_db) - in_code)}; "
-        f"only in code: {sorted(in_code - set(in_db))}"
+        f"only in the database: {sorted(set(in_db) - in_code)}; only in code: {sorted(in_code - set(in_db))}"
     )
 
 
@@ -60,10 +57,7 @@ def test_history_creation_check_lists_exactly_the_initial_states(engine: sa.Engi
 
 def _insert_history(conn: sa.Connection, from_state: str | None, event: str, to_state: str) -> None:
     conn.execute(
-        sa.text(
-            "INSERT INTO job_history (job_id, from_state, event, to_state, actor)"
-            " VALUES (1, :f, :e, :t, 'test')"
-        ),
+        sa.text("INSERT INTO job_history (job_id, from_state, event, to_state, actor) VALUES (1, :f, :e, :t, 'test')"),
         {"f": from_state, "e": event, "t": to_state},
     )
 

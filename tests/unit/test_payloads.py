@@ -45,9 +45,7 @@ def _shuffled(value: Any, rng: random.Random) -> Any:
 def test_canonical_json_is_key_order_independent(doc: dict[str, Any], rng: random.Random) -> None:
     other = _shuffled(doc, rng)
     assert payloads.canonical_json(other) == payloads.canonical_json(doc)
-    assert payloads.digest(payloads.canonical_json(other)) == payloads.digest(
-        payloads.canonical_json(doc)
-    )
+    assert payloads.digest(payloads.canonical_json(other)) == payloads.digest(payloads.canonical_json(doc))
 
 
 @given(objects)
@@ -60,10 +58,7 @@ def test_canonical_json_round_trips_and_is_a_fixed_point(doc: dict[str, Any]) ->
 
 
 def test_canonical_json_form() -> None:
-    assert (
-        payloads.canonical_json({"b": 1, "a": [1, {"d": 2, "c": "é"}]})
-        == '{"a":[1,{"c":"é","d":2}],"b":1}'
-    )
+    assert payloads.canonical_json({"b": 1, "a": [1, {"d": 2, "c": "é"}]}) == '{"a":[1,{"c":"é","d":2}],"b":1}'
 
 
 @given(objects, objects)
@@ -76,13 +71,8 @@ def test_digest_is_stable_sha256_hex() -> None:
     # Pinned: a change here would make every stored idempotency digest mismatch.
     canonical = payloads.canonical_json({"seconds": 1, "name": "x"})
     assert canonical == '{"name":"x","seconds":1}'
-    assert (
-        payloads.digest(canonical)
-        == "c477594e91a3ee23a6f8b0fa5e592267f11e59dacebd62faef0ca64a6845a24a"
-    )
-    assert (
-        payloads.digest("{}") == "44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
-    )
+    assert payloads.digest(canonical) == "c477594e91a3ee23a6f8b0fa5e592267f11e59dacebd62faef0ca64a6845a24a"
+    assert payloads.digest("{}") == "44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
 
 
 @given(st.text())

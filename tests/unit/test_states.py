@@ -13,9 +13,7 @@ from core.domain.states import Event, State, Transition
 
 ALL_STATES = list(State)
 ALL_EVENTS = list(Event)
-triples = st.tuples(
-    st.sampled_from(ALL_STATES), st.sampled_from(ALL_EVENTS), st.sampled_from(ALL_STATES)
-)
+triples = st.tuples(st.sampled_from(ALL_STATES), st.sampled_from(ALL_EVENTS), st.sampled_from(ALL_STATES))
 
 
 def test_every_transition_uses_declared_states_and_events() -> None:
@@ -100,9 +98,7 @@ def test_check_accepts_exactly_the_table(triple: tuple[State, Event, State]) -> 
     st.sampled_from(ALL_EVENTS),
     st.sampled_from(ALL_STATES),
 )
-def test_check_with_several_sources_needs_every_one_allowed(
-    froms: list[State], event: Event, to: State
-) -> None:
+def test_check_with_several_sources_needs_every_one_allowed(froms: list[State], event: Event, to: State) -> None:
     allowed = all(Transition(f, event, to) in states.TRANSITIONS for f in froms)
     if allowed:
         states.check(froms, event, to)

@@ -23,7 +23,7 @@ from core import control
 from core.domain.auth import Principal
 from tests.conftest import Services, Stack, running_stack, wait_until
 from tests.integration import test_flow_control as flow
-from worker.upstream_sim import UpstreamSim
+from worker.devtools.upstream_sim import UpstreamSim
 
 pytestmark = pytest.mark.slow
 
@@ -146,7 +146,7 @@ def test_pause_stops_dispatch_and_resume_restarts_it(stack: Stack, ledger: sa.En
 
     resumed_at = flow.db_now(ledger)
     r = control.resume(ledger, principal, tenant=tenant, source="feed", reason="maintenance over")
-    assert (r["changed"], r["released"]) == (True, 10)
+    assert (r.changed, r.released) == (True, 10)
     wait_succeeded(ledger, stack, ids, timeout=15)
     acks = [a["at"] for a in flow.history(ledger, ids, "ack")]
     assert len(acks) == 10 and min(acks) >= resumed_at
@@ -216,7 +216,7 @@ def test_circuit_walks_closed_open_half_open_closed(
     src = flow.add_source(ledger, principal, "cb", tenant=tenant, host=f"127.0.0.1:{sim.port}")
     flow.set_circuit(ledger, "cb", cb_window=6, cb_min_outcomes=3, cb_failure_ratio=0.5, cb_cooldown_s=1.0, cb_probes=1)
     payloads = [{"url": f"{sim.url}/feeds/cb/items?page={i + 1}", "timeout_s": 5} for i in range(n_jobs)]
-    with CircuitWatch(ledger, src["id"]) as watch:
+    with CircuitWatch(ledger, src.id) as watch:
         ids = submit(stack, ledger, principal, tenant, payloads, job_type="http_fetch", source="cb")
         # Open, and the requests already sent have had their 503s (nothing else starts now).
         wait_until(

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from core import control
 from core.domain.auth import Principal
 from tests.conftest import Services, orch_env, start_orch, stop_process, wait_until
-from worker.scheduler import LEADER_LOCK_KEY
+from worker.runtime.scheduler import LEADER_LOCK_KEY
 
 pytestmark = pytest.mark.slow
 

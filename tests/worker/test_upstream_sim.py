@@ -22,7 +22,9 @@ import pytest
 
 from core.domain.failures import ErrorClass
 from tests.conftest import ROOT
-from worker import http_fetch, sdk, upstream_sim
+from worker import sdk
+from worker.devtools import upstream_sim
+from worker.jobtypes import http_fetch
 
 
 @pytest.fixture(scope="module")
@@ -191,7 +193,7 @@ def test_main_serves_the_demo_feeds_until_sigterm(tmp_path: Path) -> None:
         (["--config", str(config)], "default, nvd, osv"),
     ):
         proc = subprocess.Popen(
-            [sys.executable, "-m", "worker.upstream_sim", "--port", "0", *extra],
+            [sys.executable, "-m", "worker.devtools.upstream_sim", "--port", "0", *extra],
             cwd=ROOT,
             env=env,
             stdout=subprocess.PIPE,
@@ -213,7 +215,7 @@ def test_main_serves_the_demo_feeds_until_sigterm(tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"nvd": {"rate": 3}}))
     done = subprocess.run(
-        [sys.executable, "-m", "worker.upstream_sim", "--port", "0", "--config", str(bad)],
+        [sys.executable, "-m", "worker.devtools.upstream_sim", "--port", "0", "--config", str(bad)],
         cwd=ROOT,
         env=env,
         capture_output=True,

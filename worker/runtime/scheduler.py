@@ -25,8 +25,8 @@ from core.domain import cron, errors
 from core.ledger import flow
 from core.ledger import jobs as ledger
 from core.settings import Settings
-from worker import exporter
-from worker.broker import OrchRedisBroker
+from worker.runtime import exporter
+from worker.runtime.broker import OrchRedisBroker
 
 log = logging.getLogger(__name__)
 

@@ -18,14 +18,16 @@ import threading
 import time
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 
 import dramatiq
 
 from core.ledger import db
 from core.settings import Settings, get_settings
-from worker import actors, sdk
-from worker import broker as broker_mod
-from worker.pump import Pump
+from worker import jobtypes, sdk
+from worker.runtime import actors, exporter
+from worker.runtime import broker as broker_mod
+from worker.runtime.pump import Pump
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +46,8 @@ class PoolConfig:
 
 def load_handlers(modules: list[str]) -> dict[str, sdk.HandlerSpec]:
     """Import the built-in handlers and the configured modules; return the registry."""
-    importlib.import_module("worker.handlers")
-    importlib.import_module("worker.http_fetch")
+    for name in jobtypes.BUILTIN_MODULES:
+        importlib.import_module(name)
     for name in modules:
         try:
             importlib.import_module(name)
@@ -60,10 +62,17 @@ def owner_name(slot: int) -> str:
     return f"{socket.gethostname()}:{os.getpid()}:w{slot}"
 
 
+#: Credentials a worker process drops from its environment before it loads any handler: a
+#: handler gets no credential it was not given (API tokens belong to the CLI and console).
+SCRUBBED_ENV = ("ORCH_TOKEN", "ORCH_CONSOLE_TOKEN")
+
+
 def worker_main(slot: int, config: PoolConfig, ready: multiprocessing.synchronize.Event | None = None) -> None:
     """Body of one worker process. SIGTERM stops it gracefully; SIGINT is left to the supervisor."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    from worker import logs
+    for name in SCRUBBED_ENV:
+        os.environ.pop(name, None)
+    from worker.runtime import logs
 
     logs.configure(f"worker-{slot}")
     settings = get_settings()
@@ -131,19 +140,29 @@ class Supervisor:
         self.children: dict[int, BaseProcess] = {}
         self.restarts: list[float] = []
         self.stopping = threading.Event()
+        self.metrics_dir: exporter.MetricsDir | None = None
+        #: Every worker pid this pool started, for tidying their metric files at the end.
+        self.started_pids: list[int] = []
+
+    def prepare_metrics(self, base: Path | None = None) -> exporter.MetricsDir:
+        """The directory of this pool's metric files (`base`, ORCH_METRICS_DIR, or a fresh
+        temporary one), exported to the worker processes spawned afterwards. Call it before
+        anything in this process imports prometheus_client."""
+        if self.metrics_dir is None:
+            self.metrics_dir = exporter.prepare_multiprocess_dir(base or self.settings.metrics_dir)
+        return self.metrics_dir
 
     def _spawn(self, slot: int) -> BaseProcess:
         proc = self.ctx.Process(target=worker_main, args=(slot, self.config), name=f"orch-worker-{slot}", daemon=False)
         proc.start()
+        if proc.pid:
+            self.started_pids.append(proc.pid)
         log.info("started worker process %d (pid %s)", slot, proc.pid)
         return proc
 
     def start(self) -> None:
-        from worker import exporter
-
-        if not os.environ.get(exporter.ENV):
-            # Before any worker process exists: each imports prometheus_client fresh.
-            exporter.prepare_multiprocess_dir(self.settings.metrics_dir)
+        # Before any worker process exists: each imports prometheus_client fresh.
+        self.prepare_metrics()
         for slot in range(self.config.processes):
             self.children[slot] = self._spawn(slot)
 
@@ -154,8 +173,6 @@ class Supervisor:
             code = proc.exitcode
             how = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
             if proc.pid:
-                from worker import exporter
-
                 exporter.mark_process_dead(proc.pid)
             now = time.monotonic()
             self.restarts = [t for t in self.restarts if now - t < RESTART_WINDOW_S] + [now]
@@ -184,6 +201,9 @@ class Supervisor:
                 log.warning("worker pid %s did not stop in time; killing it", proc.pid)
                 proc.kill()
                 proc.join(5)
+        if self.metrics_dir is not None:
+            # Only this pool's files (another pool may share the directory).
+            self.metrics_dir.release(self.started_pids)
 
     def pids(self) -> list[int]:
         return [p.pid for p in self.children.values() if p.pid]

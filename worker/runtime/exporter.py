@@ -4,18 +4,21 @@ scrape time.
 
 Multiprocess mode: PROMETHEUS_MULTIPROC_DIR must be set before prometheus_client is first
 imported in a process, so `prepare_multiprocess_dir` runs in the supervisor (or `orch up`)
-before any worker process is spawned, with a fresh directory per pool start.
+before any worker process is spawned. A pool removes only what it wrote when it stops.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import threading
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,19 +35,40 @@ log = logging.getLogger(__name__)
 ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
-def prepare_multiprocess_dir(base: Path | None = None) -> Path:
-    """A fresh, empty directory for this pool's metric files, exported in the environment
-    (inherited by worker processes spawned afterwards)."""
-    if "prometheus_client" in __import__("sys").modules and ENV not in os.environ:
+@dataclass
+class MetricsDir:
+    """Where this host's worker processes write their metric files. A directory this process
+    made itself (`owned`) is removed at the end; in a configured one (ORCH_METRICS_DIR, maybe
+    shared by several pools) only the files of this process's own workers are."""
+
+    path: Path
+    owned: bool
+
+    def release(self, pids: Iterable[int]) -> None:
+        """Remove what this pool wrote: its workers' files (by pid), or the whole directory
+        when this process made it."""
+        if self.owned:
+            shutil.rmtree(self.path, ignore_errors=True)
+            return
+        for pid in pids:
+            for f in self.path.glob(f"*_{int(pid)}.db"):
+                with contextlib.suppress(OSError):
+                    f.unlink()
+
+
+def prepare_multiprocess_dir(base: Path | None = None) -> MetricsDir:
+    """The directory for this pool's metric files, exported in the environment (inherited by
+    worker processes spawned afterwards): `base`, created if missing and never emptied, or a
+    fresh temporary directory."""
+    if "prometheus_client" in sys.modules and ENV not in os.environ:
         log.warning("prometheus_client was imported before the multiprocess directory was set")
     if base is None:
-        path = Path(tempfile.mkdtemp(prefix="orch-metrics-"))
+        found = MetricsDir(Path(tempfile.mkdtemp(prefix="orch-metrics-")), owned=True)
     else:
-        path = base
-        shutil.rmtree(path, ignore_errors=True)
-        path.mkdir(parents=True)
-    os.environ[ENV] = str(path)
-    return path
+        base.mkdir(parents=True, exist_ok=True)
+        found = MetricsDir(base, owned=False)
+    os.environ[ENV] = str(found.path)
+    return found
 
 
 class Metrics:
@@ -106,7 +130,7 @@ def _flow_families(conn: sa.Connection, tenants: Iterable[str]) -> list[Any]:
     """The flow-control metric families (token buckets, circuits, quotas, waiting jobs)."""
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-    from core import queries
+    from core.domain.states import WAIT_REASONS
 
     spec = decl.BY_NAME
     buckets = flow.metrics_buckets(conn)
@@ -151,7 +175,7 @@ def _flow_families(conn: sa.Connection, tenants: Iterable[str]) -> list[Any]:
     counts = {(str(r[0]), str(r[1])): int(r[2]) for r in waiting}
     f = family("orch_jobs_waiting", ["tenant", "reason"])
     for tenant in sorted(set(tenants) | {t for t, _ in counts}):
-        for reason in queries.WAIT_REASONS:
+        for reason in WAIT_REASONS:
             f.add_metric([tenant, reason], counts.get((tenant, reason), 0))
     out.append(f)
     return out

@@ -12,9 +12,10 @@ import dramatiq
 
 from core.domain import backoff, errors, redaction
 from core.domain.failures import ErrorClass, truncate_message
-from worker import broker as broker_mod
-from worker import exporter, sdk
-from worker.pump import CanceledOutcome, FailedFinal, FailedRetryable, Outcome, Pump, Succeeded, Throttled
+from worker import sdk
+from worker.runtime import broker as broker_mod
+from worker.runtime import exporter
+from worker.runtime.pump import CanceledOutcome, FailedFinal, FailedRetryable, Outcome, Pump, Succeeded, Throttled
 
 log = logging.getLogger(__name__)
 

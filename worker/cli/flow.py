@@ -1,32 +1,26 @@
-"""`orch sources|pause|resume|blackouts|quotas|upstream-sim`: flow-control commands, thin over
-core.control and core.queries (the parser and shared helpers live in worker.cli)."""
+"""`orch sources | pause | resume | blackouts | quotas`: flow-control commands, thin over
+core.control (typed results) and core.queries."""
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from core import control, queries
 from core.domain import errors
-
-if TYPE_CHECKING:
-    from worker.cli import Context
-
-
-def _cli() -> Any:
-    from worker import cli
-
-    return cli
-
-
-def _out(ctx: Context, result: Any, text: str) -> int:
-    if getattr(ctx.args, "json", False):
-        _cli()._print_json(result)
-    else:
-        print(text)
-    return 0
-
+from worker.cli.common import (
+    Context,
+    add_json,
+    add_tenant,
+    add_why,
+    duration,
+    out,
+    print_json,
+    table,
+    to_float,
+    to_int,
+)
 
 # -- sources -------------------------------------------------------------------------------
 
@@ -42,13 +36,15 @@ def cmd_sources_add(ctx: Context) -> int:
         rate=a.rate,
         burst=a.burst,
         max_active=a.max_active,
+        allow_private=a.allow_private,
         reason=a.reason,
         ticket=a.ticket,
     )
     limit = f", rate {a.rate}/s burst {a.burst or max(1.0, a.rate)}" if a.rate is not None else ""
     slots = f", at most {a.max_active} running" if a.max_active is not None else ""
-    verb = "added" if r["created"] else "updated"
-    return _out(ctx, r, f"source {a.name} of {a.tenant} {verb}: host {a.host}{limit}{slots}")
+    private = ", private addresses allowed" if r.allow_private else ""
+    verb = "added" if r.created else "updated"
+    return out(ctx, r, f"source {a.name} of {a.tenant} {verb}: host {a.host}{limit}{slots}{private}")
 
 
 SOURCE_COLUMNS = ["tenant", "name", "host", "health", "rate", "base_rate", "tokens", "circuit_state", "active"]
@@ -58,28 +54,10 @@ def cmd_sources_list(ctx: Context) -> int:
     with ctx.engine.connect() as conn:
         rows = queries.sources(conn, ctx.principal, tenant=ctx.args.tenant)
     if ctx.args.json:
-        _cli()._print_json({"sources": rows})
+        print_json({"sources": rows})
     else:
-        _cli()._table(rows, SOURCE_COLUMNS)
+        table(rows, SOURCE_COLUMNS)
     return 0
-
-
-def describe_wait(job: dict[str, Any]) -> str | None:
-    """Why a job waits and until when, in words (None when it does not wait)."""
-    reason, until = job.get("wait_reason"), job.get("not_before")
-    if job.get("state") == "retrying":
-        return f"retrying after a failure; next attempt at {until}"
-    if job.get("state") != "throttled" or reason is None:
-        return None
-    words = {
-        "rate_limited": f"rate limited: its token comes at {until}",
-        "quota": f"quota full: tries again at {until}",
-        "paused": f"paused: waits until resumed (checked again at {until})",
-        "blackout": f"blackout: until {until}",
-        "circuit_open": f"circuit open: until {until}",
-        "backpressure": "backpressure: waits until the tenant's backlog is under its limit",
-    }
-    return words.get(str(reason), f"{reason} until {until}")
 
 
 def cmd_sources_show(ctx: Context) -> int:
@@ -87,9 +65,10 @@ def cmd_sources_show(ctx: Context) -> int:
     with ctx.engine.connect() as conn:
         src = queries.source(conn, ctx.principal, tenant=a.tenant, name=a.name)
     if a.json:
-        _cli()._print_json(src)
+        print_json(src)
         return 0
-    print(f"source {src['name']} of {src['tenant']} ({src['host']}): {src['health']}")
+    private = "; private addresses allowed" if src["allow_private"] else ""
+    print(f"source {src['name']} of {src['tenant']} ({src['host']}{private}): {src['health']}")
     if src["bucket_id"] is not None:
         blocked = f", blocked until {src['blocked_until']}" if src["blocked_until"] else ""
         ceiling = f", learned limit {src['ceiling']}/s" if src["ceiling"] else ""
@@ -126,14 +105,14 @@ def cmd_sources_show(ctx: Context) -> int:
 def cmd_sources_pause(ctx: Context) -> int:
     a = ctx.args
     r = control.pause(ctx.engine, ctx.principal, tenant=a.tenant, source=a.name, reason=a.reason, ticket=a.ticket)
-    return _out(ctx, r, f"source {a.name} of {a.tenant} paused" + ("" if r["changed"] else " (already was)"))
+    return out(ctx, r, f"source {a.name} of {a.tenant} paused" + ("" if r.changed else " (already was)"))
 
 
 def cmd_sources_resume(ctx: Context) -> int:
     a = ctx.args
     r = control.resume(ctx.engine, ctx.principal, tenant=a.tenant, source=a.name, reason=a.reason, ticket=a.ticket)
-    text = f"source {a.name} of {a.tenant} resumed; {r['released']} waiting job(s) released"
-    return _out(ctx, r, text if r["changed"] else f"source {a.name} of {a.tenant} was not paused")
+    text = f"source {a.name} of {a.tenant} resumed; {r.released} waiting job(s) released"
+    return out(ctx, r, text if r.changed else f"source {a.name} of {a.tenant} was not paused")
 
 
 def cmd_sources_throttle(ctx: Context) -> int:
@@ -148,7 +127,7 @@ def cmd_sources_throttle(ctx: Context) -> int:
         reason=a.reason,
         ticket=a.ticket,
     )
-    return _out(ctx, r, f"source {a.name} of {a.tenant}: rate {r['old_rate']} -> {a.rate}/s")
+    return out(ctx, r, f"source {a.name} of {a.tenant}: rate {r.old_rate} -> {a.rate}/s")
 
 
 def cmd_sources_reset_circuit(ctx: Context) -> int:
@@ -156,8 +135,8 @@ def cmd_sources_reset_circuit(ctx: Context) -> int:
     r = control.reset_circuit(
         ctx.engine, ctx.principal, tenant=a.tenant, source=a.name, reason=a.reason, ticket=a.ticket
     )
-    text = f"circuit of {a.name} ({a.tenant}): {r['old_state']} -> closed; {r['released']} waiting job(s) released"
-    return _out(ctx, r, text)
+    text = f"circuit of {a.name} ({a.tenant}): {r.old_state} -> closed; {r.released} waiting job(s) released"
+    return out(ctx, r, text)
 
 
 # -- pause / resume of a tenant or a job type ------------------------------------------------
@@ -174,7 +153,7 @@ def cmd_pause(ctx: Context) -> int:
         reason=a.reason,
         ticket=a.ticket,
     )
-    return _out(ctx, r, f"{a.tenant}: {r['scope']} paused" + ("" if r["changed"] else " (already was)"))
+    return out(ctx, r, f"{a.tenant}: {r.scope} paused" + ("" if r.changed else " (already was)"))
 
 
 def cmd_resume(ctx: Context) -> int:
@@ -188,9 +167,9 @@ def cmd_resume(ctx: Context) -> int:
         reason=a.reason,
         ticket=a.ticket,
     )
-    if not r["changed"]:
-        return _out(ctx, r, f"{a.tenant}: {r['scope']} was not paused")
-    return _out(ctx, r, f"{a.tenant}: {r['scope']} resumed; {r['released']} waiting job(s) released")
+    if not r.changed:
+        return out(ctx, r, f"{a.tenant}: {r.scope} was not paused")
+    return out(ctx, r, f"{a.tenant}: {r.scope} resumed; {r.released} waiting job(s) released")
 
 
 # -- blackouts -------------------------------------------------------------------------------
@@ -218,14 +197,12 @@ def cmd_blackouts_add(ctx: Context) -> int:
         starts_at=None if a.start is None else _when(a.start),
         ends_at=None if a.end is None else _when(a.end),
         cron_expr=a.cron,
-        duration_s=None if a.duration is None else _cli()._duration(a.duration),
+        duration_s=None if a.duration is None else duration(a.duration),
         reason=a.reason,
         ticket=a.ticket,
     )
     scope = f"source {a.source}" if a.source else "every source"
-    return _out(
-        ctx, r, f"blackout {r['id']} for {a.tenant} ({scope}): next window {r['window_start']} .. {r['window_end']}"
-    )
+    return out(ctx, r, f"blackout {r.id} for {a.tenant} ({scope}): next window {r.window_start} .. {r.window_end}")
 
 
 BLACKOUT_COLUMNS = ["id", "tenant", "source", "cron", "window_start", "window_end", "active", "reason"]
@@ -235,16 +212,16 @@ def cmd_blackouts_list(ctx: Context) -> int:
     with ctx.engine.connect() as conn:
         rows = queries.blackouts(conn, ctx.principal, tenant=ctx.args.tenant, include_past=ctx.args.all)
     if ctx.args.json:
-        _cli()._print_json({"blackouts": rows})
+        print_json({"blackouts": rows})
     else:
-        _cli()._table(rows, BLACKOUT_COLUMNS)
+        table(rows, BLACKOUT_COLUMNS)
     return 0
 
 
 def cmd_blackouts_remove(ctx: Context) -> int:
     a = ctx.args
     r = control.remove_blackout(ctx.engine, ctx.principal, a.id, reason=a.reason, ticket=a.ticket)
-    return _out(ctx, r, f"blackout {a.id} removed; {r['released']} waiting job(s) released")
+    return out(ctx, r, f"blackout {a.id} removed; {r.released} waiting job(s) released")
 
 
 # -- quotas and backlog limits ----------------------------------------------------------------
@@ -256,7 +233,9 @@ def cmd_quotas_set(ctx: Context) -> int:
         raise errors.InvalidInput(
             "give --job-type with --max-active/--max-per-hour, or --backlog-limit N (or --no-backlog-limit)"
         )
-    out: dict[str, Any] = {}
+    if a.job_type is None and (a.max_active is not None or a.max_per_hour is not None):
+        raise errors.InvalidInput("--max-active and --max-per-hour need --job-type")
+    result: dict[str, Any] = {}
     lines: list[str] = []
     if a.job_type is not None:
         q = control.set_quota(
@@ -269,7 +248,7 @@ def cmd_quotas_set(ctx: Context) -> int:
             reason=a.reason,
             ticket=a.ticket,
         )
-        out["quota"] = q
+        result["quota"] = q
         if a.max_active is None and a.max_per_hour is None:
             lines.append(f"quota of {a.job_type} ({a.tenant}) removed")
         else:
@@ -277,8 +256,6 @@ def cmd_quotas_set(ctx: Context) -> int:
                 f"quota of {a.job_type} ({a.tenant}): max_active {a.max_active or '-'},"
                 f" max_per_hour {a.max_per_hour or '-'}"
             )
-    elif a.max_active is not None or a.max_per_hour is not None:
-        raise errors.InvalidInput("--max-active and --max-per-hour need --job-type")
     if a.backlog_limit is not None or a.no_backlog_limit:
         b = control.set_backlog_limit(
             ctx.engine,
@@ -289,9 +266,9 @@ def cmd_quotas_set(ctx: Context) -> int:
             reason=a.reason,
             ticket=a.ticket,
         )
-        out["backlog"] = b
-        lines.append(f"backlog limit of {a.tenant}: {b['backlog_limit'] or 'none'} (beyond it: {b['backlog_policy']})")
-    return _out(ctx, out, "\n".join(lines))
+        result["backlog"] = b
+        lines.append(f"backlog limit of {a.tenant}: {b.backlog_limit or 'none'} (beyond it: {b.backlog_policy})")
+    return out(ctx, result, "\n".join(lines))
 
 
 def cmd_quotas_list(ctx: Context) -> int:
@@ -299,56 +276,48 @@ def cmd_quotas_list(ctx: Context) -> int:
         rows = queries.quotas(conn, ctx.principal, tenant=ctx.args.tenant)
         limits = queries.backlog_limits(conn, ctx.principal, tenant=ctx.args.tenant)
     if ctx.args.json:
-        _cli()._print_json({"quotas": rows, "backlog_limits": limits})
+        print_json({"quotas": rows, "backlog_limits": limits})
         return 0
-    cli = _cli()
-    cli._table(rows, ["tenant", "job_type", "max_active", "active", "max_per_hour", "started_last_hour", "waiting"])
+    table(rows, ["tenant", "job_type", "max_active", "active", "max_per_hour", "started_last_hour", "waiting"])
     if limits:
         print()
-        cli._table(limits, ["tenant", "backlog_limit", "backlog_policy", "backlog", "deferred"])
+        table(limits, ["tenant", "backlog_limit", "backlog_policy", "backlog", "deferred"])
     return 0
-
-
-def cmd_upstream_sim(ctx: Context) -> int:
-    from worker import upstream_sim
-
-    argv = ["--port", str(ctx.args.port), "--host", ctx.args.host]
-    if ctx.args.config:
-        argv += ["--config", ctx.args.config]
-    return upstream_sim.main(argv)
 
 
 # -- parser ----------------------------------------------------------------------------------
 
 
-def _why(p: argparse.ArgumentParser, *, required_note: str = "") -> None:
-    p.add_argument("--reason", help=f"why (at most 256 characters){required_note}")
-    p.add_argument("--ticket", help="change or incident ticket (at most 128 characters)")
-    p.add_argument("--json", action="store_true")
+def _source_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", help="the source's name")
+    add_tenant(p, required=True, what=" the source belongs to")
 
 
-def register(sub: Any, to_int: Any, to_float: Any) -> None:
-    """Add the flow-control commands to the `orch` parser's subcommands."""
+def register(sub: Any) -> None:
     src = sub.add_parser("sources", help="upstream sources: rate limits, circuits, pauses").add_subparsers(
         dest="sources_command", required=True
     )
-    sa_ = src.add_parser("add", help="register (or update) a source of a tenant on an upstream host")
-    sa_.add_argument("--tenant", required=True)
-    sa_.add_argument("--name", required=True)
+    sa_ = src.add_parser("add", help="register (or update) a source of a tenant on an upstream host (orch:quota)")
+    add_tenant(sa_, required=True, what=" the source belongs to (created if new)")
+    sa_.add_argument("--name", required=True, help="the source's name, unique within the tenant")
     sa_.add_argument("--host", required=True, help="upstream host (its bucket is shared by the tenant's sources)")
     sa_.add_argument("--rate", type=to_float, help="jobs per second the host may take (token bucket refill)")
     sa_.add_argument("--burst", type=to_float, help="bucket capacity (default: max(1, rate))")
     sa_.add_argument("--max-active", type=to_int, help="jobs of this source running at once")
-    _why(sa_)
+    sa_.add_argument(
+        "--allow-private",
+        action="store_true",
+        help="let its jobs fetch loopback, private and link-local addresses (refused by default)",
+    )
+    add_why(sa_, required=False)
     sa_.set_defaults(fn=cmd_sources_add)
     sl = src.add_parser("list", help="sources with their health, bucket and circuit")
-    sl.add_argument("--tenant")
-    sl.add_argument("--json", action="store_true")
+    add_tenant(sl)
+    add_json(sl)
     sl.set_defaults(fn=cmd_sources_list)
     ss = src.add_parser("show", help="one source: bucket, circuit, pause, blackouts, quotas, waiting jobs")
-    ss.add_argument("name")
-    ss.add_argument("--tenant", required=True)
-    ss.add_argument("--json", action="store_true")
+    _source_arg(ss)
+    add_json(ss)
     ss.set_defaults(fn=cmd_sources_show)
     for name, fn, text in [
         ("pause", cmd_sources_pause, "stop dispatching a source's jobs (orch:operate)"),
@@ -356,16 +325,14 @@ def register(sub: Any, to_int: Any, to_float: Any) -> None:
         ("reset-circuit", cmd_sources_reset_circuit, "close a source's circuit by hand (orch:operate)"),
     ]:
         sp = src.add_parser(name, help=text)
-        sp.add_argument("name")
-        sp.add_argument("--tenant", required=True)
-        _why(sp, required_note="; required")
+        _source_arg(sp)
+        add_why(sp)
         sp.set_defaults(fn=fn)
     st = src.add_parser("throttle", help="set a source's rate (orch:quota)")
-    st.add_argument("name")
-    st.add_argument("--tenant", required=True)
-    st.add_argument("--rate", type=to_float, required=True)
-    st.add_argument("--burst", type=to_float)
-    _why(st, required_note="; required")
+    _source_arg(st)
+    st.add_argument("--rate", type=to_float, required=True, help="jobs per second (the bucket's refill)")
+    st.add_argument("--burst", type=to_float, help="bucket capacity (default: unchanged)")
+    add_why(st)
     st.set_defaults(fn=cmd_sources_throttle)
 
     for name, fn, text in [
@@ -373,55 +340,54 @@ def register(sub: Any, to_int: Any, to_float: Any) -> None:
         ("resume", cmd_resume, "undo a pause of that exact scope (orch:operate)"),
     ]:
         pp = sub.add_parser(name, help=text)
-        pp.add_argument("--tenant", required=True)
+        add_tenant(pp, required=True)
         scope = pp.add_mutually_exclusive_group()
-        scope.add_argument("--job-type")
-        scope.add_argument("--source")
-        _why(pp, required_note="; required")
+        scope.add_argument("--job-type", help="only this job type of the tenant")
+        scope.add_argument("--source", help="only this source of the tenant")
+        add_why(pp)
         pp.set_defaults(fn=fn)
 
     bo = sub.add_parser("blackouts", help="windows with no dispatch").add_subparsers(
         dest="blackouts_command", required=True
     )
     ba = bo.add_parser("add", help="a one-off (--start/--end) or recurring (--cron/--duration) window (orch:quota)")
-    ba.add_argument("--tenant", required=True)
+    add_tenant(ba, required=True)
     ba.add_argument("--source", help="one source (default: every source of the tenant)")
     ba.add_argument("--start", help="ISO 8601 with a time zone, e.g. 2026-12-01T02:00:00Z")
     ba.add_argument("--end", help="ISO 8601 with a time zone")
     ba.add_argument("--cron", help="5-field cron expression in UTC, e.g. '0 2 * * SUN'")
     ba.add_argument("--duration", help="length of each recurring window, e.g. 30m, 2h")
-    _why(ba, required_note="; required")
+    add_why(ba)
     ba.set_defaults(fn=cmd_blackouts_add)
     bl = bo.add_parser("list", help="current and coming blackouts")
-    bl.add_argument("--tenant")
+    add_tenant(bl)
     bl.add_argument("--all", action="store_true", help="include one-off windows that are over")
-    bl.add_argument("--json", action="store_true")
+    add_json(bl)
     bl.set_defaults(fn=cmd_blackouts_list)
     br = bo.add_parser("remove", help="delete a blackout (orch:quota)")
-    br.add_argument("id", type=to_int)
-    _why(br, required_note="; required")
+    br.add_argument("id", type=to_int, help="the blackout's id (orch blackouts list)")
+    add_why(br)
     br.set_defaults(fn=cmd_blackouts_remove)
 
     qu = sub.add_parser("quotas", help="concurrency quotas and backlog limits").add_subparsers(
         dest="quotas_command", required=True
     )
     qs = qu.add_parser("set", help="a job type's quota and/or the tenant's backlog limit (orch:quota)")
-    qs.add_argument("--tenant", required=True)
-    qs.add_argument("--job-type")
+    add_tenant(qs, required=True)
+    qs.add_argument("--job-type", help="the job type the quota limits")
     qs.add_argument("--max-active", type=to_int, help="jobs of the type running at once (omit both: remove)")
     qs.add_argument("--max-per-hour", type=to_int, help="jobs of the type started in any hour")
     qs.add_argument("--backlog-limit", type=to_int, help="waiting jobs the tenant may have")
     qs.add_argument("--no-backlog-limit", action="store_true", help="remove the tenant's backlog limit")
-    qs.add_argument("--backlog-policy", choices=control.BACKLOG_POLICIES, default="refuse")
-    _why(qs, required_note="; required")
+    qs.add_argument(
+        "--backlog-policy",
+        choices=control.BACKLOG_POLICIES,
+        default="refuse",
+        help="beyond the limit: refuse the submit (exit 8) or accept the jobs deferred (default refuse)",
+    )
+    add_why(qs)
     qs.set_defaults(fn=cmd_quotas_set)
     ql = qu.add_parser("list", help="quotas with slots in use, and backlog limits")
-    ql.add_argument("--tenant")
-    ql.add_argument("--json", action="store_true")
+    add_tenant(ql)
+    add_json(ql)
     ql.set_defaults(fn=cmd_quotas_list)
-
-    us = sub.add_parser("upstream-sim", help="run the upstream simulator (throttling, 5xx, slow, drifting feeds)")
-    us.add_argument("--port", type=to_int, default=8599)
-    us.add_argument("--host", default="127.0.0.1")
-    us.add_argument("--config", help="JSON file: feed name -> settings")
-    us.set_defaults(fn=cmd_upstream_sim)

@@ -11,7 +11,11 @@ wait, so batching costs no latency.
   out and the scheduler recovers the job.
 
 Each statement is its own transaction (autocommit): none of them needs another to be
-atomic with it, and BEGIN/COMMIT would double the round trips on every job's path.
+atomic with it, and BEGIN/COMMIT would double the round trips on every job's path. So a
+database blip can cut a batch between two statements, or leave one statement's fate
+unknown: the writer keeps only what did not commit for its next try, log lines carry their
+number (written twice, stored once), and an outcome retried after an unknown fate is
+recognised when it did commit (the job is in its target state under this worker's lease).
 """
 
 from __future__ import annotations
@@ -87,6 +91,45 @@ Outcome = Succeeded | FailedRetryable | FailedFinal | CanceledOutcome | Throttle
 CIRCUIT_FAILURES = frozenset({ErrorClass.HTTP_5XX, ErrorClass.TIMEOUT, ErrorClass.NETWORK})
 
 
+@dataclass(frozen=True, slots=True)
+class _LogLine:
+    job: ActiveJob
+    #: Its number within the job's attempt (1, 2, ...): the key that makes a rewrite harmless.
+    seq: int
+    at: dt.datetime
+    level: str
+    message: str
+
+
+@dataclass(slots=True)
+class _Finish:
+    job: ActiveJob
+    outcome: Outcome
+    #: True once a write of it failed with its fate unknown: a retry checks whether it did commit.
+    tried: bool = False
+
+
+@dataclass(slots=True)
+class _Batch:
+    """One writer cycle's work; each step removes its part once written."""
+
+    finishes: list[_Finish]
+    progress: list[tuple[ActiveJob, float, str | None]]
+    logs: list[_LogLine]
+    renew_now: list[tuple[ActiveJob, Future[None]]]
+
+
+#: The states an outcome leaves its job in (under the worker's lease), for a retried write
+#: to recognise one that did commit. A job sent to wait may have been released since.
+TARGET_STATES: dict[type, tuple[str, ...]] = {
+    Succeeded: ("succeeded",),
+    FailedRetryable: ("retrying", "queued"),
+    FailedFinal: ("dead_lettered",),
+    CanceledOutcome: ("canceled",),
+    Throttled: ("throttled", "queued"),
+}
+
+
 @dataclass
 class _Claim:
     queue: str
@@ -154,9 +197,9 @@ class Pump:
         self._claim_cond = threading.Condition()
         self._claims: list[_Claim] = []
         self._write_cond = threading.Condition()
-        self._finishes: list[tuple[ActiveJob, Outcome]] = []
+        self._finishes: list[_Finish] = []
         self._progress: dict[int, tuple[ActiveJob, float, str | None]] = {}
-        self._logs: list[tuple[ActiveJob, dt.datetime, str, str]] = []
+        self._logs: list[_LogLine] = []
         self._renew_now: list[tuple[ActiveJob, Future[None]]] = []
         self._active_lock = threading.Lock()
         self._active: dict[int, ActiveJob] = {}
@@ -212,7 +255,7 @@ class Pump:
 
     def finish(self, job: ActiveJob, outcome: Outcome) -> None:
         with self._write_cond:
-            self._finishes.append((job, outcome))
+            self._finishes.append(_Finish(job, outcome))
             self._write_cond.notify()
 
     def renew_now(self, job: ActiveJob) -> None:
@@ -231,7 +274,8 @@ class Pump:
 
     def log(self, job: ActiveJob, level: str, message: str) -> None:
         with self._write_cond:
-            self._logs.append((job, dt.datetime.now(dt.UTC), level, message[:10_000]))
+            job.log_lines += 1
+            self._logs.append(_LogLine(job, job.log_lines, dt.datetime.now(dt.UTC), level, message[:10_000]))
             self._write_cond.notify()
 
     def store_artifact(self, job: ActiveJob, name: str, data: bytes, media_type: str) -> str:
@@ -338,58 +382,58 @@ class Pump:
             # of them costs no latency a handler sees and makes batches larger.
             time.sleep(self.write_linger_s)
         with self._write_cond:
-            finishes, self._finishes = self._finishes[:MAX_BATCH], self._finishes[MAX_BATCH:]
-            progress, self._progress = list(self._progress.values()), {}
-            logs, self._logs = self._logs[:MAX_BATCH], self._logs[MAX_BATCH:]
-            renew_now, self._renew_now = self._renew_now, []
+            batch = _Batch(
+                finishes=self._finishes[:MAX_BATCH],
+                progress=list(self._progress.values()),
+                logs=self._logs[:MAX_BATCH],
+                renew_now=self._renew_now,
+            )
+            self._finishes, self._logs = self._finishes[MAX_BATCH:], self._logs[MAX_BATCH:]
+            self._progress, self._renew_now = {}, []
         renewals = [] if self._stopping else self._due_renewals(time.monotonic())
         try:
-            self._write(conn, finishes, progress, logs, renewals, renew_now)
+            self._write(conn, batch, renewals)
         except sa.exc.OperationalError:
-            # Keep the work for the next try (the lane backs off).
+            # Keep what did not commit for the next try (the lane backs off); each step
+            # below drops its part of the batch once its statement has returned.
+            for f in batch.finishes:
+                f.tried = True
             with self._write_cond:
-                self._finishes[:0] = finishes
-                for job, frac, msg in progress:
+                self._finishes[:0] = batch.finishes
+                for job, frac, msg in batch.progress:
                     self._progress.setdefault(job.id, (job, frac, msg))
-                self._logs[:0] = logs
-                self._renew_now[:0] = [r for r in renew_now if not r[1].done()]
+                self._logs[:0] = batch.logs
+                self._renew_now[:0] = [r for r in batch.renew_now if not r[1].done()]
             raise
         except Exception as exc:
             # Not an outage: drop these writes; the jobs' leases are given up so the
             # scheduler retries them instead of the heartbeat keeping them forever.
             with self._active_lock:
-                for job, _ in finishes:
-                    self._active.pop(job.id, None)
-            for _, fut in renew_now:
+                for f in batch.finishes:
+                    self._active.pop(f.job.id, None)
+            for _, fut in batch.renew_now:
                 if not fut.done():
                     fut.set_exception(exc)
             raise
         return True
 
-    def _write(
-        self,
-        conn: sa.Connection,
-        finishes: list[tuple[ActiveJob, Outcome]],
-        progress: list[tuple[ActiveJob, float, str | None]],
-        logs: list[tuple[ActiveJob, dt.datetime, str, str]],
-        renewals: list[ActiveJob],
-        renew_now: list[tuple[ActiveJob, Future[None]]],
-    ) -> None:
-        to_renew = {j.id: j for j in renewals}
-        for job, _ in renew_now:
-            to_renew[job.id] = job
-        for job, _ in finishes:
-            to_renew.pop(job.id, None)
-        if logs:
+    def _write(self, conn: sa.Connection, batch: _Batch, renewals: list[ActiveJob]) -> None:
+        """Write the batch step by step; each step empties its part of `batch` once its
+        statement has committed, so what is left after an error is what did not."""
+        if batch.logs:
+            lines = batch.logs
             ledger.insert_logs(
                 conn,
-                [j.id for j, *_ in logs],
-                [j.attempt for j, *_ in logs],
-                [at for _, at, _, _ in logs],
-                [lvl for _, _, lvl, _ in logs],
-                [msg for *_, msg in logs],
+                [x.job.id for x in lines],
+                [x.job.attempt for x in lines],
+                [x.seq for x in lines],
+                [x.at for x in lines],
+                [x.level for x in lines],
+                [x.message for x in lines],
             )
-        if progress:
+            batch.logs = []
+        if batch.progress:
+            progress = batch.progress
             ledger.set_progress(
                 conn,
                 [j.id for j, _, _ in progress],
@@ -397,13 +441,27 @@ class Pump:
                 [f for _, f, _ in progress],
                 [m for _, _, m in progress],
             )
-        held: dict[int, bool] = {}
+            batch.progress = []
+        finishing = {f.job.id for f in batch.finishes}
+        to_renew = {j.id: j for j in renewals if j.id not in finishing}
+        for job, _ in batch.renew_now:
+            if job.id not in finishing:
+                to_renew[job.id] = job
         if to_renew:
-            jobs = sorted(to_renew.values(), key=lambda j: j.id)
-            held = ledger.renew_leases(
-                conn, [j.id for j in jobs], [j.lease_id for j in jobs], [j.lease_s for j in jobs]
-            )
-        done = self._write_finishes(conn, finishes) if finishes else set()
+            self._renew(conn, to_renew)
+        for job, fut in batch.renew_now:
+            if not fut.done():
+                if job.id in finishing or not job.lease_lost:
+                    fut.set_result(None)
+                else:
+                    fut.set_exception(errors.LeaseLost(f"job {job.id}: lease lost"))
+        batch.renew_now = []
+        if batch.finishes:
+            self._write_finishes(conn, batch)
+
+    def _renew(self, conn: sa.Connection, to_renew: dict[int, ActiveJob]) -> None:
+        jobs = sorted(to_renew.values(), key=lambda j: j.id)
+        held = ledger.renew_leases(conn, [j.id for j in jobs], [j.lease_id for j in jobs], [j.lease_s for j in jobs])
         now = time.monotonic()
         with self._active_lock:
             for jid, job in to_renew.items():
@@ -414,68 +472,78 @@ class Pump:
                     job.lease_lost = True
                     self._active.pop(jid, None)
                     log.warning("job %d: lease lost (expired or taken over); the handler should stop", jid)
-            for job, _ in finishes:
-                self._active.pop(job.id, None)
-        for job, _ in finishes:
-            if job.id not in done:
-                log.warning("job %d: lease lost before its outcome was written; the outcome is discarded", job.id)
-        for job, fut in renew_now:
-            if job.id in held:
-                fut.set_result(None)
-            else:
-                fut.set_exception(errors.LeaseLost(f"job {job.id}: lease lost"))
-        self.stats["finished"] += len(done)
 
-    def _write_finishes(self, conn: sa.Connection, finishes: list[tuple[ActiveJob, Outcome]]) -> set[int]:
-        groups: dict[type, list[tuple[ActiveJob, Any]]] = defaultdict(list)
-        for job, outcome in sorted(finishes, key=lambda f: f[0].id):
-            groups[type(outcome)].append((job, outcome))
-        done: set[int] = set()
+    def _write_finishes(self, conn: sa.Connection, batch: _Batch) -> None:
+        """One statement per kind of outcome, then the lessons for circuits and buckets."""
+        groups: dict[type, list[_Finish]] = defaultdict(list)
+        for f in sorted(batch.finishes, key=lambda f: f.job.id):
+            groups[type(f.outcome)].append(f)
+        written: list[_Finish] = []
+        for kind, group in groups.items():
+            done = self._write_group(conn, kind, group)
+            if any(f.tried for f in group):
+                missing = [f for f in group if f.job.id not in done]
+                if missing:
+                    done |= ledger.outcomes_written(
+                        conn, [f.job.id for f in missing], [f.job.lease_id for f in missing], TARGET_STATES[kind]
+                    )
+            ids = {f.job.id for f in group}
+            batch.finishes = [f for f in batch.finishes if f.job.id not in ids]
+            with self._active_lock:
+                for f in group:
+                    self._active.pop(f.job.id, None)
+            for f in group:
+                if f.job.id in done:
+                    written.append(f)
+                else:
+                    log.warning("job %d: lease lost before its outcome was written; the outcome is discarded", f.job.id)
+            self.stats["finished"] += len(done)
+        self._record_outcomes(
+            conn, [(f.job, f.outcome) for f in sorted(written, key=lambda f: f.job.id) if f.job.source_id is not None]
+        )
+
+    def _write_group(self, conn: sa.Connection, kind: type, group: list[_Finish]) -> set[int]:
+        """Write outcomes of one kind; the ids whose job took the outcome."""
         actor = self.owner
-        if ok := groups.get(Succeeded):
-            rows = ledger.succeed_jobs(conn, [j.id for j, _ in ok], [j.lease_id for j, _ in ok], actor=actor)
-            done.update(r["id"] for r in rows)
-        if retry := groups.get(FailedRetryable):
+        ids = [f.job.id for f in group]
+        leases = [f.job.lease_id for f in group]
+        outcomes: list[Any] = [f.outcome for f in group]
+        if kind is Succeeded:
+            rows = ledger.succeed_jobs(conn, ids, leases, actor=actor)
+        elif kind is FailedRetryable:
             rows = ledger.fail_retryable_jobs(
                 conn,
-                [j.id for j, _ in retry],
-                [j.lease_id for j, _ in retry],
-                [o.delay_s for _, o in retry],
-                [o.error_class for _, o in retry],
-                [o.message for _, o in retry],
+                ids,
+                leases,
+                [o.delay_s for o in outcomes],
+                [o.error_class for o in outcomes],
+                [o.message for o in outcomes],
                 actor=actor,
-                fingerprints=[o.fingerprint for _, o in retry],
+                fingerprints=[o.fingerprint for o in outcomes],
             )
-            done.update(r["id"] for r in rows)
-        if final := groups.get(FailedFinal):
+        elif kind is FailedFinal:
             rows = ledger.fail_final_jobs(
                 conn,
-                [j.id for j, _ in final],
-                [j.lease_id for j, _ in final],
-                [o.error_class for _, o in final],
-                [o.message for _, o in final],
-                [o.why for _, o in final],
+                ids,
+                leases,
+                [o.error_class for o in outcomes],
+                [o.message for o in outcomes],
+                [o.why for o in outcomes],
                 actor=actor,
-                fingerprints=[o.fingerprint for _, o in final],
+                fingerprints=[o.fingerprint for o in outcomes],
             )
-            done.update(r["id"] for r in rows)
-        if canceled := groups.get(CanceledOutcome):
-            rows = ledger.cancel_running_jobs(
-                conn, [j.id for j, _ in canceled], [j.lease_id for j, _ in canceled], actor=actor
-            )
-            done.update(r["id"] for r in rows)
-        if throttled := groups.get(Throttled):
+        elif kind is CanceledOutcome:
+            rows = ledger.cancel_running_jobs(conn, ids, leases, actor=actor)
+        else:
             rows = ledger.throttle_jobs(
                 conn,
-                [j.id for j, _ in throttled],
-                [j.lease_id for j, _ in throttled],
-                [o.delay_s for _, o in throttled],
-                [o.message for _, o in throttled],
+                ids,
+                leases,
+                [o.delay_s for o in outcomes],
+                [o.message for o in outcomes],
                 actor=actor,
             )
-            done.update(r["id"] for r in rows)
-        self._record_outcomes(conn, [(j, o) for j, o in finishes if j.id in done and j.source_id is not None])
-        return done
+        return {int(r["id"]) for r in rows}
 
     def _record_outcomes(self, conn: sa.Connection, finished: list[tuple[ActiveJob, Outcome]]) -> None:
         """What sources' jobs taught us goes to their circuits and buckets, in finishing order."""
