@@ -47,7 +47,7 @@ class Settings(BaseSettings):
     #: Where worker processes of this host write their metric files (multiprocess mode).
     #: Unset: a fresh temporary directory per pool start.
     metrics_dir: Path | None = None
-    #: The job-success SLO target (DESIGN.md section 7).
+    #: The job-success SLO target (docs/design.md, "Observability").
     slo_target: float = Field(default=0.99, gt=0, lt=1)
 
     @field_validator("database_url")

@@ -16,7 +16,7 @@ from core.domain import errors
 from core.domain.auth import Principal
 
 #: A SQLAlchemy Connection. Dashboards hands it to core.queries untouched and never imports
-#: SQLAlchemy itself (DESIGN.md section 2: dashboards reads only through core.queries).
+#: SQLAlchemy itself (docs/design.md, "Layout": dashboards reads only through core.queries).
 Connection = Any
 Rows = list[dict[str, Any]]
 ReadModel = Callable[[Connection, Principal, "Filters"], Rows]

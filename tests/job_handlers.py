@@ -32,3 +32,16 @@ def short_lease(ctx: JobContext) -> None:
         if ctx.should_cancel():
             return
         time.sleep(0.05)
+
+
+@job_handler("test.env_probe", max_attempts=1)
+def env_probe(ctx: JobContext) -> None:
+    """Logs the names of the ORCH_ variables its process sees, and whether any variable holds
+    the value the payload names (a credential a handler must not be given)."""
+    import os
+
+    secret = str(ctx.payload.get("secret", ""))
+    names = sorted(k for k in os.environ if k.startswith("ORCH_"))
+    holders = sorted(k for k, v in os.environ.items() if secret and secret in v)
+    ctx.log("orch variables: " + ",".join(names))
+    ctx.log("holding the secret: " + (",".join(holders) or "none"))

@@ -131,10 +131,23 @@ def registry() -> Mapping[str, HandlerSpec]:
 # -- the context a handler gets ----------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class SourceInfo:
+    """The source (upstream feed) a job reads: the one host its fetches may reach, and
+    whether that host may be a loopback, private or other non-public address."""
+
+    id: int
+    name: str
+    #: host, or host:port.
+    host: str
+    allow_private: bool
+
+
 class LedgerPort(Protocol):
     """What a JobContext needs from the worker process (implemented by worker.runtime.pump.Pump)."""
 
     def renew_now(self, job: ActiveJob) -> None: ...
+    def source(self, job: ActiveJob) -> SourceInfo | None: ...
     def progress(self, job: ActiveJob, fraction: float, message: str | None) -> None: ...
     def log(self, job: ActiveJob, level: str, message: str) -> None: ...
     def store_artifact(self, job: ActiveJob, name: str, data: bytes, media_type: str) -> str: ...
@@ -204,6 +217,12 @@ class JobContext:
     @property
     def correlation_id(self) -> str | None:
         return self._job.correlation_id
+
+    @property
+    def source(self) -> SourceInfo | None:
+        """The source the job reads (None for a job without one): its host is the only one
+        its fetches may reach. Read from the ledger (cached for a few seconds)."""
+        return self._port.source(self._job)
 
     def heartbeat(self) -> None:
         """Extend the lease now (a background heartbeat also does so every heartbeat_s).

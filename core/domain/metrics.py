@@ -41,7 +41,7 @@ DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
 
 #: Outcomes of an attempt, the values of the `outcome` label.
 OUTCOMES = ("succeeded", "retried", "dead_lettered", "canceled", "throttled")
-#: SLO windows of the burn-rate metric (DESIGN.md section 7).
+#: SLO windows of the burn-rate metric (docs/design.md, "Observability").
 BURN_WINDOWS = ("5m", "30m", "1h", "6h", "3d")
 #: Values of orch_circuit_state: a circuit breaker's state as a number (alerts compare them).
 CIRCUIT_STATES: dict[str, int] = {"closed": 0, "half_open": 1, "open": 2}

@@ -1,4 +1,4 @@
-"""SLO burn-rate math (DESIGN.md section 7). Pure: counts in, ratios out."""
+"""SLO burn-rate math (docs/design.md, "Observability"). Pure: counts in, ratios out."""
 
 from __future__ import annotations
 

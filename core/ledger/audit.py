@@ -135,7 +135,7 @@ class Verdict:
 LEGACY = "legacy"
 
 
-def _entry(r: sa.RowMapping) -> AuditEntry:
+def _entry(r: Mapping[Any, Any]) -> AuditEntry:
     return AuditEntry(
         r["subject"], r["scopes"], r["action"], r["target"], r["tenant"], r["reason"], r["ticket"], r["details"]
     )
@@ -174,39 +174,60 @@ def verify_legacy(conn: sa.Connection) -> Verdict:
     return Verdict(True, count, 1 if count else 0)
 
 
-def verify_chain(conn: sa.Connection, head: sa.RowMapping) -> Verdict:
-    """One per-tenant chain: seq 1, 2, ... from its anchor, each hash over the one before,
-    ending at the head its head row records."""
-    chain = str(head["chain"])
-    prev_hash, count, last_id = str(head["anchor_hash"]), 0, None
-    for r in _stream(conn, stmt("chain_audit_rows"), {"chain": chain}):
+def verify_rows(
+    rows: Iterable[Mapping[Any, Any]], *, chain: str, anchor_hash: str, first_seq: int = 1
+) -> tuple[Verdict, str]:
+    """Check rows of one chain from their own content alone: seq first_seq, first_seq + 1,
+    ... from `anchor_hash` (the previous row's hash, or the chain's anchor), each hash over
+    the one before. Returns the verdict and the last hash."""
+    prev_hash, count, seq = anchor_hash, 0, first_seq
+    for r in rows:
         count += 1
         bad = None
-        if r["chain_seq"] != count:
-            bad = f"rows {count}..{r['chain_seq'] - 1} of the chain are missing"
+        if r["chain"] != chain:
+            bad = f"the row belongs to chain {r['chain']!r}"
+        elif r["chain_seq"] != seq:
+            bad = f"rows {seq}..{r['chain_seq'] - 1} of the chain are missing"
         elif r["prev_hash"] != prev_hash:
             bad = "prev_hash does not match the previous row of the chain (a row was removed)"
-        elif row_hash(prev_hash, r["at"], _entry(r), chain=chain, seq=count) != r["hash"]:
+        elif row_hash(prev_hash, r["at"], _entry(r), chain=chain, seq=seq) != r["hash"]:
             bad = "the row's content does not match its hash (it was altered)"
         if bad is not None:
-            return Verdict(False, count, 1, r["id"], chain, bad)
-        prev_hash, last_id = r["hash"], r["id"]
-    if count != head["head_seq"] or prev_hash != head["head_hash"]:
-        where = head["head_id"] if last_id is None or count < head["head_seq"] else last_id
+            return Verdict(False, count, 1, r["id"], chain, bad), prev_hash
+        prev_hash, seq = r["hash"], seq + 1
+    return Verdict(True, count, 1), prev_hash
+
+
+def verify_chain(conn: sa.Connection, head: sa.RowMapping) -> Verdict:
+    """One per-tenant chain: its rows from its anchor, ending at the head its head row records."""
+    chain = str(head["chain"])
+    rows = list(_stream(conn, stmt("chain_audit_rows"), {"chain": chain}))
+    verdict, last_hash = verify_rows(rows, chain=chain, anchor_hash=str(head["anchor_hash"]))
+    if not verdict.ok:
+        return verdict
+    if verdict.rows != head["head_seq"] or last_hash != head["head_hash"]:
+        where = head["head_id"] if not rows or verdict.rows < head["head_seq"] else rows[-1]["id"]
         return Verdict(
             False,
-            count,
+            verdict.rows,
             1,
             where,
             chain,
-            f"the chain holds {count} rows but its head says {head['head_seq']} (rows were removed)",
+            f"the chain holds {verdict.rows} rows but its head says {head['head_seq']} (rows were removed)",
         )
-    return Verdict(True, count, 1)
+    return verdict
 
 
 def verify(conn: sa.Connection) -> Verdict:
     """Every chain: the legacy one, then each tenant's and the cross-tenant one. The first
-    row that does not fit is named (an altered row, or the row after a removed one)."""
+    row that does not fit is named (an altered row, or the row after a removed one). Reads
+    on a connection of its own in one REPEATABLE READ snapshot, so appends that commit
+    meanwhile cannot look like a broken chain."""
+    with conn.engine.connect().execution_options(isolation_level="REPEATABLE READ") as snap, snap.begin():
+        return _verify(snap)
+
+
+def _verify(conn: sa.Connection) -> Verdict:
     total = verify_legacy(conn)
     if not total.ok:
         return total

@@ -93,7 +93,7 @@ def source_ids(conn: sa.Connection, wanted: Sequence[tuple[str, str]]) -> dict[t
 
 
 def source_policy(conn: sa.Connection, source_id: int) -> Row | None:
-    """(host, allow_private) of a source: what its jobs may fetch."""
+    """(id, name, host, allow_private) of a source: what its jobs may fetch."""
     return _one(conn, stmt("source_policy"), {"id": source_id})
 
 

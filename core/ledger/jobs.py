@@ -51,8 +51,14 @@ class NewJob:
 
 
 def ensure_tenants(conn: sa.Connection, names: Sequence[str]) -> dict[str, int]:
+    """{name: id} of these tenants, creating those that do not exist (concurrent creators of
+    one name get the same id, without taking a lock)."""
     rows = _rows(conn, stmt("ensure_tenants"), {"names": list(names)})
-    return {r["name"]: r["id"] for r in rows}
+    found = {r["name"]: r["id"] for r in rows}
+    missing = [n for n in names if n not in found]
+    if missing:
+        found.update({r["name"]: r["id"] for r in _rows(conn, stmt("find_tenants"), {"names": missing})})
+    return found
 
 
 def allocate_job_ids(conn: sa.Connection, n: int) -> list[int]:

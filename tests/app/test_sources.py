@@ -200,7 +200,11 @@ def test_reset_circuit_closes_an_open_circuit(flow: Flow, console: sa.Engine, ma
     assert _source(console, "osv")["circuit_state"] == "closed"
     assert audit_count(console) == before + 1
     row = last_audit(console)
-    assert (row["action"], row["target"], row["details"]) == ("circuit.reset", "source osv", {"old_state": "open", "released": 0})
+    assert (row["action"], row["target"], row["details"]) == (
+        "circuit.reset",
+        "source osv",
+        {"old_state": "open", "released": 0},
+    )
     assert metrics(at)["Circuit"] == "Closed"
     assert button(at, labels.RESET_CIRCUIT).disabled
 

@@ -181,3 +181,39 @@ def test_bad_database_url_names_the_variable(services: Services) -> None:
     proc = orch(services, "jobs", "list", db_url="mysql://x@y/z")
     assert proc.returncode == 2
     assert proc.stderr.startswith("orch: error: ORCH_DATABASE_URL")
+
+
+def _parsers(parser: Any, path: str = "orch") -> Any:
+    import argparse
+
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _parsers(sub, f"{path} {name}")
+
+
+def test_every_option_of_every_command_says_what_it_does() -> None:
+    import argparse
+
+    from worker.cli import build_parser
+
+    missing = []
+    commands = 0
+    for path, parser in _parsers(build_parser()):
+        commands += 1
+        for action in parser._actions:
+            if isinstance(action, argparse._HelpAction | argparse._SubParsersAction):
+                continue
+            if not (action.help or "").strip():
+                missing.append(f"{path} {'/'.join(action.option_strings) or action.dest}")
+    assert commands > 30
+    assert not missing, f"options without a description: {missing}"
+
+
+def test_worker_help_describes_processes_and_threads(services: Services) -> None:
+    proc = orch(services, "worker", "--help")
+    assert proc.returncode == 0, proc.stderr
+    text = " ".join(proc.stdout.split())
+    assert "--processes PROCESSES worker processes to run" in text
+    assert "--threads THREADS handler threads in each worker process" in text

@@ -1294,3 +1294,67 @@ def test_changing_a_sources_rate_logs_the_old_rate(ledger: sa.Engine, principal:
     with ledger.connect() as conn:
         rows = queries.throttles(conn, principal, tenant=TENANT, source="feed")
     assert [(r["old_rate"], r["new_rate"]) for r in reversed(rows)] == [(None, 10.0), (10.0, 4.0)]
+
+
+# -- lifting a hold releases every job it held -----------------------------------------------
+
+HELD = 10_050  # more than any one statement of the old wake (10,000) let go
+
+
+def _hold_all(ledger: sa.Engine, ids: Sequence[int]) -> None:
+    """Run claims until admission has sent every one of `ids` back to wait."""
+    with ledger.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        for _ in range(len(ids) // 2000 + 2):
+            got = ledger_jobs.claim_and_start_jobs(conn, queue=QUEUE, limit=2000, owner="t", job_types=TYPES)
+            assert got == []
+
+
+def _due_now(ledger: sa.Engine, ids: Sequence[int], reason: str) -> int:
+    with ledger.connect() as conn:
+        return int(
+            conn.execute(
+                sa.text(
+                    "SELECT count(*) FROM jobs WHERE id = ANY(:ids) AND state = 'throttled' AND wait_reason = :r"
+                    " AND not_before <= now()"
+                ),
+                {"ids": list(ids), "r": reason},
+            ).scalar_one()
+        )
+
+
+def test_resume_releases_every_held_job_however_many(ledger: sa.Engine, principal: Principal) -> None:
+    control.pause(ledger, principal, tenant=TENANT, reason=REASON)
+    ids = submit(ledger, principal, HELD)
+    _hold_all(ledger, ids)
+    assert states(ledger, ids) == {"throttled/paused": HELD}
+    r = control.resume(ledger, principal, tenant=TENANT, reason=REASON)
+    assert (r.changed, r.released) == (True, HELD)
+    assert _due_now(ledger, ids, "paused") == HELD
+    # The scheduler then moves them in bounded passes until none is left.
+    sched = Scheduler(ledger)
+    released = 0
+    while (n := sched.release_due()) > 0:
+        released += n
+    assert released == HELD
+    assert states(ledger, ids) == {"queued": HELD}
+
+
+def test_removing_a_blackout_releases_every_held_job_in_its_own_transaction(
+    ledger: sa.Engine, principal: Principal
+) -> None:
+    now = db_now(ledger)
+    b = control.add_blackout(
+        ledger, principal, tenant=TENANT, starts_at=now, ends_at=now + dt.timedelta(hours=1), reason=REASON
+    )
+    ids = submit(ledger, principal, HELD)
+    _hold_all(ledger, ids)
+    assert states(ledger, ids) == {"throttled/blackout": HELD}
+    r = control.remove_blackout(ledger, principal, b.id, reason=REASON)
+    assert (r.removed, r.released) == (True, HELD)
+    assert _due_now(ledger, ids, "blackout") == HELD
+    # The audit row says how many went, written in the same transaction as the wake.
+    with ledger.connect() as conn:
+        details = conn.execute(
+            sa.text("SELECT details FROM audit_log WHERE action = 'blackout.remove'")
+        ).scalar_one()
+    assert details == {"released": HELD}

@@ -109,3 +109,49 @@ def test_docs_diagram_is_generated_from_the_table() -> None:
     assert states.mermaid() in doc.read_text(encoding="utf-8"), (
         "docs/states.md is out of date: paste core.domain.states.mermaid() into it"
     )
+
+
+@pytest.mark.parametrize(
+    ("table", "constraint"),
+    [("jobs", "jobs_wait_reason_valid"), ("job_history", "job_history_wait_reason_valid")],
+)
+def test_wait_reason_checks_list_exactly_the_enum(engine: sa.Engine, table: str, constraint: str) -> None:
+    with engine.connect() as conn:
+        definition = _constraint_def(conn, table, constraint)
+    assert "wait_reason" in definition
+    assert _quoted(definition) == {r.value for r in states.WaitReason}, definition
+
+
+def test_a_wait_reason_outside_the_enum_is_refused(ledger: sa.Engine) -> None:
+    with pytest.raises(sa.exc.IntegrityError) as info, ledger.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO job_history (job_id, from_state, event, to_state, actor, wait_reason)"
+                " VALUES (1, 'queued', 'deny', 'throttled', 'test', 'because')"
+            )
+        )
+    assert getattr(info.value.orig.diag, "constraint_name", None) == "job_history_wait_reason_valid"
+
+
+def test_holding_a_slot_means_holding_a_lease(engine: sa.Engine) -> None:
+    """orch_holds_slot (the database's one definition) agrees with LEASED_STATES, and the
+    partial indexes that count active slots cover exactly those states."""
+    with engine.connect() as conn:
+        holding = {
+            s.value
+            for s in State
+            if conn.execute(sa.text("SELECT orch_holds_slot(:s)"), {"s": s.value}).scalar_one()
+        }
+        predicates = dict(
+            conn.execute(
+                sa.text(
+                    "SELECT c.relname, pg_get_expr(i.indpred, i.indrelid) FROM pg_index AS i"
+                    " JOIN pg_class AS c ON c.oid = i.indexrelid"
+                    " WHERE c.relname IN ('jobs_active_type_idx', 'jobs_active_source_idx')"
+                )
+            ).all()
+        )
+    assert holding == {s.value for s in states.LEASED_STATES}
+    assert sorted(predicates) == ["jobs_active_source_idx", "jobs_active_type_idx"]
+    for name, predicate in predicates.items():
+        assert _quoted(predicate) == holding, (name, predicate)

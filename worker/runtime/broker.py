@@ -2,7 +2,7 @@
 batch doorbell, and a consumer that wakes on a pub/sub notification instead of polling.
 
 Dramatiq's Retries, TimeLimit, AgeLimit, Callbacks and Pipelines are deliberately absent:
-attempts, backoff and deadlines belong to the ledger (DESIGN.md section 1).
+attempts, backoff and deadlines belong to the ledger (docs/design.md, "The one idea").
 """
 
 from __future__ import annotations

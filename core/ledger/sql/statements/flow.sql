@@ -35,7 +35,8 @@ SELECT t.name AS tenant, s.name, s.id FROM sources AS s JOIN tenants AS t ON t.i
 WHERE (t.name, s.name) IN (SELECT * FROM unnest(CAST(:t AS text[]), CAST(:n AS text[])));
 
 -- name: source_policy
-SELECT host, allow_private FROM sources WHERE id = :id;
+-- What the jobs of a source may fetch: its host, and whether private addresses are allowed.
+SELECT id, name, host, allow_private FROM sources WHERE id = :id;
 
 -- name: lock_source
 SELECT s.*, t.name AS tenant FROM sources AS s JOIN tenants AS t ON t.id = s.tenant_id
@@ -81,18 +82,18 @@ RETURNING id;
 -- The scheduler's release_due_jobs then moves them to queued in bounded batches (and rings
 -- their doorbells). Rows are locked in id order and not skipped: a job another transaction
 -- holds is waited for and re-checked, never left behind.
-WITH woken AS (
-    UPDATE jobs SET not_before = now()
-    WHERE id IN (
-        SELECT j.id FROM jobs AS j
-        WHERE j.state = 'throttled' AND j.wait_reason = :reason AND j.tenant_id = :tenant_id
-          AND (CAST(:source_id AS bigint) IS NULL OR j.source_id = :source_id)
-          AND (CAST(:job_type AS text) IS NULL OR j.job_type = :job_type)
-          AND j.not_before > now()
-        ORDER BY j.id
-        FOR UPDATE
-    )
-    AND state = 'throttled' AND wait_reason = :reason
+WITH held AS MATERIALIZED (
+    SELECT j.id FROM jobs AS j
+    WHERE j.state = 'throttled' AND j.wait_reason = :reason AND j.tenant_id = :tenant_id
+      AND (CAST(:source_id AS bigint) IS NULL OR j.source_id = :source_id)
+      AND (CAST(:job_type AS text) IS NULL OR j.job_type = :job_type)
+      AND j.not_before > now()
+    ORDER BY j.id
+    FOR UPDATE
+), woken AS (
+    -- By primary key from the locked set (an IN (subquery) here let stale statistics pick a
+    -- nested loop that scanned the held set once per held job).
+    UPDATE jobs AS w SET not_before = now() FROM held WHERE w.id = held.id
     RETURNING 1
 )
 SELECT count(*) FROM woken;
@@ -148,8 +149,7 @@ WITH room AS (
       AND EXISTS (SELECT 1 FROM jobs AS d WHERE d.tenant_id = t.id AND d.state = 'throttled'
                   AND d.wait_reason = 'backpressure')
 )
-UPDATE jobs SET not_before = now()
-WHERE id IN (
+, picked AS MATERIALIZED (
     SELECT d.id FROM room, LATERAL (
         SELECT j.id FROM jobs AS j
         WHERE j.tenant_id = room.tenant_id AND j.state = 'throttled' AND j.wait_reason = 'backpressure'
@@ -157,7 +157,10 @@ WHERE id IN (
     ) AS d
     LIMIT :limit
 )
-RETURNING id;
+-- By primary key from the picked set, as wake_waiting does.
+UPDATE jobs AS w SET not_before = now() FROM picked
+WHERE w.id = picked.id AND w.state = 'throttled' AND w.wait_reason = 'backpressure'
+RETURNING w.id;
 
 -- name: prune_quota_starts
 DELETE FROM quota_starts WHERE minute < now() - interval '2 hours';

@@ -49,6 +49,9 @@ FROM unnest(CAST(:tenant_id AS bigint[]), CAST(:idem AS text[])) AS i(tenant_id,
 JOIN jobs AS j ON j.tenant_id = i.tenant_id AND j.idempotency_key = i.idem;
 
 -- name: ensure_tenants
+-- Creates the tenants that do not exist yet; returns the ids of those it created and of
+-- those it can see. A name another transaction inserted concurrently is in neither (this
+-- statement's snapshot predates that commit): find_tenants, a new statement, sees it.
 WITH ins AS (
     INSERT INTO tenants (name) SELECT unnest(CAST(:names AS text[]))
     ON CONFLICT (name) DO NOTHING
@@ -56,6 +59,9 @@ WITH ins AS (
 )
 SELECT id, name FROM ins
 UNION ALL
+SELECT id, name FROM tenants WHERE name = ANY(CAST(:names AS text[]));
+
+-- name: find_tenants
 SELECT id, name FROM tenants WHERE name = ANY(CAST(:names AS text[]));
 
 -- name: record_outcomes

@@ -1,0 +1,21 @@
+/* cancel_running_jobs */
+WITH src AS (
+        SELECT j.id, j.state AS from_state, i.lease_id
+        FROM unnest(CAST(:id AS bigint[]), CAST(:lease_id AS uuid[])) AS i(id, lease_id)
+        JOIN jobs AS j ON j.id = i.id
+        WHERE j.state IN ('running') AND j.lease_id = i.lease_id
+), moved AS (
+    UPDATE jobs AS j SET
+        state = 'canceled',
+        updated_at = now(),
+        finished_at = now(),
+        lease_expires_at = NULL
+    FROM src AS src
+    WHERE j.id = src.id AND j.state = src.from_state AND j.lease_id = src.lease_id
+    RETURNING j.id, j.tenant_id, j.attempt, j.state AS to_state, src.from_state,
+        'canceled by request; the handler stopped' AS reason
+), history AS (
+    INSERT INTO job_history (job_id, from_state, event, to_state, at, actor, reason, attempt)
+    SELECT id, from_state, 'cancel', to_state, now(), :actor, reason, attempt FROM moved
+)
+SELECT * FROM moved;

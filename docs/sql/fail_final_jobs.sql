@@ -1,0 +1,25 @@
+/* fail_final_jobs */
+WITH src AS (
+        SELECT j.id, j.state AS from_state, i.lease_id, i.error_class, i.message, i.why, i.fingerprint
+        FROM unnest(CAST(:id AS bigint[]), CAST(:lease_id AS uuid[]), CAST(:error_class AS text[]), CAST(:message AS text[]), CAST(:why AS text[]), CAST(:fingerprint AS text[])) AS i(id, lease_id, error_class, message, why, fingerprint)
+        JOIN jobs AS j ON j.id = i.id
+        WHERE j.state IN ('running') AND j.lease_id = i.lease_id
+), moved AS (
+    UPDATE jobs AS j SET
+        state = 'dead_lettered',
+        updated_at = now(),
+        finished_at = now(),
+        lease_expires_at = NULL,
+        error_class = src.error_class,
+        last_error = src.message,
+        error_fingerprint = src.fingerprint
+    FROM src AS src
+    WHERE j.id = src.id AND j.state = src.from_state AND j.lease_id = src.lease_id
+    RETURNING j.id, j.tenant_id, j.attempt, j.state AS to_state, src.from_state,
+        src.why || ': ' || src.error_class || ': ' || left(src.message, 200) AS reason,
+        src.error_class AS f_class, src.fingerprint AS f_fingerprint, src.message AS f_message
+), history AS (
+    INSERT INTO job_history (job_id, from_state, event, to_state, at, actor, reason, attempt, error_class, fingerprint, message)
+    SELECT id, from_state, 'fail_final', to_state, now(), :actor, reason, attempt, f_class, f_fingerprint, f_message FROM moved
+)
+SELECT * FROM moved;

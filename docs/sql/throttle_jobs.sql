@@ -1,0 +1,25 @@
+/* throttle_jobs */
+WITH src AS (
+        SELECT j.id, j.state AS from_state, i.lease_id, i.delay_s, i.message, i.fingerprint
+        FROM unnest(CAST(:id AS bigint[]), CAST(:lease_id AS uuid[]), CAST(:delay_s AS float8[]), CAST(:message AS text[]), CAST(:fingerprint AS text[])) AS i(id, lease_id, delay_s, message, fingerprint)
+        JOIN jobs AS j ON j.id = i.id
+        WHERE j.state IN ('running') AND j.lease_id = i.lease_id
+), moved AS (
+    UPDATE jobs AS j SET
+        state = 'throttled',
+        updated_at = now(),
+        attempt = greatest(j.attempt - 1, 0),
+        wait_reason = 'rate_limited',
+        not_before = now() + make_interval(secs => src.delay_s),
+        lease_expires_at = NULL
+    FROM src AS src
+    WHERE j.id = src.id AND j.state = src.from_state AND j.lease_id = src.lease_id
+    RETURNING j.id, j.tenant_id, j.attempt, j.state AS to_state, src.from_state,
+        'upstream throttled: ' || left(src.message, 200) AS reason,
+        'http_429' AS f_class, src.fingerprint AS f_fingerprint, src.message AS f_message,
+        'rate_limited' AS h_wait_reason
+), history AS (
+    INSERT INTO job_history (job_id, from_state, event, to_state, at, actor, reason, attempt, error_class, fingerprint, message, wait_reason)
+    SELECT id, from_state, 'throttle', to_state, now(), :actor, reason, attempt, f_class, f_fingerprint, f_message, h_wait_reason FROM moved
+)
+SELECT * FROM moved;

@@ -1,0 +1,102 @@
+"""Audit chains per tenant: appends of different tenants never wait on each other, appends of
+one tenant take turns, and a tenant's chain verifies from its own rows alone."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import sqlalchemy as sa
+
+from core import control
+from core.domain.auth import Principal
+from core.ledger import audit, db
+
+NO_BELL = control.NoDoorbell()
+LOCK_TIMEOUT_MS = 2000
+
+
+def _impatient(engine: sa.Engine) -> sa.Engine:
+    """An engine on the same ledger whose statements give up after waiting LOCK_TIMEOUT_MS for a lock."""
+    fast = db.create_engine(engine.url.render_as_string(hide_password=False), application_name="orch-tests-impatient")
+
+    @sa.event.listens_for(fast, "connect")
+    def _timeout(dbapi_conn: object, _record: object) -> None:
+        with dbapi_conn.cursor() as cur:  # type: ignore[attr-defined]
+            cur.execute(f"SET lock_timeout = {LOCK_TIMEOUT_MS}")
+
+    return fast
+
+
+def test_a_tenant_never_waits_for_another_tenants_audit_append(ledger: sa.Engine, principal: Principal) -> None:
+    control.submit(ledger, principal, control.JobSpec("a", "noop"), doorbell=NO_BELL)  # both chains exist
+    control.submit(ledger, principal, control.JobSpec("b", "noop"), doorbell=NO_BELL)
+    fast = _impatient(ledger)
+    try:
+        with ledger.connect() as held:
+            tx = held.begin()
+            # Tenant a's audited write stays uncommitted (think: a slow transaction).
+            audit.append(held, audit.AuditEntry("t", ["orch:operate"], "submit", "job 0", "a", None, None, {}))
+            started = time.monotonic()
+            control.submit(fast, principal, control.JobSpec("b", "noop"), doorbell=NO_BELL)
+            assert time.monotonic() - started < LOCK_TIMEOUT_MS / 1000
+            # The same tenant does take turns: its append waits for the open one.
+            with pytest.raises(sa.exc.OperationalError) as info:
+                control.submit(fast, principal, control.JobSpec("a", "noop"), doorbell=NO_BELL)
+            assert db.constraint_name(info.value) is None and "lock timeout" in str(info.value.orig)
+            tx.rollback()
+    finally:
+        fast.dispose()
+    with ledger.connect() as conn:
+        assert audit.verify(conn).ok
+
+
+def test_concurrent_appends_of_one_tenant_form_one_unbroken_chain(ledger: sa.Engine, principal: Principal) -> None:
+    errors: list[BaseException] = []
+
+    def submits(tenant: str) -> None:
+        try:
+            for _ in range(15):
+                control.submit(ledger, principal, control.JobSpec(tenant, "noop"), doorbell=NO_BELL)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=submits, args=(t,)) for t in ("x", "x", "x", "y", "y")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    with ledger.connect() as conn:
+        verdict = audit.verify(conn)
+        seqs = dict(
+            conn.execute(
+                sa.text("SELECT chain, array_agg(chain_seq ORDER BY chain_seq) FROM audit_log GROUP BY 1")
+            ).all()
+        )
+    assert verdict.ok and verdict.rows == 75 and verdict.chains == 2, verdict
+    assert seqs == {"x": list(range(1, 46)), "y": list(range(1, 31))}
+
+
+def test_a_tenants_chain_verifies_from_its_own_rows(ledger: sa.Engine, principal: Principal) -> None:
+    for tenant in ("p", "q", "p", "q", "p"):
+        control.submit(ledger, principal, control.JobSpec(tenant, "noop"), doorbell=NO_BELL)
+    with ledger.connect() as conn:
+        rows = [
+            dict(r)
+            for r in conn.execute(sa.text("SELECT * FROM audit_log WHERE chain = 'p' ORDER BY chain_seq")).mappings()
+        ]
+        anchor = conn.execute(sa.text("SELECT last_hash FROM audit_legacy")).scalar_one()
+    # Nothing but p's rows and the anchor: a bundle of tenant p carries exactly these.
+    verdict, last = audit.verify_rows(rows, chain="p", anchor_hash=anchor)
+    assert verdict.ok and verdict.rows == 3 and last == rows[-1]["hash"]
+    # A bundle that starts mid-chain carries the previous hash as its anchor.
+    tail, _ = audit.verify_rows(rows[1:], chain="p", anchor_hash=rows[0]["hash"], first_seq=2)
+    assert tail.ok and tail.rows == 2
+    altered = [dict(rows[0]), *rows[1:]]
+    altered[0]["reason"] = "rewritten"
+    bad, _ = audit.verify_rows(altered, chain="p", anchor_hash=anchor)
+    assert not bad.ok and bad.first_bad_id == rows[0]["id"] and "altered" in (bad.problem or "")
+    moved, _ = audit.verify_rows([rows[0], rows[2]], chain="p", anchor_hash=anchor)
+    assert not moved.ok and moved.first_bad_id == rows[2]["id"] and "missing" in (moved.problem or "")
