@@ -31,9 +31,13 @@ def verification() -> None:
     with common.shown_errors(), session.engine.connect() as conn:
         verdict = queries.verify_audit(conn, principal)
         if verdict["ok"]:
-            st.success(f"Audit chain intact: {verdict['rows']} rows, hash chain verified.")
+            st.success(
+                f"Audit chain intact: {verdict['rows']} rows in {verdict['chains']} chain(s), every hash chain verified."
+            )
         else:
-            st.error(f"Audit chain broken at row {verdict['first_bad_id']}: {verdict['problem']}")
+            st.error(
+                f"Audit chain broken at row {verdict['first_bad_id']} (chain {verdict['chain']}): {verdict['problem']}"
+            )
 
 
 def _render(conn: sa.Connection) -> None:
