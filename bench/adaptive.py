@@ -138,8 +138,16 @@ def measure(db_url: str, redis_url: str, a: argparse.Namespace) -> Run:
     sampler = threading.Thread(target=sample, name="sim-sampler", daemon=True)
     try:
         host = f"127.0.0.1:{sim.port}"
-        src = control.add_source(
-            engine, principal, tenant=TENANT, name=SOURCE, host=host, rate=a.start_rate, burst=a.burst, reason="bench"
+        src = control.add_source(  # the simulator listens on loopback, which http_fetch refuses unless allowed
+            engine,
+            principal,
+            tenant=TENANT,
+            name=SOURCE,
+            host=host,
+            rate=a.start_rate,
+            burst=a.burst,
+            allow_private=True,
+            reason="bench",
         )
         specs = [
             control.JobSpec(
@@ -203,9 +211,7 @@ def measure(db_url: str, redis_url: str, a: argparse.Namespace) -> Run:
         broker.client.delete(*(broker.client.keys(f"{namespace}:*") or ["-"]))
 
     with engine.connect() as conn:
-        bucket_id = conn.execute(
-            sa.text("SELECT bucket_id FROM sources WHERE id = :id"), {"id": src.id}
-        ).scalar_one()
+        bucket_id = conn.execute(sa.text("SELECT bucket_id FROM sources WHERE id = :id"), {"id": src.id}).scalar_one()
         changes = [
             (float(at), None if old is None else float(old), float(new), reason)
             for at, old, new, reason in conn.execute(

@@ -15,6 +15,8 @@ class ErrorClass(StrEnum):
     PARSE_ERROR = "parse_error"
     LEASE_EXPIRED = "lease_expired"
     WORKER_CRASH = "worker_crash"
+    #: A fetch the egress policy refused (another host than the source's, a private address).
+    EGRESS_REFUSED = "egress_refused"
     UNKNOWN = "unknown"
 
 

@@ -80,7 +80,10 @@ def wait_succeeded(engine: sa.Engine, stack: Stack, ids: Sequence[int], *, timeo
     try:
         wait_until(done, timeout=timeout, interval=0.05, what=f"{len(ids)} job(s) to succeed")
     except pytest.fail.Exception:
-        pytest.fail(f"jobs did not all succeed in {timeout}s: {flow.states(engine, ids)}\n{stack.logs()}")
+        errors = sorted({str(j["last_error"]) for j in flow.jobs(engine, ids).values() if j["last_error"]})
+        pytest.fail(
+            f"jobs did not all succeed in {timeout}s: {flow.states(engine, ids)}, errors {errors}\n{stack.logs()}"
+        )
 
 
 def events_per_job(engine: sa.Engine, ids: Sequence[int], event: str) -> dict[int, int]:
@@ -88,6 +91,31 @@ def events_per_job(engine: sa.Engine, ids: Sequence[int], event: str) -> dict[in
     for h in flow.history(engine, ids, event):
         counts[h["job_id"]] += 1
     return counts
+
+
+def add_sim_source(
+    engine: sa.Engine,
+    principal: Principal,
+    name: str,
+    sim: UpstreamSim,
+    *,
+    tenant: str,
+    rate: float | None = None,
+    burst: float | None = None,
+) -> control.SourceChange:
+    """A source on the simulator's host:port. It listens on loopback, so the source allows
+    private addresses (http_fetch refuses them otherwise)."""
+    return control.add_source(
+        engine,
+        principal,
+        tenant=tenant,
+        name=name,
+        host=f"127.0.0.1:{sim.port}",
+        rate=rate,
+        burst=burst,
+        allow_private=True,
+        reason=REASON,
+    )
 
 
 def first_ack(engine: sa.Engine, ids: Sequence[int]) -> dt.datetime | None:
@@ -213,7 +241,7 @@ def test_circuit_walks_closed_open_half_open_closed(
 ) -> None:
     tenant, n_jobs = "wf-circuit", 6
     sim.configure("cb", error_burst=1000)  # the upstream is down: every request gets a 503
-    src = flow.add_source(ledger, principal, "cb", tenant=tenant, host=f"127.0.0.1:{sim.port}")
+    src = add_sim_source(ledger, principal, "cb", sim, tenant=tenant)
     flow.set_circuit(ledger, "cb", cb_window=6, cb_min_outcomes=3, cb_failure_ratio=0.5, cb_cooldown_s=1.0, cb_probes=1)
     payloads = [{"url": f"{sim.url}/feeds/cb/items?page={i + 1}", "timeout_s": 5} for i in range(n_jobs)]
     with CircuitWatch(ledger, src.id) as watch:
@@ -250,7 +278,7 @@ def test_upstream_429_slows_the_bucket_without_using_attempts(
 ) -> None:
     tenant, n_jobs = "wf-429", 16
     sim.configure("rl", rate_limit=4.0, burst=1.0, retry_after_s=0.5)  # the hidden limit
-    flow.add_source(ledger, principal, "rl", tenant=tenant, host=f"127.0.0.1:{sim.port}", rate=20.0, burst=4.0)
+    add_sim_source(ledger, principal, "rl", sim, tenant=tenant, rate=20.0, burst=4.0)
     payloads = [{"url": f"{sim.url}/feeds/rl/items?page={i + 1}", "timeout_s": 5} for i in range(n_jobs)]
     ids = submit(stack, ledger, principal, tenant, payloads, job_type="http_fetch", source="rl")
     wait_succeeded(ledger, stack, ids, timeout=40)
@@ -274,6 +302,38 @@ def test_upstream_429_slows_the_bucket_without_using_attempts(
     assert rows, "no throttles row for the rate decreases"
     assert all(r[1] == pytest.approx(max(0.1, r[0] / 2)) for r in rows)
     assert all(r[2].count(":") >= 2 for r in rows), "the actor is not the worker"
+
+
+def test_http_fetch_refused_by_the_egress_policy_dead_letters_at_once(
+    stack: Stack, ledger: sa.Engine, principal: Principal, sim: UpstreamSim
+) -> None:
+    tenant = "wf-egress"
+    # The simulator's own host, but the source does not allow loopback addresses; and a job
+    # without a source fetching it.
+    control.add_source(ledger, principal, tenant=tenant, name="strict", host=f"127.0.0.1:{sim.port}", reason=REASON)
+    payload = {"url": f"{sim.url}/feeds/egress/items", "timeout_s": 5}
+    [unsourced] = submit(stack, ledger, principal, tenant, [payload], job_type="http_fetch")
+    [strict] = submit(stack, ledger, principal, tenant, [payload], job_type="http_fetch", source="strict")
+    ids = [unsourced, strict]
+
+    def ended() -> bool:
+        stack.check_alive()
+        return flow.states(ledger, ids) == {"dead_lettered": 2}
+
+    try:
+        wait_until(ended, timeout=20, interval=0.05, what="both fetches to be dead-lettered")
+    except pytest.fail.Exception:
+        pytest.fail(f"{flow.states(ledger, ids)}\n{stack.logs()}")
+    final = flow.jobs(ledger, ids)
+    for job_id, hint in ((unsourced, "only jobs of a source added with --allow-private"), (strict, "source strict")):
+        j = final[job_id]
+        assert (j["attempt"], j["error_class"]) == (1, "egress_refused"), j
+        assert j["last_error"].startswith(f"refused to fetch {sim.url}/feeds/egress/items: 127.0.0.1 is a loopback")
+        assert hint in j["last_error"]
+    assert events_per_job(ledger, ids, "fail_retryable") == dict.fromkeys(ids, 0)
+    assert all(n == 0 for counts in sim.stats().values() for n in counts.values()), (
+        "a refused fetch reached the upstream"
+    )
 
 
 def test_killed_worker_does_not_leak_its_quota_slot(stack: Stack, ledger: sa.Engine, principal: Principal) -> None:

@@ -17,6 +17,7 @@ from collections.abc import Iterator, Mapping
 from email.utils import formatdate
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -331,10 +332,11 @@ def test_bad_payload_is_a_fatal_parse_error(payload: dict[str, Any]) -> None:
 
 
 class StandInContext:
-    """The handler's input: a payload plus the two report-back calls it uses."""
+    """The handler's input: a payload, the job's source, and the two report-back calls it uses."""
 
-    def __init__(self, payload: Mapping[str, Any]) -> None:
+    def __init__(self, payload: Mapping[str, Any], source: sdk.SourceInfo | None = None) -> None:
         self.payload = payload
+        self.source = source
         self.job_id = 1
         self.attempt = 1
         self.progress_calls: list[tuple[float, str | None]] = []
@@ -347,8 +349,15 @@ class StandInContext:
         self.lines.append(message)
 
 
+def sim_source(url: str) -> sdk.SourceInfo:
+    """A source for the simulator at `url`'s host:port; it listens on loopback, so the source
+    allows private addresses (as the demo's do)."""
+    return sdk.SourceInfo(1, "sim", urlsplit(url).netloc, allow_private=True)
+
+
 def run(payload: Mapping[str, Any]) -> StandInContext:
-    ctx = StandInContext(payload)
+    """Run http_fetch as a job of the source of the simulator it fetches."""
+    ctx = StandInContext(payload, sim_source(payload["url"]))
     http_fetch.http_fetch(ctx)  # type: ignore[arg-type]
     return ctx
 

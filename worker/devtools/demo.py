@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from core import control
 from core.domain import errors
 from core.domain.auth import Principal
+from worker.devtools.upstream_sim import UpstreamSim
 
 log = logging.getLogger(__name__)
 
@@ -29,11 +30,32 @@ FEEDS: tuple[tuple[str, float, dict[str, object]], ...] = (
 )
 
 
-def setup_sources(engine: sa.Engine, principal: Principal, sim: Any) -> None:
-    """The simulator's feeds, and a source of each tenant for each (one bucket per tenant
-    and feed host)."""
+def start_feed_sims(sim: Any) -> dict[str, Any]:
+    """A simulator per feed: the first feed on `sim` (the one `orch up` started), each other
+    on one of its own on a free port. A source's jobs may fetch only its host, and a bucket
+    is per (tenant, host): feeds on distinct hosts keep distinct buckets."""
+    sims: dict[str, Any] = {}
+    try:
+        for i, (name, _, _) in enumerate(FEEDS):
+            sims[name] = sim if i == 0 else UpstreamSim(sim.host, port=0).start()
+    except OSError:
+        stop_feed_sims(sims, sim)
+        raise
+    return sims
+
+
+def stop_feed_sims(sims: dict[str, Any], sim: Any) -> None:
+    """Stop the simulators start_feed_sims started (not `sim`: its owner stops it)."""
+    for other in sims.values():
+        if other is not sim:
+            other.stop()
+
+
+def setup_sources(engine: sa.Engine, principal: Principal, sims: dict[str, Any]) -> None:
+    """The simulators' feeds, and a source of each tenant for each (one bucket per tenant and
+    feed host). The simulators listen on loopback: the sources allow private addresses."""
     for name, _, settings in FEEDS:
-        sim.configure(name, **settings)
+        sims[name].configure(name, **settings)
     for tenant in TENANTS:
         for name, rate, _ in FEEDS:
             control.add_source(
@@ -41,9 +63,10 @@ def setup_sources(engine: sa.Engine, principal: Principal, sim: Any) -> None:
                 principal,
                 tenant=tenant,
                 name=name,
-                host=f"{name}.upstream.test",
+                host=f"127.0.0.1:{sims[name].port}",
                 rate=rate,
                 burst=max(2.0, rate / 2),
+                allow_private=True,
                 reason="demo sources",
             )
         with engine.begin() as conn:  # a quick circuit, so the demo shows it walking
@@ -56,26 +79,26 @@ def setup_sources(engine: sa.Engine, principal: Principal, sim: Any) -> None:
             )
 
 
-def fetches(rng: random.Random, tenant: str, sim_url: str) -> list[control.JobSpec]:
+def fetches(rng: random.Random, tenant: str, sims: dict[str, Any]) -> list[control.JobSpec]:
     specs = []
     for name, _rate, _settings in FEEDS:
         for _ in range(rng.randint(0, 2)):  # about 2 per second per feed
-            url = f"{sim_url}/feeds/{name}/items?page={rng.randint(1, 500)}"
+            url = f"{sims[name].url}/feeds/{name}/items?page={rng.randint(1, 500)}"
             specs.append(control.JobSpec(tenant, "http_fetch", {"url": url, "timeout_s": 5}, source=name))
     return specs
 
 
-def weather(sim: Any, stop: threading.Event) -> None:
+def weather(sims: dict[str, Any], stop: threading.Event) -> None:
     """Upstream trouble on a schedule: every 2 minutes vex answers 503 for a while (its
     circuits open, then close through a probe) and sbom drifts its schema for 20 s.
     advisories keeps its hidden limit throughout, which the buckets learn: a limit that
     drops and comes back would be re-found only by the 5-minute probes (ADR 0010)."""
     while not stop.wait(120.0):
-        sim.configure("vex", error_burst=30)
-        sim.configure("sbom", drift=True)
+        sims["vex"].configure("vex", error_burst=30)
+        sims["sbom"].configure("sbom", drift=True)
         if stop.wait(20.0):
             break
-        sim.configure("sbom", drift=False)
+        sims["sbom"].configure("sbom", drift=False)
 
 
 def batch(rng: random.Random) -> list[control.JobSpec]:
@@ -114,20 +137,29 @@ def batch(rng: random.Random) -> list[control.JobSpec]:
 def run(
     engine: sa.Engine, principal: Principal, doorbell: control.Doorbell, stop: threading.Event, sim: Any = None
 ) -> None:
+    """Submit the demo workload until `stop` is set; with `sim`, http_fetch jobs too, on it and
+    on a simulator per further feed, which this stops before returning."""
     rng = random.Random()
+    sims: dict[str, Any] = {}
     if sim is not None:
         try:
-            setup_sources(engine, principal, sim)
-        except (errors.OrchError, sa.exc.SQLAlchemyError) as exc:
+            sims = start_feed_sims(sim)
+            setup_sources(engine, principal, sims)
+        except (OSError, errors.OrchError, sa.exc.SQLAlchemyError) as exc:
             log.warning("demo sources not set up: %s", exc)
-            sim = None
+            stop_feed_sims(sims, sim)
+            sims = {}
         else:
-            threading.Thread(target=weather, args=(sim, stop), name="demo-weather", daemon=True).start()
-    while not stop.wait(0.5):
-        specs = batch(rng)
-        if sim is not None:
-            specs += fetches(rng, rng.choice(TENANTS), sim.url)
-        try:
-            control.submit_many(engine, principal, specs, doorbell=doorbell, reason="demo workload")
-        except (errors.OrchError, sa.exc.SQLAlchemyError) as exc:
-            log.warning("demo submit failed: %s", exc)
+            log.info("demo feeds: %s", ", ".join(f"{name} on {s.url}" for name, s in sims.items()))
+            threading.Thread(target=weather, args=(sims, stop), name="demo-weather", daemon=True).start()
+    try:
+        while not stop.wait(0.5):
+            specs = batch(rng)
+            if sims:
+                specs += fetches(rng, rng.choice(TENANTS), sims)
+            try:
+                control.submit_many(engine, principal, specs, doorbell=doorbell, reason="demo workload")
+            except (errors.OrchError, sa.exc.SQLAlchemyError) as exc:
+                log.warning("demo submit failed: %s", exc)
+    finally:
+        stop_feed_sims(sims, sim)

@@ -1,5 +1,6 @@
-"""The built-in job type `http_fetch`: GET one URL and name the outcome in Orch's error classes
-(throttled, 5xx, 4xx, timeout, network, schema drift), so flow control reacts to real upstreams.
+"""The built-in job type `http_fetch`: GET one URL, within the egress policy (the source's host,
+public addresses), and name the outcome in Orch's error classes (throttled, 5xx, 4xx, timeout,
+network, schema drift, egress refused), so flow control reacts to real upstreams.
 """
 
 from __future__ import annotations
@@ -8,23 +9,27 @@ import datetime
 import http.client
 import json
 import math
+import socket
+import ssl
+import string
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urljoin, urlsplit, urlunsplit
 
 from core.domain.failures import ErrorClass
 from worker import sdk
+from worker.jobtypes import egress
 
 DEFAULT_TIMEOUT_S = 10.0
 MAX_TIMEOUT_S = 300.0
 MAX_BODY_BYTES = 32 * 1024 * 1024
 ITEMS_FIELD = "items"
 USER_AGENT = "orch-http-fetch/1"
+MAX_REDIRECTS = 5
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 
 
 @dataclass(frozen=True)
@@ -173,34 +178,149 @@ def classify(
     return FetchResult(status, len(items), len(body))
 
 
-def fetch(request: FetchRequest) -> Response:
-    """GET the URL (redirects followed) and return any HTTP answer, error statuses included.
+#: Opens a TCP connection to one checked address within a timeout (tests stand in for the network).
+Connector = Callable[[egress.Address, float], socket.socket]
 
-    Raises RetryableError(TIMEOUT) when the upstream is too slow, RetryableError(NETWORK) when
-    it cannot be reached (refused, reset, DNS, TLS), FatalError(PARSE_ERROR) for a body over
+
+def open_socket(address: egress.Address, timeout_s: float) -> socket.socket:
+    """A TCP connection to one checked address."""
+    sock = socket.socket(address.family, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout_s)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.connect(address.sockaddr)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _connect_any(target: egress.Target, timeout_s: float, connector: Connector) -> socket.socket:
+    """The first of the target's checked addresses that accepts (as socket.create_connection
+    tries each address, but never resolving the name again)."""
+    error: OSError | None = None
+    for address in target.addresses:
+        try:
+            return connector(address, timeout_s)
+        except OSError as exc:
+            error = exc
+    raise error or OSError(f"no address to connect to for {target.host}")
+
+
+class _PinnedHTTPConnection(http.client.HTTPConnection):
+    """HTTP to an address checked beforehand; Host is still the URL's host."""
+
+    def __init__(self, target: egress.Target, timeout_s: float, connector: Connector) -> None:
+        super().__init__(target.host, target.port, timeout=timeout_s)
+        self._target, self._timeout_s, self._connector = target, timeout_s, connector
+        self.reached = False
+
+    def connect(self) -> None:
+        self.sock = _connect_any(self._target, self._timeout_s, self._connector)
+        self.reached = True
+
+
+class _PinnedHTTPSConnection(http.client.HTTPSConnection):
+    """HTTPS to an address checked beforehand; SNI and the certificate check use the URL's host."""
+
+    def __init__(self, target: egress.Target, timeout_s: float, connector: Connector) -> None:
+        self._tls = ssl.create_default_context()
+        super().__init__(target.host, target.port, timeout=timeout_s, context=self._tls)
+        self._target, self._timeout_s, self._connector = target, timeout_s, connector
+        self.reached = False
+
+    def connect(self) -> None:
+        sock = _connect_any(self._target, self._timeout_s, self._connector)
+        try:
+            self.sock = self._tls.wrap_socket(sock, server_hostname=self._target.host)
+        except BaseException:
+            sock.close()
+            raise
+        self.reached = True
+
+
+def fetch(
+    request: FetchRequest,
+    source: egress.Source | None = None,
+    *,
+    resolver: egress.Resolver = socket.getaddrinfo,
+    connector: Connector = open_socket,
+) -> Response:
+    """GET the URL as the egress policy allows (see worker.jobtypes.egress) and return any HTTP
+    answer, error statuses included. Redirects are followed, up to MAX_REDIRECTS, only where
+    the policy allows the first URL (the source's host, or the URL's own host without one).
+    Proxy settings in the environment are ignored: a proxy would connect to names unchecked.
+
+    Raises FatalError(EGRESS_REFUSED) before any connection for what the policy refuses,
+    RetryableError(TIMEOUT) when the upstream is too slow, RetryableError(NETWORK) when it
+    cannot be reached (refused, reset, DNS, TLS), FatalError(PARSE_ERROR) for a body over
     MAX_BODY_BYTES.
     """
-    where = display_url(request.url)
-    http_request = urllib.request.Request(
-        request.url, headers={"User-Agent": USER_AGENT, "Accept": "application/json"}, method="GET"
-    )
+    url, previous, origin = request.url, None, None
+    for hop in range(MAX_REDIRECTS + 1):
+        target = _plan(url, previous, source, resolver, origin)
+        origin = origin or target.host
+        response = _get(target, url, request.timeout_s, connector)
+        location = header(response.headers, "Location") if response.status in REDIRECT_STATUSES else None
+        if location is None:
+            return response
+        next_url = _redirect_url(url, location)
+        if hop == MAX_REDIRECTS:
+            raise _refused(
+                f"refused to follow the redirect from {display_url(url)} to {display_url(next_url)}: "
+                f"more than {MAX_REDIRECTS} redirects from {display_url(request.url)}"
+            )
+        previous, url = url, next_url
+    raise AssertionError("unreachable: the loop returns or raises")
+
+
+def _plan(
+    url: str, previous: str | None, source: egress.Source | None, resolver: egress.Resolver, origin: str | None
+) -> egress.Target:
+    """The checked target of `url` (where a redirect from `previous` leads, if given)."""
+    where = display_url(url)
+    what = f"fetch {where}" if previous is None else f"follow the redirect from {display_url(previous)} to {where}"
     try:
-        try:
-            with urllib.request.urlopen(http_request, timeout=request.timeout_s) as answer:
-                return Response(answer.status, dict(answer.headers.items()), _read(answer, where))
-        except urllib.error.HTTPError as exc:  # a non-2xx answer is still an answer
-            with exc:
-                return Response(exc.code, dict(exc.headers.items()), _read(exc, where))
-    except urllib.error.URLError as exc:
-        reason = exc.reason
-        if isinstance(reason, TimeoutError):
-            raise _timeout(where, request.timeout_s) from exc
-        raise sdk.RetryableError(f"cannot reach {where}: {reason}", error_class=ErrorClass.NETWORK) from exc
+        return egress.plan(url, source, resolver, origin=origin)
+    except egress.Refused as exc:
+        raise _refused(f"refused to {what}: {exc.reason}") from None
+    except ValueError as exc:  # a redirect's Location that is no URL
+        raise _refused(f"refused to {what}: not a valid URL ({exc})") from None
+    except OSError as exc:  # the name does not resolve
+        raise sdk.RetryableError(f"cannot reach {where}: {exc}", error_class=ErrorClass.NETWORK) from exc
+
+
+def _get(target: egress.Target, url: str, timeout_s: float, connector: Connector) -> Response:
+    """One GET of `url` on its checked target, redirects not followed."""
+    where = display_url(url)
+    parts = urlsplit(url)
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    pinned = _PinnedHTTPSConnection if target.scheme == "https" else _PinnedHTTPConnection
+    conn = pinned(target, timeout_s, connector)
+    headers = {"User-Agent": USER_AGENT, "Accept": "application/json", "Connection": "close"}
+    try:
+        conn.request("GET", path, headers=headers)
+        answer = conn.getresponse()
+        return Response(answer.status, dict(answer.headers.items()), _read(answer, where))
     except TimeoutError as exc:  # socket.timeout is TimeoutError
-        raise _timeout(where, request.timeout_s) from exc
-    except (OSError, http.client.HTTPException) as exc:  # reset, refused, truncated answers
+        raise _timeout(where, timeout_s) from exc
+    except (OSError, http.client.HTTPException) as exc:  # refused, reset, TLS, truncated answers
         detail = str(exc) or type(exc).__name__
+        if not conn.reached:
+            raise sdk.RetryableError(f"cannot reach {where}: {detail}", error_class=ErrorClass.NETWORK) from exc
         raise sdk.RetryableError(f"network error talking to {where}: {detail}", error_class=ErrorClass.NETWORK) from exc
+    finally:
+        conn.close()
+
+
+def _redirect_url(current: str, location: str) -> str:
+    """Where a Location leads from `current`; what it should not hold raw (spaces, non-ASCII)
+    percent-encoded, as urllib does (escapes already there are kept)."""
+    return urljoin(current, quote(location.strip(), safe=string.punctuation))
+
+
+def _refused(message: str) -> sdk.FatalError:
+    return sdk.FatalError(message, error_class=ErrorClass.EGRESS_REFUSED)
 
 
 def _timeout(where: str, timeout_s: float) -> sdk.RetryableError:
@@ -219,9 +339,11 @@ def _read(answer: Any, where: str) -> bytes:
 @sdk.job_handler("http_fetch", max_attempts=5, backoff_base_s=0.5, backoff_cap_s=30.0)
 def http_fetch(ctx: sdk.JobContext) -> None:
     """{"url": u, "parse": true, "timeout_s": 10}: GET u; with parse, the answer must be a JSON
-    object with a list `items`. Raises UpstreamThrottled, RetryableError, FatalError (see classify)."""
+    object with a list `items`. A job with a source may fetch only that source's host, and
+    only public addresses unless the source allows private ones. Raises UpstreamThrottled,
+    RetryableError, FatalError (see classify and fetch)."""
     request = parse_request(ctx.payload)
-    response = fetch(request)
+    response = fetch(request, ctx.source)
     outcome = classify(response.status, response.headers, response.body, request.parse, url=request.url)
     if isinstance(outcome, Exception):
         raise outcome
