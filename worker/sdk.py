@@ -221,7 +221,7 @@ class JobContext:
     @property
     def source(self) -> SourceInfo | None:
         """The source the job reads (None for a job without one): its host is the only one
-        its fetches may reach. Read from the ledger (cached for a few seconds)."""
+        its fetches may reach. Read from the ledger at each call."""
         return self._port.source(self._job)
 
     def heartbeat(self) -> None:

@@ -158,7 +158,7 @@ def _start_upstream_sim() -> Any:
         sim = upstream_sim.UpstreamSim(port=port).start()
     except OSError:
         sim = upstream_sim.UpstreamSim(port=0).start()
-    print(f"upstream simulator: {sim.url} (feeds advisories, vex, sbom)", flush=True)
+    print(f"upstream simulator: {sim.url} (the demo's first feed; it starts one more per other feed)", flush=True)
     return sim
 
 

@@ -42,8 +42,6 @@ from worker.sdk import ActiveJob, SourceInfo
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 500
-#: How long a worker process trusts what it read of a source (host, private-address rule).
-SOURCE_TTL_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,8 +204,6 @@ class Pump:
         self._renew_now: list[tuple[ActiveJob, Future[None]]] = []
         self._active_lock = threading.Lock()
         self._active: dict[int, ActiveJob] = {}
-        self._source_lock = threading.Lock()
-        self._sources: dict[int, tuple[float, SourceInfo | None]] = {}
         self._stopping = False
         self._claimer = _Lane(self, "orch-claimer", self._claim_cycle)
         self._writer = _Lane(self, "orch-writer", self._write_cycle)
@@ -284,21 +280,14 @@ class Pump:
             self._write_cond.notify()
 
     def source(self, job: ActiveJob) -> SourceInfo | None:
-        """The job's source as the ledger has it, cached for SOURCE_TTL_S per process (a
-        change of a source's host or private-address rule reaches handlers within that)."""
+        """The job's source as the ledger has it now: read on every call (one primary-key
+        lookup, against the request it guards), so a changed host or private-address rule
+        applies to the next fetch."""
         if job.source_id is None:
             return None
-        now = time.monotonic()
-        with self._source_lock:
-            cached = self._sources.get(job.source_id)
-        if cached is not None and cached[0] > now:
-            return cached[1]
         with self.engine.connect() as conn:
             row = flow.source_policy(conn, job.source_id)
-        info = None if row is None else SourceInfo(int(row["id"]), row["name"], row["host"], bool(row["allow_private"]))
-        with self._source_lock:
-            self._sources[job.source_id] = (now + SOURCE_TTL_S, info)
-        return info
+        return None if row is None else SourceInfo(int(row["id"]), row["name"], row["host"], bool(row["allow_private"]))
 
     def store_artifact(self, job: ActiveJob, name: str, data: bytes, media_type: str) -> str:
         sha = hashlib.sha256(data).hexdigest()
