@@ -1354,7 +1354,5 @@ def test_removing_a_blackout_releases_every_held_job_in_its_own_transaction(
     assert _due_now(ledger, ids, "blackout") == HELD
     # The audit row says how many went, written in the same transaction as the wake.
     with ledger.connect() as conn:
-        details = conn.execute(
-            sa.text("SELECT details FROM audit_log WHERE action = 'blackout.remove'")
-        ).scalar_one()
+        details = conn.execute(sa.text("SELECT details FROM audit_log WHERE action = 'blackout.remove'")).scalar_one()
     assert details == {"released": HELD}

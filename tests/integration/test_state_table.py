@@ -138,9 +138,7 @@ def test_holding_a_slot_means_holding_a_lease(engine: sa.Engine) -> None:
     partial indexes that count active slots cover exactly those states."""
     with engine.connect() as conn:
         holding = {
-            s.value
-            for s in State
-            if conn.execute(sa.text("SELECT orch_holds_slot(:s)"), {"s": s.value}).scalar_one()
+            s.value for s in State if conn.execute(sa.text("SELECT orch_holds_slot(:s)"), {"s": s.value}).scalar_one()
         }
         predicates = dict(
             conn.execute(
