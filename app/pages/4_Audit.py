@@ -32,7 +32,8 @@ def verification() -> None:
         verdict = queries.verify_audit(conn, principal)
         if verdict["ok"]:
             st.success(
-                f"Audit chain intact: {verdict['rows']} rows in {verdict['chains']} chain(s), every hash chain verified."
+                f"Audit chain intact: {verdict['rows']} rows in {verdict['chains']} chain(s),"
+                " every hash chain verified."
             )
         else:
             st.error(
