@@ -1356,3 +1356,12 @@ def test_removing_a_blackout_releases_every_held_job_in_its_own_transaction(
     with ledger.connect() as conn:
         details = conn.execute(sa.text("SELECT details FROM audit_log WHERE action = 'blackout.remove'")).scalar_one()
     assert details == {"released": HELD}
+
+
+def test_a_replay_keeps_its_jobs_source(ledger: sa.Engine, principal: Principal) -> None:
+    src = add_source(ledger, principal)
+    (job_id,) = submit(ledger, principal, 1, source="feed")
+    fail_final(ledger, claim(ledger, limit=1))
+    new_id = control.retry(ledger, principal, job_id, doorbell=control.NoDoorbell(), reason="feed fixed")
+    replayed = job(ledger, new_id)
+    assert (replayed["replay_of"], replayed["source_id"]) == (job_id, src.id)
