@@ -33,6 +33,13 @@ class JobSpec:
     correlation_id: str | None = None
     #: The source (upstream feed) the job reads: its pause, blackouts, circuit and bucket apply.
     source: str | None = None
+    #: Jobs of a run (RunSpec) only: the job's key in its run, the keys of its parents, when it
+    #: starts given how they ended (core.domain.dag.TriggerRule), and whether its failure
+    #: leaves the run's state alone.
+    key: str | None = None
+    after: Sequence[str] = ()
+    trigger_rule: str = "all_success"
+    allow_failure: bool = False
 
 
 @dataclass(frozen=True)
@@ -82,6 +89,8 @@ def submit_many(
     if not specs:
         return SubmitResult([], [])
     common.check_reason(reason)
+    if any(s.key is not None or s.after for s in specs):
+        raise errors.InvalidInput("jobs with a key or parents belong to a run: submit them with submit_run")
     for tenant in {s.tenant for s in specs}:
         principal.require(Scope.OPERATE, tenant)
     try:
@@ -306,6 +315,15 @@ def _replay_of(job: sa.RowMapping, new_id: int) -> ledger.NewJob:
     )
 
 
+def _refuse_run_job(job: sa.RowMapping) -> None:
+    """A job of a run is replayed with its run, so what depends on it runs again too."""
+    if job["run_id"] is not None:
+        raise errors.InvalidTransition(
+            f"job {job['id']} belongs to run {job['run_id']}: replay the run "
+            f"(`orch runs replay {job['run_id']} --reason ...`), which re-runs it and everything downstream"
+        )
+
+
 def retry(
     engine: sa.Engine,
     principal: Principal,
@@ -343,6 +361,7 @@ def retry(
             raise errors.InvalidTransition(
                 f"job {job_id} is {state}; only dead-lettered, canceled or upstream-failed jobs are replayed"
             )
+        _refuse_run_job(job)
         new_id = ledger.allocate_job_ids(conn, 1)[0]
         ledger.insert_jobs(
             conn,
@@ -402,6 +421,7 @@ def replay_many(
             principal.require(Scope.OPERATE, r["tenant"])
             if r["state"] != State.DEAD_LETTERED:
                 raise errors.InvalidTransition(f"job {r['id']} is {r['state']}; only dead-lettered jobs are replayed")
+            _refuse_run_job(r)
         new_ids = ledger.allocate_job_ids(conn, len(rows))
         news = [_replay_of(r, new_id) for new_id, r in zip(new_ids, rows, strict=True)]
         ledger.insert_jobs(conn, news, actor=principal.subject, reason=reason)

@@ -25,12 +25,16 @@ class State(StrEnum):
     DEAD_LETTERED = "dead_lettered"
     CANCELED = "canceled"
     UPSTREAM_FAILED = "upstream_failed"
+    #: A job of a run whose trigger rule can no longer be met without a failure to react to
+    #: (e.g. one_failed when every parent succeeded). Neither a success nor a failure.
+    SKIPPED = "skipped"
 
 
 class Event(StrEnum):
     SUBMIT = "submit"
     DEPS_MET = "deps_met"
     PARENT_FAILED = "parent_failed"
+    SKIP = "skip"
     CLAIM = "claim"
     DENY = "deny"
     DUE = "due"
@@ -72,7 +76,10 @@ TRANSITIONS: frozenset[Transition] = frozenset(
     Transition(f, e, t)
     for f, e, t in [
         (S.PENDING, E.DEPS_MET, S.QUEUED),
+        # Jobs of a run wait pending until their parents decide their trigger rule
+        # (core/domain/dag.py): released, failed upstream, or skipped.
         (S.PENDING, E.PARENT_FAILED, S.UPSTREAM_FAILED),
+        (S.PENDING, E.SKIP, S.SKIPPED),
         (S.QUEUED, E.CLAIM, S.LEASED),
         (S.QUEUED, E.DENY, S.THROTTLED),
         (S.THROTTLED, E.DUE, S.QUEUED),
@@ -99,7 +106,7 @@ TRANSITIONS: frozenset[Transition] = frozenset(
 #: States a job can be created in (history row with from_state NULL, event submit).
 INITIAL: frozenset[State] = frozenset({S.PENDING, S.QUEUED, S.THROTTLED})
 
-TERMINAL: frozenset[State] = frozenset({S.SUCCEEDED, S.DEAD_LETTERED, S.CANCELED, S.UPSTREAM_FAILED})
+TERMINAL: frozenset[State] = frozenset({S.SUCCEEDED, S.DEAD_LETTERED, S.CANCELED, S.UPSTREAM_FAILED, S.SKIPPED})
 
 #: States in which a worker holds a lease on the job; such a job also holds an active slot of
 #: its quota and source (the database's orch_holds_slot says the same, checked by a test).

@@ -135,8 +135,22 @@ def ack_jobs(conn: sa.Connection, ids: Sequence[int], leases: Sequence[uuid.UUID
     return _rows(conn, transition("ack_jobs"), {"id": list(ids), "lease_id": list(leases), "actor": actor})
 
 
-def succeed_jobs(conn: sa.Connection, ids: Sequence[int], leases: Sequence[uuid.UUID], *, actor: str) -> list[Row]:
-    return _rows(conn, transition("succeed_jobs"), {"id": list(ids), "lease_id": list(leases), "actor": actor})
+def succeed_jobs(
+    conn: sa.Connection,
+    ids: Sequence[int],
+    leases: Sequence[uuid.UUID],
+    *,
+    actor: str,
+    results: Sequence[str | None] | None = None,
+) -> list[Row]:
+    """running -> succeeded; `results` (JSON text or None per job) are stored with it."""
+    params = {
+        "id": list(ids),
+        "lease_id": list(leases),
+        "result": list(results) if results is not None else [None] * len(ids),
+        "actor": actor,
+    }
+    return _rows(conn, transition("succeed_jobs"), params)
 
 
 def fail_retryable_jobs(

@@ -43,6 +43,9 @@ JOB_COLUMNS = (
     "(SELECT orch_circuit_learns(s) OR coalesce(orch_bucket_learns(b), false)"
     " FROM sources AS s LEFT JOIN buckets AS b ON b.id = s.bucket_id WHERE s.id = j.source_id) AS learns",
     "(SELECT t.name FROM tenants AS t WHERE t.id = j.tenant_id) AS tenant",
+    # A job of a run with parents: seconds since its last parent ended (the DAG hop).
+    "CASE WHEN j.run_id IS NOT NULL THEN (SELECT extract(epoch FROM now() - max(p.finished_at))"
+    " FROM dag_edges AS e JOIN jobs AS p ON p.id = e.parent_id WHERE e.child_id = j.id) END AS release_s",
     # Ready (rung) until claimed: the queue wait. now() is the claiming transaction's start.
     "extract(epoch FROM now() - coalesce(j.rung_at, j.created_at)) AS queue_wait_s",
 )
@@ -134,10 +137,21 @@ def _specs() -> list[TransitionSpec]:
             event=E.SUCCEED,
             from_states=(S.RUNNING,),
             to_states=(S.SUCCEEDED,),
-            inputs=(("id", "bigint"), ("lease_id", "uuid")),
+            inputs=(("id", "bigint"), ("lease_id", "uuid"), ("result", "text")),
             match_lease=True,
             sets=(("finished_at", "now()"), ("lease_expires_at", "NULL"), ("progress", "1")),
             returning=("j.queue",),
+            # What the handler returned, for its children (JobContext.parent), committed
+            # with the success that releases them.
+            tail=(
+                "results AS (\n"
+                "    INSERT INTO job_results (job_id, tenant_id, result, size_bytes)\n"
+                "    SELECT m.id, m.tenant_id, CAST(src.result AS jsonb), octet_length(src.result)\n"
+                "    FROM moved AS m JOIN src ON src.id = m.id\n"
+                "    WHERE src.result IS NOT NULL\n"
+                "    ON CONFLICT (job_id) DO NOTHING\n"
+                ")"
+            ),
         ),
         TransitionSpec(
             name="fail_retryable_jobs",

@@ -44,6 +44,9 @@ class TransitionSpec:
     history: tuple[tuple[str, str], ...] = ()
     #: Extra CTEs placed first (e.g. the admission step the sources select from).
     head: str = ""
+    #: Further CTEs placed after this transition's own (over `src` and `moved`), e.g. the
+    #: results a success records in the same statement.
+    tail: str = ""
     #: Other transitions run in the same statement (their CTEs prefixed with their name);
     #: the statement returns the rows of this one.
     companions: tuple[TransitionSpec, ...] = ()
@@ -77,6 +80,8 @@ def build(spec: TransitionSpec) -> str:
     """Render the statement. Parameters: one array per input column, plus :actor."""
     parts = [spec.head] if spec.head else []
     parts.append(_ctes(spec, ""))
+    if spec.tail:
+        parts.append(spec.tail)
     parts.extend(_ctes(c, c.name + "_") for c in spec.companions)
     body = ",\n".join(parts)
     return f"""/* {spec.name} */

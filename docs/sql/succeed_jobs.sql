@@ -1,7 +1,7 @@
 /* succeed_jobs */
 WITH src AS (
-        SELECT j.id, j.state AS from_state, i.lease_id
-        FROM unnest(CAST(:id AS bigint[]), CAST(:lease_id AS uuid[])) AS i(id, lease_id)
+        SELECT j.id, j.state AS from_state, i.lease_id, i.result
+        FROM unnest(CAST(:id AS bigint[]), CAST(:lease_id AS uuid[]), CAST(:result AS text[])) AS i(id, lease_id, result)
         JOIN jobs AS j ON j.id = i.id
         WHERE j.state IN ('running') AND j.lease_id = i.lease_id
 ), moved AS (
@@ -19,5 +19,12 @@ WITH src AS (
 ), history AS (
     INSERT INTO job_history (job_id, from_state, event, to_state, at, actor, reason, attempt)
     SELECT id, from_state, 'succeed', to_state, now(), :actor, reason, attempt FROM moved
+),
+results AS (
+    INSERT INTO job_results (job_id, tenant_id, result, size_bytes)
+    SELECT m.id, m.tenant_id, CAST(src.result AS jsonb), octet_length(src.result)
+    FROM moved AS m JOIN src ON src.id = m.id
+    WHERE src.result IS NOT NULL
+    ON CONFLICT (job_id) DO NOTHING
 )
 SELECT * FROM moved;
