@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -143,9 +143,56 @@ class SourceInfo:
     allow_private: bool
 
 
+@dataclass(frozen=True, slots=True)
+class ArtifactInfo:
+    id: int
+    name: str
+    media_type: str
+    sha256: str
+    size_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class ParentInfo:
+    """A parent of a job of a run, as it ended: its result (what its handler returned, None
+    if nothing) and the artifacts it stored. Read artifact bytes with JobContext.read_artifact."""
+
+    key: str
+    job_id: int
+    state: str
+    result: Any
+    artifacts: tuple[ArtifactInfo, ...] = ()
+
+    def artifact(self, name: str) -> ArtifactInfo:
+        """The parent's last artifact called `name`. Raises KeyError."""
+        for a in reversed(self.artifacts):
+            if a.name == name:
+                return a
+        raise KeyError(f"parent {self.key!r} has no artifact {name!r}")
+
+
+@dataclass(frozen=True)
+class SpawnSpec:
+    """A job a handler adds to its own run (JobContext.spawn). `after` defaults to the
+    spawning job itself; [] starts it at once."""
+
+    key: str
+    job_type: str
+    payload: Mapping[str, Any] = field(default_factory=dict)
+    after: Sequence[str] | None = None
+    trigger_rule: str = "all_success"
+    allow_failure: bool = False
+    source: str | None = None
+    priority: int = 0
+    max_attempts: int | None = None
+
+
 class LedgerPort(Protocol):
     """What a JobContext needs from the worker process (implemented by worker.runtime.pump.Pump)."""
 
+    def parents(self, job: ActiveJob) -> dict[str, ParentInfo]: ...
+    def read_artifact(self, job: ActiveJob, artifact_id: int) -> bytes: ...
+    def spawn(self, job: ActiveJob, specs: Sequence[SpawnSpec]) -> dict[str, int]: ...
     def renew_now(self, job: ActiveJob) -> None: ...
     def source(self, job: ActiveJob) -> SourceInfo | None: ...
     def progress(self, job: ActiveJob, fraction: float, message: str | None) -> None: ...
@@ -180,6 +227,11 @@ class ActiveJob:
     next_renew: float = 0.0
     #: Log lines written so far in this attempt (each line's number is its key).
     log_lines: int = 0
+    #: The run the job belongs to and its key there (None for a job of no run).
+    run_id: int | None = None
+    key: str | None = None
+    #: Seconds from its last parent's end to its claim (jobs of runs with parents).
+    release_s: float | None = None
 
 
 class JobContext:
@@ -188,6 +240,7 @@ class JobContext:
     def __init__(self, job: ActiveJob, port: LedgerPort) -> None:
         self._job = job
         self._port = port
+        self._parents: dict[str, ParentInfo] | None = None
 
     @property
     def job_id(self) -> int:
@@ -223,6 +276,48 @@ class JobContext:
         """The source the job reads (None for a job without one): its host is the only one
         its fetches may reach. Read from the ledger at each call."""
         return self._port.source(self._job)
+
+    @property
+    def run_id(self) -> int | None:
+        """The run the job belongs to (None for a job submitted on its own)."""
+        return self._job.run_id
+
+    @property
+    def key(self) -> str | None:
+        """The job's key in its run."""
+        return self._job.key
+
+    @property
+    def parents(self) -> Mapping[str, ParentInfo]:
+        """The job's parents in its run, by key (read from the ledger once)."""
+        if self._parents is None:
+            self._parents = {} if self._job.run_id is None else self._port.parents(self._job)
+        return self._parents
+
+    def parent(self, key: str) -> ParentInfo:
+        """The parent called `key`: its result and artifacts, e.g. ctx.parent("fetch").result.
+        Raises KeyError when the job has no such parent."""
+        found = self.parents.get(key)
+        if found is None:
+            have = ", ".join(sorted(self.parents)) or "none"
+            raise KeyError(f"job {self._job.key or self._job.id} has no parent {key!r} (its parents: {have})")
+        return found
+
+    def read_artifact(self, artifact: ArtifactInfo) -> bytes:
+        """The bytes of a parent's artifact."""
+        return self._port.read_artifact(self._job, artifact.id)
+
+    def spawn(self, *specs: SpawnSpec) -> dict[str, int]:
+        """Add jobs to this job's run; returns {key: job id}. Each waits for this job unless
+        its `after` says otherwise; a job that waits for this one (a join) also waits for
+        everything it spawns. Spawning the same key again (a retried handler) returns the job
+        spawned before. Raises InvalidInput (not a job of a run, bad jobs, the run's size
+        limit), LeaseLost."""
+        if self._job.run_id is None:
+            raise errors.InvalidInput(f"job {self._job.id} is not part of a run; only jobs of runs spawn jobs")
+        if not specs:
+            return {}
+        return self._port.spawn(self._job, specs)
 
     def heartbeat(self) -> None:
         """Extend the lease now (a background heartbeat also does so every heartbeat_s).

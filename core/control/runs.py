@@ -492,12 +492,12 @@ def _rewire(
         )
         wired: list[int] = []
         kept_states: list[State] = []
-        for p in parents[key]:
-            if p in new_of:
-                wired.append(new_of[p])
-            elif p not in to_run:
-                wired.append(id_of[p])
-                kept_states.append(State(by_id[id_of[p]]["state"]))
+        for parent in parents[key]:
+            if parent in new_of:
+                wired.append(new_of[parent])
+            elif parent not in to_run:
+                wired.append(id_of[parent])
+                kept_states.append(State(by_id[id_of[parent]]["state"]))
             # else: spawned again by its replayed spawner, which wires it then
         ok, failed, skipped = dag.parent_counts(kept_states)
         spawned_by = r["spawned_by"]

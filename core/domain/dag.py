@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from core.domain import errors
+from core.domain import errors, payloads
 from core.domain.states import State
 
 #: Keys name jobs within their run: short, printable, no spaces (they appear in DOT and URLs).
@@ -53,6 +53,23 @@ RUN_STATES: tuple[str, ...] = tuple(r.value for r in RunState)
 FAILED: frozenset[State] = frozenset({State.DEAD_LETTERED, State.UPSTREAM_FAILED, State.CANCELED})
 SUCCEEDED: frozenset[State] = frozenset({State.SUCCEEDED})
 SKIPPED: frozenset[State] = frozenset({State.SKIPPED})
+
+
+def check_result(value: object) -> str:
+    """A handler's result as canonical JSON text. Raises InvalidInput when it is not JSON, over
+    MAX_RESULT_BYTES encoded, or holds a NUL character (which PostgreSQL's jsonb refuses)."""
+    try:
+        text = payloads.canonical_json(value)
+    except errors.InvalidInput as exc:
+        raise errors.InvalidInput(str(exc).replace("payload", "result", 1)) from None
+    size = len(text.encode("utf-8"))
+    if size > MAX_RESULT_BYTES:
+        raise errors.InvalidInput(
+            f"result is {size} bytes of JSON; at most {MAX_RESULT_BYTES} (store large data as an artifact)"
+        )
+    if "\\u0000" in text:
+        raise errors.InvalidInput("result holds a NUL character, which the ledger cannot store")
+    return text
 
 
 def parse_rule(value: str) -> TriggerRule:
@@ -214,3 +231,39 @@ def critical_path(durations: Mapping[str, float], parents: Mapping[str, Sequence
         latest[key] = min((latest[c] - max(0.0, durations[c]) for c in kids), default=end)
     slack = {k: max(0.0, latest[k] - finish[k]) for k in order}
     return CriticalPath(path, end, slack)
+
+
+#: What a job in each state is doing, for the Gantt timeline (terminal states draw nothing).
+SEGMENT_KINDS: dict[State, str] = {
+    State.PENDING: "waiting for parents",
+    State.QUEUED: "waiting for a worker",
+    State.THROTTLED: "throttled",
+    State.LEASED: "starting",
+    State.RUNNING: "running",
+    State.RETRYING: "retry back-off",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    kind: str
+    start: float
+    end: float
+    #: Why a throttled job waited (a WaitReason), else None.
+    reason: str | None = None
+    attempt: int = 0
+
+
+def segments(history: Sequence[tuple[float, str, str | None, int]], now: float) -> list[Segment]:
+    """A job's timeline from its history rows (at as epoch seconds, to_state, wait_reason,
+    attempt), in order: one segment per state it was in, the last one open until `now`
+    unless the job has ended."""
+    out: list[Segment] = []
+    for i, (at, to_state, reason, attempt) in enumerate(history):
+        state = State(to_state)
+        kind = SEGMENT_KINDS.get(state)
+        if kind is None:
+            continue
+        end = history[i + 1][0] if i + 1 < len(history) else now
+        out.append(Segment(kind, at, max(at, end), reason if state is State.THROTTLED else None, attempt))
+    return out

@@ -17,6 +17,8 @@ class ErrorClass(StrEnum):
     WORKER_CRASH = "worker_crash"
     #: A fetch the egress policy refused (another host than the source's, a private address).
     EGRESS_REFUSED = "egress_refused"
+    #: A handler returned a result that is not JSON or is over the size limit.
+    BAD_RESULT = "bad_result"
     UNKNOWN = "unknown"
 
 

@@ -78,6 +78,25 @@ METRICS: tuple[MetricSpec, ...] = (
     ),
     # Written by the scheduler.
     MetricSpec("orch_lease_expirations_total", Kind.COUNTER, "Leases reaped after their worker stopped heartbeating."),
+    MetricSpec(
+        "orch_run_duration_seconds",
+        Kind.HISTOGRAM,
+        "Time from a DAG run's start to its end, by the state it ended in (observed by the scheduler).",
+        ("state",),
+        DURATION_BUCKETS,
+    ),
+    # Written by worker processes.
+    MetricSpec(
+        "orch_dag_release_seconds",
+        Kind.HISTOGRAM,
+        "Time from the end of a job of a run's last parent to the job's claim (the DAG hop).",
+        (),
+        DURATION_BUCKETS,
+    ),
+    # A running total in the ledger (runs end in whichever transaction ends their last job).
+    MetricSpec(
+        "orch_runs_finished_total", Kind.COUNTER, "DAG runs that ended, by state.", ("tenant", "state"), ledger=True
+    ),
     # Read from the ledger at scrape time (one collector, cheap indexed queries).
     MetricSpec("orch_queue_depth", Kind.GAUGE, "Jobs per queue and non-terminal state.", ("queue", "state")),
     MetricSpec("orch_oldest_ready_age_seconds", Kind.GAUGE, "Age of the oldest ready (queued) job.", ("queue",)),

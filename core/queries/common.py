@@ -8,6 +8,8 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+import sqlalchemy as sa
+
 from core.domain import errors
 from core.domain.auth import Principal, Scope
 from core.domain.states import State
@@ -30,6 +32,13 @@ def plain(row: Mapping[Any, Any]) -> dict[str, Any]:
             value = str(value)
         out[str(key)] = value
     return out
+
+
+def db_now(conn: sa.Connection) -> dt.datetime:
+    """The database's now(): the clock every window of a read is measured on (constant within
+    a transaction, so the reads of one render agree)."""
+    now: dt.datetime = conn.execute(sa.select(sa.func.now())).scalar_one()
+    return now
 
 
 def since(since_s: float) -> float:

@@ -148,11 +148,22 @@ def console_home() -> Path:
     raise errors.InvalidInput("the console is not installed: the `app` package of orch (app/Home.py) is missing")
 
 
+#: Streamlit options the console always runs with: no browser, no usage statistics, and a
+#: toolbar without the developer's entries (Deploy, Rerun, Clear cache): the console is the
+#: product, not a script in development.
+CONSOLE_OPTIONS: dict[str, str] = {
+    "server.headless": "true",
+    "browser.gatherUsageStats": "false",
+    "client.toolbarMode": "minimal",
+}
+
+
 def console_command(
     db_url: str, port: int, host: str = "127.0.0.1", token: str | None = None
 ) -> tuple[list[str], dict[str, str]]:
-    """The Streamlit command line and environment of the console. `token` (the console's
-    sign-in) goes to the console's environment only."""
+    """The Streamlit command line and environment of the console (`orch console` and `orch up`
+    both start it so), with CONSOLE_OPTIONS. `token` (the console's sign-in) goes to the
+    console's environment only."""
     env = dict(os.environ, ORCH_DATABASE_URL=db_url)
     if token is not None:
         env["ORCH_CONSOLE_TOKEN"] = token
@@ -162,10 +173,9 @@ def console_command(
         "streamlit",
         "run",
         str(console_home()),
-        "--server.headless=true",
+        *(f"--{name}={value}" for name, value in CONSOLE_OPTIONS.items()),
         f"--server.address={host}",
         f"--server.port={port}",
-        "--browser.gatherUsageStats=false",
     ]
     return command, env
 

@@ -1,6 +1,8 @@
-"""The demo workload of `orch up --demo`: a steady mix of successes, slow jobs, flaky jobs
-that retry, and failures that dead-letter, across two tenants; and http_fetch jobs against
-the upstream simulator's feeds, through sources whose buckets and circuits really work."""
+"""The demo workload of `orch up --demo`, shaped like a real fleet: most tenants healthy (quick
+and slow jobs, flaky jobs that retry and then succeed), one tenant burning its error budget
+(jobs that dead-letter, feeds that fail and drift), so the burn-rate colours mean something;
+and http_fetch jobs against the upstream simulator's feeds, through sources whose buckets and
+circuits really work."""
 
 from __future__ import annotations
 
@@ -18,7 +20,11 @@ from worker.devtools.upstream_sim import UpstreamSim
 
 log = logging.getLogger(__name__)
 
-TENANTS = ("acme", "globex")
+#: The demo's tenants: every one healthy but BURNING.
+TENANTS = ("acme", "globex", "initech", "umbrella")
+#: The one tenant whose jobs keep failing and whose feeds misbehave: its burn rate is
+#: critical, the others' stays within budget (core.domain.slo).
+BURNING = "umbrella"
 
 #: The simulator's feeds the demo sources read: (source, configured rate/s, feed settings).
 #: advisories hides a limit below the configured rate (the bucket learns it from 429s); vex
@@ -28,6 +34,22 @@ FEEDS: tuple[tuple[str, float, dict[str, object]], ...] = (
     ("vex", 5.0, {"error_rate": 0.05}),
     ("sbom", 3.0, {}),
 )
+#: The feeds whose trouble fails jobs (vex's outages, sbom's schema drift): only BURNING reads
+#: them. A 429 of advisories fails nothing (the job waits for its token), so every tenant reads it.
+TROUBLED_FEEDS = frozenset({"vex", "sbom"})
+
+#: Chance of a flaky job's attempt failing: a healthy tenant's flaky job dead-letters after
+#: five failed attempts, 0.2**5 = 0.03% of them; a burning tenant's 0.6**5 = 8%.
+HEALTHY_FAIL_RATIO = 0.2
+BURNING_FAIL_RATIO = 0.6
+#: Chance of a burning tenant's batch holding a job whose payload no longer parses (it
+#: dead-letters at once); every one of its batches holds a job whose upstream answers 503.
+SCHEMA_MISMATCH_CHANCE = 0.5
+
+
+def feeds(tenant: str) -> tuple[str, ...]:
+    """The feeds `tenant` reads: all of them for BURNING, the untroubled ones for the others."""
+    return tuple(name for name, _, _ in FEEDS if tenant == BURNING or name not in TROUBLED_FEEDS)
 
 
 def start_feed_sims(sim: Any) -> dict[str, Any]:
@@ -52,12 +74,15 @@ def stop_feed_sims(sims: dict[str, Any], sim: Any) -> None:
 
 
 def setup_sources(engine: sa.Engine, principal: Principal, sims: dict[str, Any]) -> None:
-    """The simulators' feeds, and a source of each tenant for each (one bucket per tenant and
-    feed host). The simulators listen on loopback: the sources allow private addresses."""
+    """The simulators' feeds, and a source of each tenant for each feed it reads (one bucket per
+    tenant and feed host). The simulators listen on loopback: the sources allow private addresses."""
     for name, _, settings in FEEDS:
         sims[name].configure(name, **settings)
     for tenant in TENANTS:
+        read = feeds(tenant)
         for name, rate, _ in FEEDS:
+            if name not in read:
+                continue
             control.add_source(
                 engine,
                 principal,
@@ -80,8 +105,9 @@ def setup_sources(engine: sa.Engine, principal: Principal, sims: dict[str, Any])
 
 
 def fetches(rng: random.Random, tenant: str, sims: dict[str, Any]) -> list[control.JobSpec]:
+    """http_fetch jobs of `tenant` on the feeds it reads."""
     specs = []
-    for name, _rate, _settings in FEEDS:
+    for name in feeds(tenant):
         for _ in range(rng.randint(0, 2)):  # about 2 per second per feed
             url = f"{sims[name].url}/feeds/{name}/items?page={rng.randint(1, 500)}"
             specs.append(control.JobSpec(tenant, "http_fetch", {"url": url, "timeout_s": 5}, source=name))
@@ -102,24 +128,31 @@ def weather(sims: dict[str, Any], stop: threading.Event) -> None:
 
 
 def batch(rng: random.Random) -> list[control.JobSpec]:
+    """One tick's jobs, of one tenant: quick and slow ones and a flaky one; for BURNING also a
+    job whose upstream keeps answering 503 and, at times, one whose payload no longer parses
+    (about one job in six of BURNING's dead-letters, one in tens of thousands of another's)."""
     tenant = rng.choice(TENANTS)
     specs = [control.JobSpec(tenant, "noop") for _ in range(rng.randint(3, 8))]
     specs.append(control.JobSpec(tenant, "sleep", {"seconds": round(rng.uniform(0.2, 3.0), 1)}))
-    specs.append(control.JobSpec(tenant, "flaky", {"fail_ratio": 0.4}))
-    if rng.random() < 0.3:
-        specs.append(
-            control.JobSpec(
-                tenant,
-                "fail",
-                {
-                    "error_class": "http_5xx",
-                    "retryable": True,
-                    "message": f"HTTP 503 for /feed?page={rng.randint(1, 50)}",
-                },
-                max_attempts=2,
-            )
+    burning = tenant == BURNING
+    specs.append(
+        control.JobSpec(tenant, "flaky", {"fail_ratio": BURNING_FAIL_RATIO if burning else HEALTHY_FAIL_RATIO})
+    )
+    if not burning:
+        return specs
+    specs.append(
+        control.JobSpec(
+            tenant,
+            "fail",
+            {
+                "error_class": "http_5xx",
+                "retryable": True,
+                "message": f"HTTP 503 for /feed?page={rng.randint(1, 50)}",
+            },
+            max_attempts=2,
         )
-    if rng.random() < 0.15:
+    )
+    if rng.random() < SCHEMA_MISMATCH_CHANCE:
         specs.append(
             control.JobSpec(
                 tenant,

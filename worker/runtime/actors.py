@@ -10,7 +10,7 @@ from collections.abc import Mapping
 
 import dramatiq
 
-from core.domain import backoff, errors, redaction
+from core.domain import backoff, dag, errors, redaction
 from core.domain.failures import ErrorClass, truncate_message
 from worker import sdk
 from worker.runtime import broker as broker_mod
@@ -54,6 +54,8 @@ class Runtime:
             return
         m = exporter.metrics()
         m.attempt_started(job.job_type, job.queue, job.queue_wait_s)
+        if job.release_s is not None and job.attempt == 1:
+            m.dag_released(job.release_s)
         ctx = sdk.JobContext(job, self.pump)
         started = time.perf_counter()
         outcome = self._execute(spec, ctx, job)
@@ -64,7 +66,7 @@ class Runtime:
 
     def _execute(self, spec: sdk.HandlerSpec, ctx: sdk.JobContext, job: sdk.ActiveJob) -> Outcome | None:
         try:
-            spec.fn(ctx)
+            value = spec.fn(ctx)
         except errors.LeaseLost:
             log.warning("job %d: handler stopped, lease lost", job.id)
             return None
@@ -88,7 +90,13 @@ class Runtime:
             # The SDK tells handlers to return (or raise Canceled) once should_cancel() is
             # true; a return after a cancel request is the handler honouring it.
             return CanceledOutcome()
-        return Succeeded()
+        if value is None:
+            return Succeeded()
+        try:
+            return Succeeded(dag.check_result(value))
+        except errors.InvalidInput as exc:
+            # Retrying would return the same thing: the handler broke its contract.
+            return FailedFinal(ErrorClass.BAD_RESULT, truncate_message(str(exc)), "bad result")
 
     def _retry_or_dead(
         self, spec: sdk.HandlerSpec, job: sdk.ActiveJob, error_class: str, message: str, retry_after: float | None

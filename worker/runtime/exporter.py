@@ -29,6 +29,7 @@ from core.domain import slo
 from core.domain.auth import local_principal
 from core.ledger import flow
 from core.ledger import jobs as ledger
+from core.ledger import runs as ledger_runs
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,12 @@ class Metrics:
         self._child("orch_job_duration_seconds", job_type, queue).observe(duration_s)
         if error_class is not None:
             self._child("orch_job_failures_total", tenant, job_type, error_class).inc()
+
+    def dag_released(self, seconds: float) -> None:
+        self._objects["orch_dag_release_seconds"].observe(max(0.0, seconds))
+
+    def run_ended(self, state: str, duration_s: float) -> None:
+        self._child("orch_run_duration_seconds", state).observe(max(0.0, duration_s))
 
     def leases_expired(self, n: int) -> None:
         if n:
@@ -203,6 +210,7 @@ class LedgerCollector:
                 oldest = ledger.oldest_ready(conn)
                 dead = ledger.dead_letter_depth(conn)
                 submitted = ledger.submit_counts(conn)
+                runs_finished = ledger_runs.run_counters(conn)
                 burns = queries.burn_rates(conn, local_principal("exporter"), objective=self.objective)
                 flow = _flow_families(conn, dead)
         except sa.exc.SQLAlchemyError as exc:
@@ -231,6 +239,10 @@ class LedgerCollector:
         )
         for row in sorted(submitted, key=lambda r: (r.tenant, r.job_type)):
             c.add_metric([row.tenant, row.job_type], int(row.submitted))
+        yield c
+        c = CounterMetricFamily("orch_runs_finished", spec["orch_runs_finished_total"].help, labels=["tenant", "state"])
+        for run_row in sorted(runs_finished, key=lambda r: (r["tenant"], r["state"])):
+            c.add_metric([run_row["tenant"], run_row["state"]], int(run_row["finished"]))
         yield c
         # The fleet-wide burn rate per window (per tenant and job type: the recording rules).
         g = GaugeMetricFamily("orch_slo_burn_rate", spec["orch_slo_burn_rate"].help, labels=["slo", "window"])

@@ -89,17 +89,18 @@ def worker_main(slot: int, config: PoolConfig, ready: multiprocessing.synchroniz
         ordered_scans=True,
     )
     owner = owner_name(slot)
+    broker = broker_mod.build_broker(settings.redis_url, namespace=settings.broker_namespace)
     pump = Pump(
         engine,
         owner=owner,
         job_types=lambda: list(handlers),
         lease_policy=lambda t: (handlers[t].lease_s, handlers[t].heartbeat_s) if t in handlers else (30.0, 10.0),
         write_linger_s=settings.write_linger_s,
+        doorbell=broker_mod.RedisDoorbell(broker),
     )
     from core import control
 
     control.register_job_types(engine, [h.job_type_row() for h in handlers.values()])
-    broker = broker_mod.build_broker(settings.redis_url, namespace=settings.broker_namespace)
     runtime = actors.Runtime(pump, handlers)
     actors.declare_doorbells(broker, config.queues, runtime)
     pump.start()

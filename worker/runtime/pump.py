@@ -33,11 +33,15 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from core import control
+from core.control import Doorbell, NoDoorbell
+from core.control.common import ring
 from core.domain import errors, fingerprints
 from core.domain.failures import ErrorClass
 from core.ledger import flow
 from core.ledger import jobs as ledger
-from worker.sdk import ActiveJob, SourceInfo
+from core.ledger import runs as ledger_runs
+from worker.sdk import ActiveJob, ArtifactInfo, ParentInfo, SourceInfo, SpawnSpec
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +50,8 @@ MAX_BATCH = 500
 
 @dataclass(frozen=True, slots=True)
 class Succeeded:
-    pass
+    #: What the handler returned, as canonical JSON (core.domain.dag.check_result), or None.
+    result: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,11 +191,14 @@ class Pump:
         job_types: Callable[[], Sequence[str]],
         lease_policy: Callable[[str], tuple[float, float]],
         write_linger_s: float = 0.0,
+        doorbell: Doorbell | None = None,
     ) -> None:
         """`job_types` lists the types this process can run (claims take only those);
         `lease_policy(job_type)` gives (lease_s, heartbeat_s); `write_linger_s` is how long
-        the writer waits for more outcomes when it has only a few."""
+        the writer waits for more outcomes when it has only a few; `doorbell` rings for the
+        jobs of runs that outcomes release (without one, the scheduler rings them)."""
         self.engine = engine
+        self.doorbell: Doorbell = doorbell or NoDoorbell()
         self.write_linger_s = write_linger_s
         self.owner = owner
         self._job_types = job_types
@@ -289,6 +297,52 @@ class Pump:
             row = flow.source_policy(conn, job.source_id)
         return None if row is None else SourceInfo(int(row["id"]), row["name"], row["host"], bool(row["allow_private"]))
 
+    def parents(self, job: ActiveJob) -> dict[str, ParentInfo]:
+        with self.engine.connect() as conn:
+            rows = ledger_runs.parents_of(conn, job.id)
+        return {
+            r["key"]: ParentInfo(
+                key=r["key"],
+                job_id=int(r["id"]),
+                state=r["state"],
+                result=r["result"],
+                artifacts=tuple(
+                    ArtifactInfo(int(a["id"]), a["name"], a["media_type"], a["sha256"], int(a["size_bytes"]))
+                    for a in r["artifacts"]
+                ),
+            )
+            for r in rows
+        }
+
+    def read_artifact(self, job: ActiveJob, artifact_id: int) -> bytes:
+        with self.engine.connect() as conn:
+            data = ledger_runs.artifact_data(conn, job.id, artifact_id)
+        if data is None:
+            raise errors.NotFound(f"artifact {artifact_id} is not an artifact of a parent of job {job.id}")
+        return data
+
+    def spawn(self, job: ActiveJob, specs: Sequence[SpawnSpec]) -> dict[str, int]:
+        own = job.key or ""
+        jobs = [
+            control.JobSpec(
+                tenant=job.tenant,
+                job_type=s.job_type,
+                payload=dict(s.payload),
+                priority=s.priority,
+                max_attempts=s.max_attempts,
+                correlation_id=job.correlation_id,
+                source=s.source,
+                key=s.key,
+                after=tuple([own] if s.after is None else s.after),
+                trigger_rule=s.trigger_rule,
+                allow_failure=s.allow_failure,
+            )
+            for s in specs
+        ]
+        made, rung = control.spawn(self.engine, job_id=job.id, lease_id=job.lease_id, specs=jobs, actor=self.owner)
+        ring(self.doorbell, rung)
+        return made
+
     def store_artifact(self, job: ActiveJob, name: str, data: bytes, media_type: str) -> str:
         sha = hashlib.sha256(data).hexdigest()
         with self.engine.begin() as conn:
@@ -364,6 +418,9 @@ class Pump:
             started_at=row["started_at"],
             learns=bool(row["learns"]),
             cancel_requested=row["cancel_requested"],
+            run_id=row["run_id"],
+            key=row["run_key"],
+            release_s=None if row["release_s"] is None else float(row["release_s"]),
         )
 
     # -- the writer --------------------------------------------------------------------
@@ -512,6 +569,20 @@ class Pump:
         self._record_outcomes(
             conn, [(f.job, f.outcome) for f in sorted(written, key=lambda f: f.job.id) if f.job.source_id is not None]
         )
+        self._ring_released(conn, {f.job.run_id for f in written if f.job.run_id is not None})
+
+    def _ring_released(self, conn: sa.Connection, runs: set[int]) -> None:
+        """Jobs of runs these outcomes released (in the same statement, by the database)
+        get their doorbells now; after a failure here the scheduler rings them."""
+        if not runs:
+            return
+        try:
+            rung = ledger_runs.ring_unrung(conn, sorted(runs))
+        except sa.exc.SQLAlchemyError as exc:
+            log.warning("could not ring the released jobs of %d run(s); the scheduler will: %s", len(runs), exc)
+            return
+        ring(self.doorbell, rung)
+        self.stats["released_rung"] += len(rung)
 
     def _write_group(self, conn: sa.Connection, kind: type, group: list[_Finish]) -> set[int]:
         """Write outcomes of one kind; the ids whose job took the outcome."""
@@ -520,7 +591,8 @@ class Pump:
         leases = [f.job.lease_id for f in group]
         outcomes: list[Any] = [f.outcome for f in group]
         if kind is Succeeded:
-            rows = ledger.succeed_jobs(conn, ids, leases, actor=actor)
+            results = [o.result for o in outcomes]
+            rows = ledger.succeed_jobs(conn, ids, leases, actor=actor, results=results if any(results) else None)
         elif kind is FailedRetryable:
             rows = ledger.fail_retryable_jobs(
                 conn,

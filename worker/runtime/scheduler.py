@@ -24,6 +24,7 @@ from core.control import Doorbell
 from core.domain import cron, errors
 from core.ledger import flow
 from core.ledger import jobs as ledger
+from core.ledger import runs as ledger_runs
 from core.settings import Settings
 from worker.runtime import exporter
 from worker.runtime.broker import OrchRedisBroker
@@ -42,10 +43,12 @@ class PassResult:
     reaped_running: int = 0
     released: int = 0
     rerung: int = 0
+    #: Released jobs of runs whose finisher stopped between commit and doorbell.
+    rerung_released: int = 0
     full: bool = False
 
     def total(self) -> int:
-        return self.reaped_leased + self.reaped_running + self.released + self.rerung
+        return self.reaped_leased + self.reaped_running + self.released + self.rerung + self.rerung_released
 
 
 class Scheduler:
@@ -59,6 +62,8 @@ class Scheduler:
         self._last_sample = -1e9
         self._last_maintenance = -1e9
         self._warned_autovacuum = False
+        # Runs that end from now on go into the run-duration histogram (leader only).
+        self._runs_seen: tuple[dt.datetime, int] = (dt.datetime.now(dt.UTC), 0)
 
     # -- one pass ------------------------------------------------------------------------
 
@@ -111,6 +116,27 @@ class Scheduler:
             log.info("re-rang %d doorbell(s) on %s (%d ready, %d outstanding)", len(ids), queue, ready, outstanding)
             total += len(ids)
         return total
+
+    def ring_released(self) -> int:
+        """Jobs of runs released by an outcome whose writer stopped before ringing them
+        (they stay unrung past the grace): the one repair DAG release needs."""
+        with self.engine.begin() as conn:
+            rows = ledger_runs.ring_stale_unrung(conn, grace_s=RING_GRACE_S, limit=self.settings.scheduler_batch)
+        if rows:
+            log.info("rang %d released job(s) of runs that nobody rang", len(rows))
+        self._ring(rows)
+        return len(rows)
+
+    def observe_runs(self) -> None:
+        """Runs that ended since the last pass: their durations, by state."""
+        after, after_id = self._runs_seen
+        with self.engine.connect() as conn:
+            rows = ledger_runs.run_finished_since(conn, after, after_id, self.settings.scheduler_batch)
+        m = exporter.metrics()
+        for r in rows:
+            m.run_ended(r["state"], float(r["duration_s"]))
+        if rows:
+            self._runs_seen = (rows[-1]["finished_at"], int(rows[-1]["id"]))
 
     def move_blackouts(self) -> int:
         """Recurring blackouts whose window ended get their next window."""
@@ -170,9 +196,11 @@ class Scheduler:
         self.move_blackouts()
         self.release_backpressure()
         r.released = self.release_due()
+        r.rerung_released = self.ring_released()
         r.rerung = self.reconcile_doorbells()
+        self.observe_runs()
         batch = self.settings.scheduler_batch
-        r.full = max(r.reaped_leased, r.reaped_running, r.released, r.rerung) >= batch
+        r.full = max(r.reaped_leased, r.reaped_running, r.released, r.rerung, r.rerung_released) >= batch
         return r
 
     def _sleep_for(self) -> float:

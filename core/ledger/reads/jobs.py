@@ -15,7 +15,9 @@ JOB_FIELDS = """j.id, t.name AS tenant, j.job_type, j.queue, j.priority, j.state
     j.payload_digest, j.idempotency_key, j.lease_owner, j.lease_expires_at, j.heartbeat_at,
     j.progress, j.progress_message, j.cancel_requested, j.correlation_id, j.replay_of, j.run_id,
     j.created_at, j.updated_at, j.started_at, j.finished_at,
-    (SELECT s.name FROM sources AS s WHERE s.id = j.source_id) AS source"""
+    (SELECT s.name FROM sources AS s WHERE s.id = j.source_id) AS source,
+    (SELECT r.result FROM job_results AS r WHERE r.job_id = j.id) AS result,
+    (SELECT rj.key FROM run_jobs AS rj WHERE rj.job_id = j.id) AS run_key"""
 
 LIST_FIELDS = """j.id, t.name AS tenant, j.job_type, j.queue, j.state, j.attempt, j.max_attempts,
     j.error_class, j.wait_reason, j.not_before, j.created_at, j.updated_at, j.finished_at"""
