@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     #: Where worker processes of this host write their metric files (multiprocess mode).
     #: Unset: a fresh temporary directory per pool start.
     metrics_dir: Path | None = None
+    #: Most jobs a DAG run may hold, those its handlers spawn included.
+    run_max_jobs: int = Field(default=10_000, ge=1, le=1_000_000)
     #: The job-success SLO target (docs/design.md, "Observability").
     slo_target: float = Field(default=0.99, gt=0, lt=1)
 

@@ -45,3 +45,41 @@ def env_probe(ctx: JobContext) -> None:
     holders = sorted(k for k, v in os.environ.items() if secret and secret in v)
     ctx.log("orch variables: " + ",".join(names))
     ctx.log("holding the secret: " + (",".join(holders) or "none"))
+
+
+# -- DAG runs ------------------------------------------------------------------------------
+
+
+@job_handler("test.emit", max_attempts=1)
+def emit(ctx: JobContext) -> object:
+    """Returns its payload's value (its children read it)."""
+    return {"value": ctx.payload.get("value", 0), "key": ctx.key}
+
+
+@job_handler("test.sum_parents", max_attempts=1)
+def sum_parents(ctx: JobContext) -> object:
+    """Returns the sum of its parents' values, and the keys it read them from."""
+    values = {k: (p.result or {}).get("value", 0) for k, p in ctx.parents.items()}
+    return {"value": sum(values.values()), "from": sorted(values)}
+
+
+@job_handler("test.fail_unless_file", max_attempts=1)
+def fail_unless_file(ctx: JobContext) -> object:
+    """Dead-letters until the file its payload names exists (a fix an operator makes)."""
+    from pathlib import Path
+
+    from worker.sdk import FatalError
+
+    if not Path(str(ctx.payload["flag"])).exists():
+        raise FatalError(f"no {ctx.payload['flag']} yet", error_class="schema_mismatch")
+    return {"value": int(ctx.payload.get("value", 1))}
+
+
+@job_handler("test.fan_out", max_attempts=2)
+def fan_out(ctx: JobContext) -> object:
+    """Spawns payload["n"] test.emit jobs (after itself); a join after it waits for them."""
+    from worker.sdk import SpawnSpec
+
+    n = int(ctx.payload["n"])
+    made = ctx.spawn(*[SpawnSpec(key=f"part-{i}", job_type="test.emit", payload={"value": i}) for i in range(n)])
+    return {"spawned": len(made), "value": 0}

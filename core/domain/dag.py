@@ -84,7 +84,11 @@ def verdict(rule: TriggerRule, total: int, ok: int, failed: int, skipped: int) -
     `failed` failed (dead-lettered, upstream-failed, canceled) and `skipped` skipped: QUEUED
     (it runs), UPSTREAM_FAILED or SKIPPED (its rule can no longer be met), or None (wait).
 
-    Decided as soon as the outcome is certain, whatever the parents still running do."""
+    Decided as soon as the outcome is certain whatever the parents still going do, so a
+    job's fate depends only on how its parents end, never on the order they end in: a
+    failure decides at once (failures only accumulate), but all_success waits for every
+    parent before it calls a skipped parent's child skipped (a later failure would make it
+    upstream_failed)."""
     done = ok + failed + skipped
     if not 0 <= done <= total or min(ok, failed, skipped) < 0:
         raise ValueError(f"bad parent counts: total={total} ok={ok} failed={failed} skipped={skipped}")
@@ -94,9 +98,9 @@ def verdict(rule: TriggerRule, total: int, ok: int, failed: int, skipped: int) -
     if rule is TriggerRule.ALL_SUCCESS:
         if failed:
             return State.UPSTREAM_FAILED
-        if skipped:
-            return State.SKIPPED
-        return State.QUEUED if ok == total else None
+        if left:
+            return None
+        return State.QUEUED if ok == total else State.SKIPPED
     if rule is TriggerRule.ALL_DONE:
         return State.QUEUED if left == 0 else None
     if rule is TriggerRule.ONE_SUCCESS:
@@ -173,7 +177,7 @@ def check_graph(parents: Mapping[str, Sequence[str]], *, known: Iterable[str] = 
         return list(sorter.static_order())
     except graphlib.CycleError as exc:
         cycle = list(exc.args[1])
-        raise errors.DagCycle("the run has a cycle: " + " -> ".join(reversed(cycle))) from None
+        raise errors.DagCycle("the run has a cycle (parent -> child): " + " -> ".join(cycle)) from None
 
 
 def downstream(children: Mapping[str, Iterable[str]], roots: Iterable[str]) -> set[str]:

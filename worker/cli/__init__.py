@@ -14,10 +14,10 @@ from typing import NoReturn
 import sqlalchemy as sa
 
 from core.domain import errors
-from worker.cli import access, devtools, flow, jobs, processes, up
+from worker.cli import access, devtools, flow, jobs, processes, runs, up
 from worker.cli.common import EXIT_CODES, Context
 
-GROUPS = (jobs, access, processes, up, flow, devtools)
+GROUPS = (jobs, runs, access, processes, up, flow, devtools)
 
 
 def build_parser() -> argparse.ArgumentParser:
