@@ -32,8 +32,20 @@ with filter_cols[1]:
 
 def _duration(seconds: float | None) -> str:
     if seconds is None:
-        return "-"
+        return labels.DASH
     return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+
+def _rate_help(finished: int, span_s: float) -> str:
+    """What the jobs/s tile is over: the hour, or the part of it since the first job finished."""
+    if not finished:
+        return "No job finished in the last hour."
+    if span_s >= HOUR_S:
+        return f"{finished} jobs finished in the last hour."
+    return (
+        f"{finished} jobs finished in the last hour, all of them in the last {labels.duration(span_s)}:"
+        " jobs/s is over that time."
+    )
 
 
 def _render(conn: sa.Connection) -> None:
@@ -56,11 +68,10 @@ def _render(conn: sa.Connection) -> None:
     summary = queries.run_time_summary(conn, principal, since_s=HOUR_S, tenant=tenant, job_type=None)
     finished = int(summary["finished"])
     hour_cols = st.columns(2)
-    hour_cols[0].metric(
-        "Jobs/s (last hour)", f"{summary['jobs_per_s']:.3g}", help=f"{finished} jobs finished in the hour."
-    )
+    rate_help = _rate_help(finished, float(summary["rate_span_s"]))
+    hour_cols[0].metric("Jobs/s (last hour)", f"{summary['jobs_per_s']:.3g}", help=rate_help)
     hour_cols[1].metric("p95 run time (last hour)", _duration(summary["p95_duration_s"]))
-    st.caption(f"{finished} jobs finished in the last hour.")
+    st.caption(rate_help)
 
     st.subheader(panels.panel("burn_rate").title)
     burns = drawn.panel_rows("burn_rate", hour)
@@ -94,17 +105,21 @@ def _render(conn: sa.Connection) -> None:
     clusters = drawn.panel_rows("error_clusters", hour)[:TOP_CLUSTERS]
     if clusters:
         st.dataframe(
-            [
-                {
-                    "class": c["error_class"],
-                    "count": c["count"],
-                    "message": c["message"],
-                    "last seen": c["last_seen"],
-                    "job types": common.joined(c["job_types"]),
-                    "sample jobs": common.joined(c["sample_job_ids"]),
-                }
-                for c in clusters
-            ],
+            labels.table(
+                (
+                    {
+                        "class": c["error_class"],
+                        "count": c["count"],
+                        "message": c["message"],
+                        "last seen": c["last_seen"],
+                        "job types": common.joined(c["job_types"]),
+                        "sample jobs": common.joined(c["sample_job_ids"]),
+                    }
+                    for c in clusters
+                ),
+                now=common.now(),
+                times=("last seen",),
+            ),
             hide_index=True,
             key="overview_clusters",
         )

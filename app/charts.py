@@ -1,9 +1,11 @@
 """Console-only figures, with no panel (and no Grafana twin) in dashboards/: a single job's
-state history. Every chart that has a panel is drawn by dashboards.panels.draw."""
+state history; and whether a figure has anything to draw. Every chart that has a panel is
+drawn by dashboards.panels.draw."""
 
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,6 +21,34 @@ _LAYOUT: dict[str, Any] = {
     "height": 320,
     "legend": {"orientation": "h"},
 }
+
+
+def _shown(value: Any) -> bool:
+    """Whether one value of a trace draws something: a number other than 0 (or NaN), a
+    category, a time; not a missing value."""
+    if value is None:
+        return False
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        return value != 0 and not math.isnan(value)
+    return True
+
+
+def has_data(fig: go.Figure) -> bool:
+    """Whether `fig` draws anything: a trace with a value on its value axis (x for horizontal
+    bars, else y) that is not missing or zero. A figure without traces (the "no data"
+    annotation of dashboards.figures) or with only zeros (bars of nothing waiting) has none:
+    plotly would draw a bare -1..1 axis."""
+    for trace in fig.data:
+        if trace.type == "indicator":
+            if trace.value is not None:
+                return True
+            continue
+        values = trace.x if getattr(trace, "orientation", None) == "h" else trace.y
+        if values is not None and any(_shown(v) for v in values):
+            return True
+    return False
 
 
 def history_timeline(history: Rows, now: dt.datetime) -> go.Figure:

@@ -12,10 +12,11 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import plotly.graph_objects as go
 import sqlalchemy as sa
 import streamlit as st
 
-from app import labels
+from app import charts, labels
 from core import control, queries, settings
 from core.domain import errors
 from core.domain.auth import Principal, Scope
@@ -200,9 +201,30 @@ class Panels:
         return self.rows(p.read_model, filters)
 
     def chart(self, key: str, filters: read_models.Filters, *, chart_key: str) -> None:
-        """Draw panel `key` as a plotly chart."""
-        p = panels.panel(key)
-        st.plotly_chart(panels.draw(p, self.panel_rows(key, filters)), key=chart_key)
+        """Draw panel `key` as a plotly chart, or say in a sentence that it has no data."""
+        panel_chart(key, self.panel_rows(key, filters), chart_key=chart_key)
+
+
+def panel_chart(key: str, rows: read_models.Rows, *, chart_key: str) -> None:
+    """Panel `key` of dashboards/ drawn from its read model's `rows` (panels.draw)."""
+    p = panels.panel(key)
+    chart(panels.draw(p, rows), title=p.title, empty=labels.no_data(key), key=chart_key)
+
+
+def chart(fig: go.Figure, *, title: str, empty: str, key: str) -> None:
+    """Draw `fig`; when it has nothing to draw (charts.has_data), its title and the sentence
+    `empty` instead of a bare -1..1 axis."""
+    if charts.has_data(fig):
+        st.plotly_chart(fig, key=key)
+        return
+    with st.container(border=True, key=f"{key}_empty"):
+        st.markdown(f"**{title}**")
+        st.caption(empty)
+
+
+def now() -> dt.datetime:
+    """The time the tables of a render are relative to ("3 min ago")."""
+    return dt.datetime.now(dt.UTC)
 
 
 def parse_time(value: str | None) -> dt.datetime | None:
@@ -210,7 +232,7 @@ def parse_time(value: str | None) -> dt.datetime | None:
 
 
 def joined(values: Sequence[Any] | None) -> str:
-    return ", ".join(str(v) for v in values or [] if v is not None)
+    return ", ".join(str(v) for v in values or [] if v is not None) or labels.DASH
 
 
 # -- actions ----------------------------------------------------------------------------------
@@ -456,7 +478,9 @@ def _source_action(
             message = f"rate {old} -> {done.rate:g}/s, burst {done.burst:g}"
         else:
             done = control.add_blackout(engine, principal, **where, **inputs, reason=reason, ticket=ticket)
-            message = f"blackout {done.id}, next window {done.window_start} to {done.window_end}"
+            message = (
+                f"blackout {done.id}, next window {labels.utc(done.window_start)} to {labels.utc(done.window_end)} UTC"
+            )
     except errors.InvalidInput:
         raise
     except errors.OrchError as exc:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal
+import re
+from collections.abc import Collection, Iterable, Mapping
+from typing import Any, Literal
 
 from core.domain.states import State
 
@@ -61,6 +63,44 @@ TIME_RANGES: dict[str, int] = {
 DEFAULT_TIME_RANGE = "Last hour"
 
 ALL = "All"
+
+# -- values as people read them ---------------------------------------------------------------
+
+#: What a table cell or a sentence shows for nothing (a missing value, an empty text).
+DASH = "—"
+#: The suffix of the column with a time column's exact UTC time ("at" -> "at (UTC)").
+UTC_COLUMN = " (UTC)"
+
+# -- charts ---------------------------------------------------------------------------------
+
+#: What a chart's place says when the chart has nothing to draw (an empty figure is a bare
+#: -1..1 axis); per panel key of dashboards/panels.py, or "history" for a job's timeline.
+NO_DATA = "No data in this window."
+EMPTY_CHARTS: dict[str, str] = {
+    "jobs_now": "No jobs.",
+    "queue_depth": "Nothing queued or running in this window.",
+    "throughput": "No jobs finished in this window.",
+    "duration_p95": "No jobs finished in this window.",
+    "outcomes": "No jobs finished in this window.",
+    "burn_rate": "No jobs finished in any SLO window.",
+    "error_trend": "No failures in this window.",
+    "failures_by_class": "No failures in this window.",
+    "error_clusters": "No failures in this window.",
+    "lease_expirations": "No lease expired in this window.",
+    "bucket_rate": "No token bucket: nothing limits the rate.",
+    "bucket_tokens": "No token bucket: nothing limits the rate.",
+    "rate_limit_events": "No upstream 429 and no admission denial in this window.",
+    "circuit_state": "No source.",
+    "quota_slots": "No quota.",
+    "jobs_waiting": "Nothing waiting.",
+    "history": "No history yet.",
+}
+
+
+def no_data(key: str) -> str:
+    """The sentence shown instead of chart `key` when it has nothing to draw."""
+    return EMPTY_CHARTS.get(key, NO_DATA)
+
 
 # -- sign-in ----------------------------------------------------------------------------------
 SIGN_IN_HEADER = "Sign in"
@@ -162,9 +202,114 @@ def duration(seconds: float) -> str:
 
 
 def waiting_summary(waiting: dict[str, int]) -> str:
-    """ "Rate limited 3, Quota 2" for the reasons with jobs; "-" when none wait."""
+    """ "Rate limited 3, Quota 2" for the reasons with jobs; DASH when none wait."""
     parts = [f"{WAIT_SHORT.get(r, r)} {n}" for r, n in waiting.items() if n]
-    return ", ".join(parts) or "-"
+    return ", ".join(parts) or DASH
+
+
+def timestamp(value: str | dt.datetime | None) -> dt.datetime | None:
+    """An ISO 8601 time (as core.queries returns them) or a datetime, as an aware datetime;
+    a time without a zone is UTC."""
+    if value is None or value == "":
+        return None
+    parsed = value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(value)
+    return parsed.replace(tzinfo=dt.UTC) if parsed.tzinfo is None else parsed
+
+
+def utc(value: str | dt.datetime | None) -> str:
+    """The exact time, to the second, in UTC: "2026-12-01 18:15:02"; DASH for none."""
+    at = timestamp(value)
+    return DASH if at is None else f"{at.astimezone(dt.UTC):%Y-%m-%d %H:%M:%S}"
+
+
+def _span(seconds: float) -> str:
+    """One unit, rounded down: 42 s, 3 min, 2 h, 5 d."""
+    s = int(seconds)
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min"
+    if s < 86400:
+        return f"{s // 3600} h"
+    return f"{s // 86400} d"
+
+
+def ago(value: str | dt.datetime | None, now: dt.datetime) -> str:
+    """A time relative to `now`: "just now", "3 min ago", "in 2 h"; DASH for none."""
+    at = timestamp(value)
+    if at is None:
+        return DASH
+    seconds = (now - at).total_seconds()
+    if abs(seconds) < 1:
+        return "just now"
+    return f"{_span(seconds)} ago" if seconds > 0 else f"in {_span(-seconds)}"
+
+
+def moment(value: str | dt.datetime | None, now: dt.datetime) -> str:
+    """A time for a sentence, exact and relative: "2026-12-01 18:15:02 UTC (3 min ago)"."""
+    at = timestamp(value)
+    return DASH if at is None else f"{utc(at)} UTC ({ago(at, now)})"
+
+
+#: A time written into a text (a reason, a message): ISO 8601 or with a space, fractions of a
+#: second and a zone optional.
+_TIME_IN_TEXT = re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)?")
+
+
+def _tidy_time(match: re.Match[str]) -> str:
+    text = match.group(0)
+    try:
+        at = dt.datetime.fromisoformat(text)
+    except ValueError:
+        return text
+    return utc(at) + (" UTC" if at.tzinfo is not None else "")
+
+
+def tidy(text: str) -> str:
+    """A text with the times in it to the second, in UTC: "until 2026-12-01 22:09:24.018 UTC"
+    reads "until 2026-12-01 22:09:24 UTC"."""
+    return _TIME_IN_TEXT.sub(_tidy_time, text)
+
+
+def cell(value: Any) -> Any:
+    """A table cell: DASH for nothing (None, an empty text), a text with its times tidied,
+    anything else as it is."""
+    if value is None or value == "":
+        return DASH
+    return tidy(value) if isinstance(value, str) else value
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def table(rows: Iterable[Mapping[str, Any]], *, now: dt.datetime, times: Collection[str] = ()) -> list[dict[str, Any]]:
+    """Rows for st.dataframe as people read them: each column named in `times` as a time
+    relative to `now` ("3 min ago"), followed by its exact UTC time in a column of the same
+    name with UTC_COLUMN ("at (UTC)": 2026-12-01 18:15:02); DASH for nothing. A column that
+    holds DASH and other values is all text, so the table never mixes types in a column."""
+    out: list[dict[str, Any]] = []
+    for row in rows:
+        shown: dict[str, Any] = {}
+        for key, value in row.items():
+            if key in times:
+                shown[key] = ago(value, now)
+                shown[key + UTC_COLUMN] = utc(value)
+            else:
+                shown[key] = cell(value)
+        out.append(shown)
+    mixed = {key for row in out for key, value in row.items() if isinstance(value, str) and value == DASH}
+    for row in out:
+        for key in mixed & row.keys():
+            row[key] = _text(row[key])
+    return out
+
+
+def rate(value: float | None) -> str:
+    """A rate in jobs per second: "0.5/s"; DASH for none."""
+    return DASH if value is None else f"{value:g}/s"
 
 
 # -- actions ----------------------------------------------------------------------------------
@@ -184,7 +329,7 @@ def missing_scope(subject: str, scope: str) -> str:
 
 
 def state_label(state: str | None) -> str:
-    return "" if state is None else STATE_LABELS.get(state, state)
+    return DASH if state is None else STATE_LABELS.get(state, state)
 
 
 def cluster_title(error_class: str | None, message: str | None) -> str:

@@ -4,7 +4,6 @@ payload; Cancel and Retry."""
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 import sqlalchemy as sa
@@ -63,9 +62,9 @@ def _detail(conn: sa.Connection, job_id: int) -> None:
     top[2].metric("Tenant", job["tenant"])
     top[3].metric("Queue", job["queue"])
     if job_state == State.THROTTLED and job["wait_reason"]:
-        st.info(labels.wait_text(job["wait_reason"], job["not_before"], dt.datetime.now(dt.UTC)))
+        st.info(labels.wait_text(job["wait_reason"], job["not_before"], common.now()))
     elif job_state == State.RETRYING and job["not_before"]:
-        st.info(labels.wait_text("retrying", job["not_before"], dt.datetime.now(dt.UTC)))
+        st.info(labels.wait_text("retrying", job["not_before"], common.now()))
     if job["cancel_requested"] and job_state not in TERMINAL:
         st.warning("Cancellation requested: the handler stops at its next check.")
     if job["last_error"]:
@@ -97,20 +96,30 @@ def _detail(conn: sa.Connection, job_id: int) -> None:
             "canceled or upstream-failed jobs are retried.",
         )
 
-    st.plotly_chart(charts.history_timeline(history, dt.datetime.now(dt.UTC)), key=f"jobs_timeline_{job_id}")
+    now = common.now()
+    common.chart(
+        charts.history_timeline(history, now),
+        title="State history",
+        empty=labels.no_data("history"),
+        key=f"jobs_timeline_{job_id}",
+    )
     st.dataframe(
-        [
-            {
-                "at": h["at"],
-                "from": labels.state_label(h["from_state"]),
-                "to": labels.state_label(h["to_state"]),
-                "event": h["event"],
-                "attempt": h["attempt"],
-                "actor": h["actor"],
-                "reason": h["reason"],
-            }
-            for h in history
-        ],
+        labels.table(
+            (
+                {
+                    "at": h["at"],
+                    "from": labels.state_label(h["from_state"]),
+                    "to": labels.state_label(h["to_state"]),
+                    "event": h["event"],
+                    "attempt": h["attempt"],
+                    "actor": h["actor"],
+                    "reason": h["reason"],
+                }
+                for h in history
+            ),
+            now=now,
+            times=("at",),
+        ),
         hide_index=True,
         key=f"jobs_history_{job_id}",
     )
@@ -119,12 +128,14 @@ def _detail(conn: sa.Connection, job_id: int) -> None:
     with left:
         st.markdown("**Provenance**")
         st.markdown(
-            f"- correlation id: `{job['correlation_id'] or '-'}`\n"
-            f"- run: `{job['run_id'] or '-'}`\n"
-            f"- replay of: `{job['replay_of'] or '-'}`\n"
-            f"- idempotency key: `{job['idempotency_key'] or '-'}`\n"
-            f"- source: `{job['source'] or '-'}`\n"
-            f"- created {job['created_at']}, started {job['started_at'] or '-'}, finished {job['finished_at'] or '-'}"
+            f"- correlation id: `{labels.cell(job['correlation_id'])}`\n"
+            f"- run: `{labels.cell(job['run_id'])}`\n"
+            f"- replay of: `{labels.cell(job['replay_of'])}`\n"
+            f"- idempotency key: `{labels.cell(job['idempotency_key'])}`\n"
+            f"- source: `{labels.cell(job['source'])}`\n"
+            f"- created {labels.moment(job['created_at'], now)}\n"
+            f"- started {labels.moment(job['started_at'], now)}\n"
+            f"- finished {labels.moment(job['finished_at'], now)}"
         )
         st.markdown("**Payload** (secrets masked)")
         st.json(job["payload"], expanded=True)
@@ -132,23 +143,28 @@ def _detail(conn: sa.Connection, job_id: int) -> None:
         st.markdown(f"**Artifacts** ({len(artifacts)})")
         if artifacts:
             st.dataframe(
-                [
-                    {
-                        "name": a["name"],
-                        "media type": a["media_type"],
-                        "bytes": a["size_bytes"],
-                        "sha256": a["sha256"],
-                        "attempt": a["attempt"],
-                        "created": a["created_at"],
-                    }
-                    for a in artifacts
-                ],
+                labels.table(
+                    (
+                        {
+                            "name": a["name"],
+                            "media type": a["media_type"],
+                            "bytes": a["size_bytes"],
+                            "sha256": a["sha256"],
+                            "attempt": a["attempt"],
+                            "created": a["created_at"],
+                        }
+                        for a in artifacts
+                    ),
+                    now=now,
+                    times=("created",),
+                ),
                 hide_index=True,
                 key=f"jobs_artifacts_{job_id}",
             )
         st.markdown(f"**Log** ({len(logs)} lines)")
         if logs:
-            st.code("\n".join(f"{r['at']} [{r['attempt']}] {r['level']}: {r['message']}" for r in logs), language=None)
+            lines = (f"{labels.utc(r['at'])} [{r['attempt']}] {r['level']}: {r['message']}" for r in logs)
+            st.code("\n".join(lines), language=None)
 
 
 def _render(conn: sa.Connection) -> None:
@@ -158,22 +174,26 @@ def _render(conn: sa.Connection) -> None:
         st.info("No jobs match the filters.")
         return
     st.dataframe(
-        [
-            {
-                "id": j["id"],
-                "tenant": j["tenant"],
-                "job type": j["job_type"],
-                "queue": j["queue"],
-                "state": labels.state_label(j["state"]),
-                "attempt": f"{j['attempt']} / {j['max_attempts']}",
-                "error": j["error_class"],
-                "waits for": labels.WAIT_SHORT.get(j["wait_reason"], j["wait_reason"])
-                if j["state"] == State.THROTTLED
-                else None,
-                "updated": j["updated_at"],
-            }
-            for j in jobs
-        ],
+        labels.table(
+            (
+                {
+                    "id": j["id"],
+                    "tenant": j["tenant"],
+                    "job type": j["job_type"],
+                    "queue": j["queue"],
+                    "state": labels.state_label(j["state"]),
+                    "attempt": f"{j['attempt']} / {j['max_attempts']}",
+                    "error": j["error_class"],
+                    "waits for": labels.WAIT_SHORT.get(j["wait_reason"], j["wait_reason"])
+                    if j["state"] == State.THROTTLED
+                    else None,
+                    "updated": j["updated_at"],
+                }
+                for j in jobs
+            ),
+            now=common.now(),
+            times=("updated",),
+        ),
         hide_index=True,
         key="jobs_table",
     )

@@ -26,8 +26,8 @@ def _cluster(c: dict[str, Any]) -> None:
     with st.container(border=True):
         st.markdown(f"**{labels.cluster_title(c['error_class'], c['message'])}**")
         st.caption(
-            f"{c['count']} dead-lettered · last {c['last_seen']} · job types {common.joined(c['job_types'])}"
-            f" · fingerprint {str(c['fingerprint'] or '-')[:16]}"
+            f"{c['count']} dead-lettered · last {labels.moment(c['last_seen'], common.now())}"
+            f" · job types {common.joined(c['job_types'])} · fingerprint {str(labels.cell(c['fingerprint']))[:16]}"
         )
         st.text("jobs: " + ", ".join(str(i) for i in job_ids[:SHOWN_IDS]) + (" …" if len(job_ids) > SHOWN_IDS else ""))
         left, mid, right = st.columns([2, 1, 1])

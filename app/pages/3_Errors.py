@@ -38,20 +38,24 @@ def _render(conn: sa.Connection) -> None:
         with col:
             drawn.chart(key, filters, chart_key=f"errors_{key}_chart")
     st.dataframe(
-        [
-            {
-                "class": c["error_class"],
-                "count": c["count"],
-                "message": c["message"],
-                "first seen": c["first_seen"],
-                "last seen": c["last_seen"],
-                "job types": common.joined(c["job_types"]),
-                "sources": common.joined(c["sources"]),
-                "sample jobs": common.joined(c["sample_job_ids"]),
-                "fingerprint": c["fingerprint"],
-            }
-            for c in clusters
-        ],
+        labels.table(
+            (
+                {
+                    "class": c["error_class"],
+                    "count": c["count"],
+                    "message": c["message"],
+                    "first seen": c["first_seen"],
+                    "last seen": c["last_seen"],
+                    "job types": common.joined(c["job_types"]),
+                    "sources": common.joined(c["sources"]),
+                    "sample jobs": common.joined(c["sample_job_ids"]),
+                    "fingerprint": c["fingerprint"],
+                }
+                for c in clusters
+            ),
+            now=common.now(),
+            times=("first seen", "last seen"),
+        ),
         hide_index=True,
         key="errors_clusters",
     )

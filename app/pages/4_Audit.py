@@ -45,21 +45,25 @@ def _render(conn: sa.Connection) -> None:
     rows = queries.audit_log(conn, principal, tenant=tenant, action=action, subject=subject, limit=int(limit))
     st.caption(f"{len(rows)} entries, newest first.")
     st.dataframe(
-        [
-            {
-                "id": r["id"],
-                "at": r["at"],
-                "subject": r["subject"],
-                "action": r["action"],
-                "target": r["target"],
-                "tenant": r["tenant"],
-                "reason": r["reason"],
-                "ticket": r["ticket"],
-                "scopes": common.joined(r["scopes"]),
-                "details": json.dumps(r["details"], sort_keys=True),
-            }
-            for r in rows
-        ],
+        labels.table(
+            (
+                {
+                    "id": r["id"],
+                    "at": r["at"],
+                    "subject": r["subject"],
+                    "action": r["action"],
+                    "target": r["target"],
+                    "tenant": r["tenant"],
+                    "reason": r["reason"],
+                    "ticket": r["ticket"],
+                    "scopes": common.joined(r["scopes"]),
+                    "details": json.dumps(r["details"], sort_keys=True) if r["details"] else None,
+                }
+                for r in rows
+            ),
+            now=common.now(),
+            times=("at",),
+        ),
         hide_index=True,
         key="audit_table",
     )

@@ -4,7 +4,6 @@ time and tokens now, with Pause, Resume, Throttle, Reset circuit and Blackout (c
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 import sqlalchemy as sa
@@ -12,7 +11,7 @@ import streamlit as st
 
 from app import common, labels
 from core import queries
-from dashboards import panels, read_models
+from dashboards import read_models
 
 session = common.page("Sources")
 principal = session.principal
@@ -32,7 +31,7 @@ def _tokens(s: dict[str, Any]) -> str:
     if s["bucket_id"] is None:
         return "no bucket"
     if s["blocked_until"] is not None:
-        return f"0 / {s['capacity']:g} (blocked until {_clock(s['blocked_until'])})"
+        return f"0 / {s['capacity']:g}, blocked until {_clock(s['blocked_until'])}"
     return f"{s['tokens']:.1f} / {s['capacity']:g}"
 
 
@@ -46,8 +45,9 @@ def _slots(s: dict[str, Any]) -> str:
     return f"{s['active']} / {s['max_active']}" if s["max_active"] is not None else f"{s['active']} (no cap)"
 
 
-def _clock(value: str) -> str:
-    return f"{dt.datetime.fromisoformat(value).astimezone(dt.UTC):%Y-%m-%d %H:%M:%S} UTC"
+def _clock(value: str | None) -> str:
+    """A time in a sentence or a cell: "2026-12-01 18:15:02 UTC (in 58 s)"."""
+    return labels.moment(value, common.now())
 
 
 def _blackout(s: dict[str, Any]) -> str:
@@ -55,7 +55,7 @@ def _blackout(s: dict[str, Any]) -> str:
         return f"now, until {_clock(s['blackout_until'])}"
     if s["next_blackout"] is not None:
         return f"next at {_clock(s['next_blackout'])}"
-    return "-"
+    return labels.DASH
 
 
 def _circuit_text(s: dict[str, Any]) -> str:
@@ -72,22 +72,25 @@ def _circuit_text(s: dict[str, Any]) -> str:
 
 def _table(rows: list[dict[str, Any]]) -> None:
     st.dataframe(
-        [
-            {
-                "tenant": s["tenant"],
-                "source": s["name"],
-                "host": s["host"],
-                "health": labels.health_cell(s["health"]),
-                "tokens": _tokens(s),
-                "rate (adaptive of configured)": _rate(s),
-                "circuit": labels.CIRCUIT_LABELS.get(s["circuit_state"], s["circuit_state"]),
-                "slots in use": _slots(s),
-                "paused": s["paused_reason"] or "-",
-                "blackout": _blackout(s),
-                "waiting": labels.waiting_summary(s["waiting"]),
-            }
-            for s in rows
-        ],
+        labels.table(
+            (
+                {
+                    "tenant": s["tenant"],
+                    "source": s["name"],
+                    "host": s["host"],
+                    "health": labels.health_cell(s["health"]),
+                    "tokens": _tokens(s),
+                    "rate (adaptive of configured)": _rate(s),
+                    "circuit": labels.CIRCUIT_LABELS.get(s["circuit_state"], s["circuit_state"]),
+                    "slots in use": _slots(s),
+                    "paused": s["paused_reason"],
+                    "blackout": _blackout(s),
+                    "waiting": labels.waiting_summary(s["waiting"]),
+                }
+                for s in rows
+            ),
+            now=common.now(),
+        ),
         hide_index=True,
         key="sources_table",
     )
@@ -157,10 +160,10 @@ def _detail(conn: sa.Connection, s: dict[str, Any]) -> None:
     st.subheader(f"{_key(s)} on {s['host']}")
     st.badge(word, color=colour)
     top = st.columns(5)
-    top[0].metric("Tokens now", "-" if s["bucket_id"] is None else f"{s['tokens']:.1f} / {s['capacity']:g}")
+    top[0].metric("Tokens now", labels.DASH if s["bucket_id"] is None else f"{s['tokens']:.1f} / {s['capacity']:g}")
     top[1].metric(
         "Adaptive rate",
-        "-" if s["bucket_id"] is None else f"{s['rate']:g}/s",
+        labels.DASH if s["bucket_id"] is None else labels.rate(s["rate"]),
         help=None if s["bucket_id"] is None else f"Configured {s['base_rate']:g}/s, floor {s['min_rate']:g}/s.",
     )
     top[2].metric("Circuit", labels.CIRCUIT_LABELS.get(s["circuit_state"], s["circuit_state"]))
@@ -178,38 +181,48 @@ def _detail(conn: sa.Connection, s: dict[str, Any]) -> None:
     _buttons(s, own_pause, tenant_paused)
 
     rows = read_models.source_rates(conn, principal, tenant=s["tenant"], source=s["name"], since_s=range_s)
-    st.plotly_chart(panels.draw(panels.panel("bucket_rate"), rows), key=f"sources_rate_chart_{s['id']}")
+    common.panel_chart("bucket_rate", rows, chart_key=f"sources_rate_chart_{s['id']}")
+    now = common.now()
     if detail["throttles"]:
         st.markdown("**Last rate changes**")
         st.dataframe(
-            [
-                {
-                    "at": t["at"],
-                    "old rate": t["old_rate"],
-                    "new rate": t["new_rate"],
-                    "reason": t["reason"],
-                    "actor": t["actor"],
-                }
-                for t in detail["throttles"]
-            ],
+            labels.table(
+                (
+                    {
+                        "at": t["at"],
+                        "old rate": labels.rate(t["old_rate"]),
+                        "new rate": labels.rate(t["new_rate"]),
+                        "reason": t["reason"],
+                        "actor": t["actor"],
+                    }
+                    for t in detail["throttles"]
+                ),
+                now=now,
+                times=("at",),
+            ),
             hide_index=True,
             key=f"sources_throttles_{s['id']}",
         )
     if detail["blackouts"]:
         st.markdown("**Blackouts**")
         st.dataframe(
-            [
-                {
-                    "id": b["id"],
-                    "scope": b["source"] or "whole tenant",
-                    "window": f"{_clock(b['window_start'])} to {_clock(b['window_end'])}",
-                    "active": b["active"],
-                    "repeats": b["cron"] or "-",
-                    "reason": b["reason"],
-                    "by": b["actor"],
-                }
-                for b in detail["blackouts"]
-            ],
+            labels.table(
+                (
+                    {
+                        "id": b["id"],
+                        "scope": b["source"] or "whole tenant",
+                        "starts": b["window_start"],
+                        "ends": b["window_end"],
+                        "active": "yes" if b["active"] else "no",
+                        "repeats": b["cron"],
+                        "reason": b["reason"],
+                        "by": b["actor"],
+                    }
+                    for b in detail["blackouts"]
+                ),
+                now=now,
+                times=("starts", "ends"),
+            ),
             hide_index=True,
             key=f"sources_blackouts_{s['id']}",
         )

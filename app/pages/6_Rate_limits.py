@@ -62,18 +62,22 @@ def _render(conn: sa.Connection) -> None:
         + (f" (the newest {CHANGES_SHOWN})." if len(changes) >= CHANGES_SHOWN else ".")
     )
     st.dataframe(
-        [
-            {
-                "at": c["at"],
-                "tenant": c["tenant"],
-                "host": c["host"],
-                "old rate": c["old_rate"],
-                "new rate": c["new_rate"],
-                "reason": c["reason"],
-                "actor": c["actor"],
-            }
-            for c in changes
-        ],
+        labels.table(
+            (
+                {
+                    "at": c["at"],
+                    "tenant": c["tenant"],
+                    "host": c["host"],
+                    "old rate": labels.rate(c["old_rate"]),
+                    "new rate": labels.rate(c["new_rate"]),
+                    "reason": c["reason"],
+                    "actor": c["actor"],
+                }
+                for c in changes
+            ),
+            now=common.now(),
+            times=("at",),
+        ),
         hide_index=True,
         key="ratelimits_changes",
     )

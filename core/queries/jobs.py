@@ -160,8 +160,9 @@ def run_time_summary(
 
 def covered_s(conn: sa.Connection, seen: Visible, *, job_type: str | None, since_s: float) -> float:
     """The seconds of the window [now - since_s, now] that its finished jobs cover: from the
-    first of them to now (within 1% of that age, or a second), all of the window when jobs
-    finished before it began, 0 when none finished in it. A rate over the whole window reads
+    first of them to now (within 1% of that age, or a second), all of the window when the
+    first is within a hundredth of it from its start, 0 when none finished in it (jobs that
+    finished before the window are not read). A rate over the whole window reads
     far too low while the ledger is younger than the window (0.4/s two minutes after start, at
     15/s). Two passes of the throughput series: coarse buckets over the window place the
     first job; buckets a hundredth of its age from there place it closely."""

@@ -13,6 +13,7 @@ from streamlit.testing.v1 import AppTest
 from app import labels
 from core.domain import slo
 from core.domain.auth import Scope
+from core.queries.jobs import MIN_RATE_SPAN_S
 from dashboards import panels
 from tests.app.conftest import HOME, TENANT_A, TENANT_B, Seeded, Tenant, button, metrics, open_app, text_input, texts
 
@@ -52,9 +53,10 @@ def test_overview_shows_the_numbers_of_every_tenant(
     assert shown["Running"] == str(len(a.running) + len(b.running))
     assert shown["Retrying"] == str(len(a.retrying) + len(b.retrying))
     assert shown["Dead-lettered"] == str(len(a.dead_ids) + len(b.dead_ids))
+    # Every job finished a moment ago: jobs/s is over the shortest span, not over the hour.
     _, finished = _finished(a, b)
-    assert shown["Jobs/s (last hour)"] == f"{finished / 3600:.3g}"
-    assert f"{finished} jobs finished in the last hour." in texts(at)
+    assert shown["Jobs/s (last hour)"] == f"{finished / MIN_RATE_SPAN_S:.3g}"
+    assert f"{finished} jobs finished in the last hour, all of them in the last 60 s" in texts(at)
     assert shown["p95 run time (last hour)"] == _p95_text(console)
 
     # Burn rate: the worst tenant and job type (acme: 3 of 5 failed) in every window, red.
@@ -78,6 +80,40 @@ def test_overview_shows_the_numbers_of_every_tenant(
         "default running": [len(a.running + b.running)],
         "default retrying": [len(a.retrying + b.retrying)],
     }
+
+
+def _finish_earlier(engine: sa.Engine, job_ids: list[int], seconds_ago: float) -> None:
+    """Move the finish (and start) of finished jobs back in time, as if they ran then."""
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "UPDATE jobs SET finished_at = now() - make_interval(secs => :s),"
+                " started_at = now() - make_interval(secs => :s + 0.1) WHERE id = ANY(:ids)"
+            ),
+            {"s": seconds_ago, "ids": job_ids},
+        )
+
+
+def test_jobs_per_s_is_over_the_time_the_data_covers(
+    seeded: Seeded, console: sa.Engine, make_token: Callable[..., str]
+) -> None:
+    """Two minutes after the first job finished, jobs/s is the jobs over those two minutes
+    (what the throughput chart shows), not over the whole hour (60 times too low)."""
+    _, finished = _finished(seeded.a, seeded.b)
+    _finish_earlier(console, seeded.a.succeeded[:1], 120)
+    at = open_app(make_token("sre", {Scope.READ}))
+    rate = float(metrics(at)["Jobs/s (last hour)"])
+    assert rate == pytest.approx(finished / 120, rel=0.03)
+    assert f"{finished} jobs finished in the last hour, all of them in the last 2 min" in texts(at)
+
+    # A job finished before the hour is not in it; one 50 minutes ago stretches the span.
+    _finish_earlier(console, seeded.b.succeeded[:1], 2 * 3600)
+    at = open_app(make_token("sre", {Scope.READ}))
+    assert float(metrics(at)["Jobs/s (last hour)"]) == pytest.approx((finished - 1) / 120, rel=0.03)
+    _finish_earlier(console, seeded.b.succeeded[1:2], 3000)
+    at = open_app(make_token("sre", {Scope.READ}))
+    assert float(metrics(at)["Jobs/s (last hour)"]) == pytest.approx((finished - 1) / 3000, rel=0.03)
+    assert f"{finished - 1} jobs finished in the last hour, all of them in the last 50 min" in texts(at)
 
 
 def test_overview_charts_are_the_declared_panels(seeded: Seeded, make_token: Callable[..., str]) -> None:
@@ -115,7 +151,7 @@ def test_overview_of_a_tenant_limited_principal_shows_nothing_of_another(
     assert shown["Retrying"] == str(len(b.retrying))
     assert shown["Dead-lettered"] == str(len(b.dead_ids))
     _, finished = _finished(b)
-    assert shown["Jobs/s (last hour)"] == f"{finished / 3600:.3g}"
+    assert shown["Jobs/s (last hour)"] == f"{finished / MIN_RATE_SPAN_S:.3g}"
     failed, total = _finished(b)
     rate = slo.burn_rate(failed, total, slo.Slo().target)
     assert slo.level(rate) == "warn"  # 1 of 20: amber
@@ -152,8 +188,8 @@ def test_tenant_filter_narrows_the_overview(seeded: Seeded, make_token: Callable
     assert shown["Dead-lettered"] == str(len(seeded.a.dead_ids))
     assert set(at.dataframe[0].value["class"]) == {"http_5xx", "timeout"}
     _, finished = _finished(seeded.a)
-    assert shown["Jobs/s (last hour)"] == f"{finished / 3600:.3g}"
-    assert f"{finished} jobs finished in the last hour." in texts(at)
+    assert shown["Jobs/s (last hour)"] == f"{finished / MIN_RATE_SPAN_S:.3g}"
+    assert f"{finished} jobs finished in the last hour, all of them in the last 60 s" in texts(at)
 
 
 def test_sign_in_with_a_token(seeded: Seeded, make_token: Callable[..., str]) -> None:

@@ -56,13 +56,14 @@ def test_429s_denials_rate_changes_and_waiting_jobs(flow: Flow, make_token: Call
 
     changes = _changes(at)
     assert [(c["tenant"], c["host"], c["new rate"]) for c in changes] == [
-        (TENANT_A, "nvd.example", 0.5),
-        (TENANT_B, "api.ghsa.example", 5.0),
-        (TENANT_A, "osv.example", 10.0),
-        (TENANT_A, "nvd.example", 1.0),
+        (TENANT_A, "nvd.example", "0.5/s"),
+        (TENANT_B, "api.ghsa.example", "5/s"),
+        (TENANT_A, "osv.example", "10/s"),
+        (TENANT_A, "nvd.example", "1/s"),
     ]
     assert changes[0]["actor"] == "seed-worker" and changes[0]["reason"].startswith("upstream 429: rate halved")
-    assert changes[0]["old rate"] == 1.0
+    assert changes[0]["old rate"] == "1/s"
+    assert changes[-1]["old rate"] == labels.DASH  # configured: no rate before
     assert "4 changes, newest first." in texts(at)
 
 

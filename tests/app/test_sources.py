@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -66,7 +67,8 @@ def test_the_table_shows_each_sources_health_bucket_circuit_and_waiting_jobs(
     assert sorted(table) == ["acme/nvd", "acme/nvd-cve", "acme/osv", "globex/ghsa"]
     nvd = table["acme/nvd"]
     assert nvd["health"] == "🟠 Throttled"
-    assert nvd["tokens"].startswith("0 / 2 (blocked until ")  # the 429's Retry-After
+    assert nvd["tokens"].startswith("0 / 2, blocked until ")  # the 429's Retry-After
+    assert re.search(r", blocked until \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC \(in \d+ s\)$", nvd["tokens"]), nvd["tokens"]
     assert nvd["rate (adaptive of configured)"] == "0.5/s of 1/s"
     assert (nvd["circuit"], nvd["slots in use"], nvd["waiting"]) == ("Closed", "1 / 4", "Rate limited 3")
     # nvd-cve shares nvd.example's bucket, so it is throttled too; its own jobs: none.
@@ -74,7 +76,7 @@ def test_the_table_shows_each_sources_health_bucket_circuit_and_waiting_jobs(
     assert (cve["health"], cve["rate (adaptive of configured)"], cve["waiting"]) == (
         "🟠 Throttled",
         "0.5/s of 1/s",
-        "-",
+        labels.DASH,
     )
     osv = table["acme/osv"]
     assert (osv["health"], osv["circuit"], osv["tokens"]) == ("🔴 Circuit open", "Open", "10.0 / 10")
@@ -103,7 +105,8 @@ def test_a_sources_detail_shows_its_rate_over_time_and_tokens_now(flow: Flow, ma
     assert (adaptive["name"], adaptive["y"], adaptive["line"]["shape"]) == ("acme nvd.example", [1.0, 0.5, 0.5], "hv")
     assert (configured["name"], configured["y"]) == ("acme nvd.example configured", [1.0, 1.0])
     changes = next(d.value for d in at.dataframe if "new rate" in d.value.columns)
-    assert list(changes["new rate"]) == [0.5, 1.0]
+    assert list(changes["new rate"]) == ["0.5/s", "1/s"]
+    assert list(changes["old rate"]) == ["1/s", labels.DASH]  # configured: no rate before
     assert list(changes["actor"]) == ["seed-worker", "local:console-tests"]
     # The open circuit says how it got there.
     _select(at, "acme/osv")
@@ -146,7 +149,7 @@ def test_pause_and_resume_write_one_audit_row_each(
     assert [s.value for s in at.success] == ["Resume source acme/nvd: resumed, 0 waiting jobs released"]
     assert audit_count(console) == before + 2
     assert (last_audit(console)["action"], last_audit(console)["reason"]) == ("resume", "upstream is fine again")
-    assert _table(at)["acme/nvd"]["paused"] == "-"
+    assert _table(at)["acme/nvd"]["paused"] == labels.DASH
 
 
 def test_throttle_sets_the_configured_rate_and_burst(
@@ -182,7 +185,7 @@ def test_throttle_sets_the_configured_rate_and_burst(
     # The page shows the new configured rate, and the change is the newest on the chart.
     assert _table(at)["acme/nvd"]["rate (adaptive of configured)"].endswith("of 4/s")
     changes = next(d.value for d in at.dataframe if "new rate" in d.value.columns)
-    assert (changes["new rate"][0], changes["actor"][0]) == (4.0, "rates")
+    assert (changes["new rate"][0], changes["actor"][0]) == ("4/s", "rates")
 
 
 def test_reset_circuit_closes_an_open_circuit(flow: Flow, console: sa.Engine, make_token: Callable[..., str]) -> None:
@@ -222,7 +225,7 @@ def test_blackouts_one_off_and_recurring(flow: Flow, console: sa.Engine, make_to
     text_input(at, labels.ENDS_LABEL).input("2030-01-01 03:30")
     button(at, labels.CONFIRM).click().run()
     (message,) = [s.value for s in at.success]
-    assert message.startswith("Blackout of source acme/nvd: blackout 1, next window 2030-01-01T02:00:00+00:00 to ")
+    assert message.startswith("Blackout of source acme/nvd: blackout 1, next window 2030-01-01 02:00:00 to ")
     assert audit_count(console) == before + 1
     row = last_audit(console)
     assert (row["action"], row["target"], row["reason"]) == (
@@ -230,7 +233,7 @@ def test_blackouts_one_off_and_recurring(flow: Flow, console: sa.Engine, make_to
         "blackout 1 (source nvd)",
         "vendor maintenance",
     )
-    assert _table(at)["acme/nvd"]["blackout"] == "next at 2030-01-01 02:00:00 UTC"
+    assert _table(at)["acme/nvd"]["blackout"].startswith("next at 2030-01-01 02:00:00 UTC (in ")
 
     button(at, labels.BLACKOUT).click().run()
     at.radio(key=next(r.key for r in at.radio)).set_value(labels.RECURRING).run()
@@ -313,5 +316,5 @@ def test_wait_words_and_durations() -> None:
     assert labels.wait_text(None, None, now) == ""
     assert [labels.duration(s) for s in (3, 600, 9000, 300000)] == ["3 s", "10 min", "2 h 30 min", "3 d"]
     assert labels.waiting_summary({"paused": 0, "quota": 2, "rate_limited": 1}) == "Quota 2, Rate limited 1"
-    assert labels.waiting_summary({}) == "-"
+    assert labels.waiting_summary({}) == labels.DASH
     assert set(labels.WAIT_REASONS) == set(labels.WAIT_SHORT) == set(queries.WAIT_REASONS)

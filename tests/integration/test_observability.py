@@ -263,7 +263,9 @@ def test_catalogue_and_run_time_queries(ledger: sa.Engine, principal: Principal)
         assert queries.tenants(conn, limited) == ["acme"]
         assert {"noop", "sleep", "fail", "flaky"} <= {t["name"] for t in queries.job_types(conn, principal)}
         summary = queries.run_time_summary(conn, principal, since_s=600)
-        assert summary["finished"] == 5 and summary["jobs_per_s"] == pytest.approx(5 / 600)
+        # All five finished a moment ago: over the shortest span, not the 600 s window.
+        assert summary["finished"] == 5 and summary["jobs_per_s"] == pytest.approx(5 / 60)
+        assert 0 <= summary["covered_s"] < 60 and summary["rate_span_s"] == 60
         assert summary["p95_duration_s"] is not None and summary["p95_duration_s"] >= 0
         assert queries.run_time_summary(conn, limited, since_s=600)["finished"] == 4
         assert len(queries.list_jobs(conn, principal, since_s=600)) == 5
