@@ -509,6 +509,60 @@ PANELS: tuple[Panel, ...] = (
         figure=figures.waiting_bars,
         stacked=True,
     ),
+    # DAG runs. The console draws runs from the ledger on its Runs page (table, DAG, Gantt)
+    # and Overview; these are Grafana's view of the same, over time.
+    Panel(
+        key="runs_finished",
+        title="Runs finished per 5 minutes, by state",
+        unit="short",
+        description="DAG runs that ended (succeeded, failed, canceled). A run fails when any job without "
+        "allow_failure failed, wherever it sits in the DAG; the console's Runs page lists them.",
+        type=PanelType.TIMESERIES,
+        size=CHART,
+        queries=(Query(f"sum by (state) (increase(orch_runs_finished_total{{{TENANT}}}[5m]))", legend="{{state}}"),),
+        read_model=None,
+        figure=None,
+        stacked=True,
+    ),
+    Panel(
+        key="run_duration_p95",
+        title="Run duration p95",
+        unit="s",
+        description="95th percentile of the time from a run's start to its end, by the state it ended in "
+        "(observed by the scheduler as runs end).",
+        type=PanelType.TIMESERIES,
+        size=CHART,
+        queries=(
+            Query(
+                "histogram_quantile(0.95, sum by (le, state) "
+                "(rate(orch_run_duration_seconds_bucket[$__rate_interval])))",
+                legend="{{state}}",
+            ),
+        ),
+        read_model=None,
+        figure=None,
+    ),
+    Panel(
+        key="dag_release_p95",
+        title="Parent-to-child release latency (p50, p99)",
+        unit="s",
+        description="From the end of a job's last parent to the job's claim by a worker: the DAG hop. The "
+        "release itself happens in the parent's finishing transaction; the rest is the doorbell and the claim.",
+        type=PanelType.TIMESERIES,
+        size=CHART,
+        queries=(
+            Query(
+                "histogram_quantile(0.5, sum by (le) (rate(orch_dag_release_seconds_bucket[$__rate_interval])))",
+                legend="p50",
+            ),
+            Query(
+                "histogram_quantile(0.99, sum by (le) (rate(orch_dag_release_seconds_bucket[$__rate_interval])))",
+                legend="p99",
+            ),
+        ),
+        read_model=None,
+        figure=None,
+    ),
 )
 
 BY_KEY: dict[str, Panel] = {p.key: p for p in PANELS}
@@ -563,6 +617,16 @@ DASHBOARDS: tuple[Dashboard, ...] = (
             ("bucket_rate", "bucket_tokens"),
             ("rate_limit_events", "jobs_waiting"),
             ("quota_slots", "queue_depth"),
+        ),
+    ),
+    Dashboard(
+        uid="orch-runs",
+        title="Orch / DAG runs",
+        filename="runs.json",
+        description="DAG runs ended by state, their duration, and how fast a parent's end releases its children.",
+        rows=(
+            ("runs_finished", "run_duration_p95"),
+            ("dag_release_p95", "queue_wait_p95"),
         ),
     ),
 )

@@ -21,6 +21,7 @@ EXPECTED = {
     "queues.json": "orch-queues",
     "errors-slo.json": "orch-errors-slo",
     "flow-control.json": "orch-flow-control",
+    "runs.json": "orch-runs",
 }
 
 

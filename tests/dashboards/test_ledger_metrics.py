@@ -31,11 +31,24 @@ def _value(scraped: dict[str, Any], name: str, **labels: str) -> float:
     return float(scraped[name][tuple(sorted(labels.items()))])
 
 
+def _finished_run(engine: sa.Engine, principal: Principal) -> None:
+    """A DAG run of one noop job, run to its end without a worker."""
+    from core.ledger import jobs as ledger_jobs
+
+    run = control.RunSpec("acme", "nightly", [control.JobSpec("acme", "noop", key="only")])
+    control.submit_run(engine, principal, run, control.NoDoorbell())
+    with engine.begin() as conn:
+        rows = ledger_jobs.claim_and_start_jobs(conn, queue="default", limit=10, owner="t", job_types=["noop"])
+        ledger_jobs.succeed_jobs(conn, [r["id"] for r in rows], [r["lease_id"] for r in rows], actor="t")
+
+
 def test_every_ledger_metric_is_exported_with_its_declared_labels(ledger: sa.Engine, principal: Principal) -> None:
     seed_flow_control(ledger, principal)
     spec = control.JobSpec(tenant="acme", job_type=JOB_TYPE, payload={"ready": True})
     control.submit_many(ledger, principal, [spec], doorbell=control.NoDoorbell())  # an oldest ready job
+    _finished_run(ledger, principal)
     scraped = _scrape(ledger)
+    assert _value(scraped, "orch_runs_finished_total", tenant="acme", state="succeeded") == 1
     ledger_metrics = [m for m in metrics.METRICS if m.from_ledger]
     assert {m.name for m in ledger_metrics} >= {
         "orch_ratelimit_denials_total",
