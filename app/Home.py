@@ -73,6 +73,17 @@ def _render(conn: sa.Connection) -> None:
     hour_cols[1].metric("p95 run time (last hour)", _duration(summary["p95_duration_s"]))
     st.caption(rate_help)
 
+    runs = queries.runs_overview(conn, principal, tenant=tenant)
+    run_cols = st.columns(3)
+    run_cols[0].metric("Runs running", runs["running"], help="DAG runs with jobs still to end.")
+    run_cols[1].metric("Runs failed (last hour)", runs["failed_1h"], help="Runs that ended failed in the last hour.")
+    run_cols[2].metric(
+        "p95 run duration (last day)",
+        _duration(runs["p95_duration_s"]),
+        help=f"Over the {runs['finished_24h']} run(s) that ended in the last day.",
+    )
+    st.page_link("pages/7_Runs.py", label="All runs", icon=":material/account_tree:")
+
     st.subheader(panels.panel("burn_rate").title)
     burns = drawn.panel_rows("burn_rate", hour)
     tiles = st.columns(len(slo.WINDOWS))

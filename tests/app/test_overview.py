@@ -230,3 +230,22 @@ def test_without_a_database_url_the_console_says_what_to_set(
     at = AppTest.from_file(str(HOME), default_timeout=60).run()
     assert [e.value for e in at.error] == [labels.NO_DATABASE]
     assert not at.text_input
+
+
+def test_overview_shows_runs(console: sa.Engine, make_token: Callable[..., str]) -> None:
+    from core import control
+    from core.domain.auth import local_principal
+    from tests.integration.test_dag_runs import work
+
+    admin = local_principal("tests")
+    spec = control.RunSpec(TENANT_A, "nightly", [control.JobSpec(TENANT_A, "noop", key="only")])
+    failing = control.submit_run(console, admin, spec, control.NoDoorbell())
+    work(console, fail={failing.jobs["only"]})
+    control.submit_run(console, admin, control.RunSpec(TENANT_A, "hourly", spec.jobs), control.NoDoorbell())
+    at = open_app(make_token("sre", {Scope.READ}))
+    shown = metrics(at)
+    assert shown["Runs running"] == "1"
+    assert shown["Runs failed (last hour)"] == "1"
+    assert shown["p95 run duration (last day)"].endswith(("ms", " s"))
+    other = open_app(make_token("b-only", {Scope.READ}, {TENANT_B}))
+    assert metrics(other)["Runs running"] == "0"
