@@ -20,6 +20,7 @@ from core.domain.states import State, WaitReason
 from core.ledger import db
 from core.ledger import flow as ledger_flow
 from core.ledger import jobs as ledger
+from core.ledger import runs as ledger_runs
 
 
 @dataclass(frozen=True)
@@ -261,7 +262,13 @@ def _load(conn: sa.Connection, job_id: int) -> sa.RowMapping:
 
 
 def cancel(
-    engine: sa.Engine, principal: Principal, job_id: int, *, reason: str | None = None, ticket: str | None = None
+    engine: sa.Engine,
+    principal: Principal,
+    job_id: int,
+    *,
+    reason: str | None = None,
+    ticket: str | None = None,
+    doorbell: Doorbell | None = None,
 ) -> str:
     """Cancel a job. Waiting jobs are canceled at once ("canceled"); a running one is asked to
     stop and is canceled when its handler notices ("cancel_requested").
@@ -291,7 +298,10 @@ def cancel(
             ticket=ticket,
             details={"from_state": state.value, "result": result},
         )
-        return result
+        # A job of a run that ended here may have released children (e.g. all_done).
+        released = ledger_runs.ring_unrung(conn, [job["run_id"]]) if job["run_id"] is not None else []
+    ring(doorbell or common.NoDoorbell(), released)
+    return result
 
 
 def _replay_of(job: sa.RowMapping, new_id: int) -> ledger.NewJob:

@@ -158,7 +158,7 @@ def cmd_jobs_stats(ctx: Context) -> int:
 
 def cmd_jobs_cancel(ctx: Context) -> int:
     a = ctx.args
-    result = control.cancel(ctx.engine, ctx.principal, a.id, reason=a.reason, ticket=a.ticket)
+    result = control.cancel(ctx.engine, ctx.principal, a.id, reason=a.reason, ticket=a.ticket, doorbell=ctx.doorbell())
     if a.json:
         print_json({"job_id": a.id, "result": result})
     elif result == "canceled":

@@ -569,7 +569,10 @@ class Pump:
         self._record_outcomes(
             conn, [(f.job, f.outcome) for f in sorted(written, key=lambda f: f.job.id) if f.job.source_id is not None]
         )
-        self._ring_released(conn, {f.job.run_id for f in written if f.job.run_id is not None})
+        ended = (Succeeded, FailedFinal, CanceledOutcome)
+        self._ring_released(
+            conn, {f.job.run_id for f in written if f.job.run_id is not None and isinstance(f.outcome, ended)}
+        )
 
     def _ring_released(self, conn: sa.Connection, runs: set[int]) -> None:
         """Jobs of runs these outcomes released (in the same statement, by the database)

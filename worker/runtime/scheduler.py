@@ -117,11 +117,13 @@ class Scheduler:
             total += len(ids)
         return total
 
-    def ring_released(self) -> int:
+    def ring_released(self, *, reaped: bool = False) -> int:
         """Jobs of runs released by an outcome whose writer stopped before ringing them
-        (they stay unrung past the grace): the one repair DAG release needs."""
+        (they stay unrung past the grace): the one repair DAG release needs. After this pass
+        reaped jobs (which may have released children themselves), at once."""
+        grace = 0.0 if reaped else RING_GRACE_S
         with self.engine.begin() as conn:
-            rows = ledger_runs.ring_stale_unrung(conn, grace_s=RING_GRACE_S, limit=self.settings.scheduler_batch)
+            rows = ledger_runs.ring_stale_unrung(conn, grace_s=grace, limit=self.settings.scheduler_batch)
         if rows:
             log.info("rang %d released job(s) of runs that nobody rang", len(rows))
         self._ring(rows)
@@ -196,7 +198,7 @@ class Scheduler:
         self.move_blackouts()
         self.release_backpressure()
         r.released = self.release_due()
-        r.rerung_released = self.ring_released()
+        r.rerung_released = self.ring_released(reaped=r.reaped_running > 0)
         r.rerung = self.reconcile_doorbells()
         self.observe_runs()
         batch = self.settings.scheduler_batch
