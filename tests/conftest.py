@@ -117,7 +117,7 @@ def engine(services: Services) -> Iterator[sa.Engine]:
 LEDGER_TABLES = (
     "jobs, job_history, dag_edges, artifacts, job_logs, events, runs, sources, tenants, audit_log, api_tokens,"
     " submit_counters, queue_depth_samples, buckets, pauses, blackouts, quotas, quota_starts, throttles, audit_chains,"
-    " run_jobs, job_results, run_counters"
+    " run_jobs, job_results, run_counters, dag_released"
 )
 
 

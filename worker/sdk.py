@@ -232,6 +232,8 @@ class ActiveJob:
     key: str | None = None
     #: Seconds from its last parent's end to its claim (jobs of runs with parents).
     release_s: float | None = None
+    #: Whether the job has children in its run (its end may release them).
+    has_children: bool = False
 
 
 class JobContext:

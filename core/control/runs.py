@@ -222,7 +222,7 @@ def submit_run(
                 for c in checked
             ],
         )
-        ledger_runs.insert_edges(conn, [(by_key[p], by_key[c.key]) for c in checked for p in c.after])
+        ledger_runs.insert_edges(conn, run_id, [(by_key[p], by_key[c.key]) for c in checked for p in c.after])
         ledger.insert_event(
             conn,
             tenant_id=tenant_id,
@@ -518,7 +518,7 @@ def _rewire(
         new_edges.extend((p, new_of[key]) for p in wired)
     ledger.insert_jobs(conn, jobs, actor=principal.subject, reason=f"replay of run {run_id}")
     ledger_runs.insert_run_jobs(conn, run_rows)
-    ledger_runs.insert_edges(conn, new_edges)
+    ledger_runs.insert_edges(conn, run_id, new_edges)
     attempt = ledger_runs.restart_run(conn, run_id, superseded=len(superseded), added=len(copies))
     ledger_runs.advance_runs(conn, check=[j.id or 0 for j in jobs], actor=principal.subject)
     return new_of, attempt
@@ -606,7 +606,7 @@ def spawn(
         ledger.insert_jobs(conn, jobs, actor=actor, reason=f"spawned by job {job_id}")
         ledger_runs.insert_run_jobs(conn, run_rows)
         ledger_runs.add_parents(conn, joins, len(checked))
-        ledger_runs.insert_edges(conn, edges)
+        ledger_runs.insert_edges(conn, run_id, edges)
         ledger_runs.advance_runs(conn, check=ids, actor=actor)
         rung = ledger_runs.ring_unrung(conn, [run_id])
         result.update(by_key)

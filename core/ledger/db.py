@@ -34,6 +34,10 @@ def create_engine(
     # The hot statements are CTEs whose planning costs more than their execution (about
     # 1 ms against 0.1 ms): prepare them on first use and keep the generic plan.
     options = ["-c plan_cache_mode=force_generic_plan"]
+    # No JIT: every ledger statement is short, and compiling one costs more (about 20 ms)
+    # than running it; the planner's cost estimates on a large ledger (a 10,000-job run's
+    # view, say) cross jit_above_cost and would pay it on every call.
+    options.append("-c jit=off")
     if not synchronous_commit:
         options.append("-c synchronous_commit=off")
     if ordered_scans:

@@ -93,9 +93,11 @@ def insert_run_jobs(conn: sa.Connection, rows: Sequence[NewRunJob]) -> None:
     conn.execute(stmt("insert_run_jobs"), {"rows": data})
 
 
-def insert_edges(conn: sa.Connection, edges: Sequence[tuple[int, int]]) -> None:
+def insert_edges(conn: sa.Connection, run_id: int, edges: Sequence[tuple[int, int]]) -> None:
     if edges:
-        conn.execute(stmt("insert_edges"), {"parent": [p for p, _ in edges], "child": [c for _, c in edges]})
+        conn.execute(
+            stmt("insert_edges"), {"run_id": run_id, "parent": [p for p, _ in edges], "child": [c for _, c in edges]}
+        )
 
 
 def lock_run(conn: sa.Connection, run_id: int) -> Row | None:
@@ -168,7 +170,7 @@ def advance_runs(
 
 
 def ring_unrung(conn: sa.Connection, run_ids: Sequence[int]) -> list[tuple[int, str]]:
-    """(job id, queue) of released, not yet rung jobs of these runs, now marked rung."""
+    """(job id, queue) of released jobs of these runs nobody rang yet, taken for ringing."""
     if not run_ids:
         return []
     return [(int(i), q) for i, q in conn.execute(stmt("ring_unrung"), {"runs": sorted(set(run_ids))})]

@@ -56,13 +56,11 @@ def _run_row(conn: sa.Connection, principal: Principal, run_id: int) -> dict[str
     return plain(row)
 
 
-def _durations(jobs: list[dict[str, Any]], now: dt.datetime) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for j in jobs:
-        start = j["first_started_at"]
-        end = j["finished_at"] if j["finished_at"] is not None else (now if start is not None else None)
-        out[j["key"]] = 0.0 if start is None or end is None else max(0.0, (end - start).total_seconds())
-    return out
+TIMES = ("not_before", "created_at", "started_at", "first_started_at", "finished_at", "updated_at")
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return None if value is None else value.astimezone(dt.UTC).isoformat()
 
 
 def get_run(conn: sa.Connection, principal: Principal, run_id: int) -> dict[str, Any]:
@@ -70,30 +68,38 @@ def get_run(conn: sa.Connection, principal: Principal, run_id: int) -> dict[str,
     waits) and the critical path: the longest chain of jobs by run time, with its length in
     seconds and every job's slack. Raises NotFound (also for a run of a tenant not visible)."""
     run = _run_row(conn, principal, run_id)
-    rows = [dict(r) for r in reads.run_jobs(conn, run_id)]
-    edges = reads.run_edges(conn, run_id)
-    now = dt.datetime.now(dt.UTC)
-    key_of = {int(j["id"]): j["key"] for j in rows}
+    rows = reads.run_jobs(conn, run_id)
+    key_of = {r["id"]: r["key"] for r in rows}
     parents: dict[str, list[str]] = defaultdict(list)
-    for p, c in edges:
-        parents[key_of[c]].append(key_of[p])
-    durations = _durations(rows, now)
+    for p, c in reads.run_edges(conn, run_id):
+        pk, ck = key_of.get(p), key_of.get(c)
+        if pk is not None and ck is not None:
+            parents[ck].append(pk)
+    now = dt.datetime.now(dt.UTC)
+    durations: dict[str, float] = {}
+    for r in rows:
+        start, end = r["first_started_at"], r["finished_at"]
+        if start is None:
+            durations[r["key"]] = 0.0
+        else:
+            durations[r["key"]] = max(0.0, ((end or now) - start).total_seconds())
     path = dag.critical_path(durations, parents)
     on_path = set(path.keys)
     jobs = []
-    for j in rows:
-        key = j["key"]
-        item = plain(j)
-        item["parents"] = sorted(parents.get(key, []))
+    counts: dict[str, int] = defaultdict(int)
+    for r in rows:
+        key = r["key"]
+        item = dict(r)
+        for col in TIMES:
+            item[col] = _iso(item[col])
+        item["parents"] = sorted(parents.get(key, ()))
         item["duration_s"] = round(durations[key], 3)
         item["slack_s"] = round(path.slack.get(key, 0.0), 3)
         item["critical"] = key in on_path
-        if item.get("last_error"):
+        if item["last_error"]:
             item["last_error"] = redaction.redact_text(item["last_error"])
+        counts[item["state"]] += 1
         jobs.append(item)
-    counts: dict[str, int] = defaultdict(int)
-    for j in rows:
-        counts[j["state"]] += 1
     run["jobs"] = jobs
     run["counts"] = dict(sorted(counts.items()))
     run["critical_path"] = {"keys": path.keys, "seconds": round(path.seconds, 3)}

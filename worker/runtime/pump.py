@@ -340,6 +340,7 @@ class Pump:
             for s in specs
         ]
         made, rung = control.spawn(self.engine, job_id=job.id, lease_id=job.lease_id, specs=jobs, actor=self.owner)
+        job.has_children = job.has_children or any(s.after is None or own in s.after for s in specs)
         ring(self.doorbell, rung)
         return made
 
@@ -421,6 +422,7 @@ class Pump:
             run_id=row["run_id"],
             key=row["run_key"],
             release_s=None if row["release_s"] is None else float(row["release_s"]),
+            has_children=bool(row["has_children"]),
         )
 
     # -- the writer --------------------------------------------------------------------
@@ -571,7 +573,12 @@ class Pump:
         )
         ended = (Succeeded, FailedFinal, CanceledOutcome)
         self._ring_released(
-            conn, {f.job.run_id for f in written if f.job.run_id is not None and isinstance(f.outcome, ended)}
+            conn,
+            {
+                f.job.run_id
+                for f in written
+                if f.job.run_id is not None and f.job.has_children and isinstance(f.outcome, ended)
+            },
         )
 
     def _ring_released(self, conn: sa.Connection, runs: set[int]) -> None:

@@ -57,13 +57,9 @@ ORDER BY rj.job_id"""
 
 
 def run_edges(conn: sa.Connection, run_id: int) -> list[tuple[int, int]]:
-    sql = """
-SELECT e.parent_id, e.child_id
-FROM run_jobs AS c
-JOIN dag_edges AS e ON e.child_id = c.job_id
-JOIN run_jobs AS p ON p.job_id = e.parent_id AND p.current
-WHERE c.run_id = :run_id AND c.current"""
-    return [(int(p), int(c)) for p, c in conn.execute(sa.text(sql), {"run_id": run_id})]
+    """Every edge of the run, superseded jobs' too (callers keep those between current jobs)."""
+    sql = "SELECT e.parent_id, e.child_id FROM dag_edges AS e WHERE e.run_id = :run_id"
+    return [(p, c) for p, c in conn.execute(sa.text(sql), {"run_id": run_id})]
 
 
 def run_history(conn: sa.Connection, run_id: int, limit: int) -> list[Row]:

@@ -10,7 +10,8 @@
 --    (run_jobs.deps_*) go up, under the row lock, so two parents ending at once in two
 --    transactions both count (the second waits for the first and adds to its result).
 -- 2. A pending child whose trigger rule is now decided (orch_trigger_verdict) moves once:
---    to queued (rung_at NULL: the caller rings it after commit, or the scheduler does), or
+--    to queued (with a dag_released row: the caller rings it after commit, or the scheduler
+--    does), or
 --    to upstream_failed / skipped, which end it and repeat step 1 for its children.
 --    The cascade is a loop here, not nested triggers: a chain of any length costs no stack.
 -- 3. Each run whose jobs have all ended gets its state (core.domain.dag.run_state): canceled
@@ -66,13 +67,17 @@ BEGIN
             UPDATE jobs AS j SET
                 state = d.verdict,
                 updated_at = now(),
-                rung_at = NULL,
+                rung_at = CASE WHEN d.verdict = 'queued' THEN now() END,
                 finished_at = CASE WHEN d.verdict <> 'queued' THEN now() END
             FROM decided AS d
             WHERE j.id = d.job_id AND d.verdict IS NOT NULL AND j.state = 'pending'
-            RETURNING j.id, j.state, j.attempt,
+            RETURNING j.id, j.state, j.attempt, j.run_id, j.queue,
                 d.trigger_rule || ': ' || d.deps_ok || ' succeeded, ' || d.deps_failed || ' failed, '
                     || d.deps_skipped || ' skipped of ' || d.deps_total || ' parent(s)' AS reason
+        ), released AS (
+            INSERT INTO dag_released (job_id, run_id, queue)
+            SELECT m.id, m.run_id, m.queue FROM moved AS m WHERE m.state = 'queued'
+            ON CONFLICT (job_id) DO NOTHING
         ), history AS (
             INSERT INTO job_history (job_id, from_state, event, to_state, at, actor, reason, attempt)
             SELECT m.id, 'pending',

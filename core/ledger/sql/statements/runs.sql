@@ -24,8 +24,8 @@ SELECT (r.v->>0)::bigint, (r.v->>1)::bigint, r.v->>2, r.v->>3, (r.v->>4)::boolea
 FROM jsonb_array_elements(CAST(:rows AS jsonb)) AS r(v);
 
 -- name: insert_edges
-INSERT INTO dag_edges (parent_id, child_id)
-SELECT * FROM unnest(CAST(:parent AS bigint[]), CAST(:child AS bigint[]))
+INSERT INTO dag_edges (parent_id, child_id, run_id)
+SELECT p, c, :run_id FROM unnest(CAST(:parent AS bigint[]), CAST(:child AS bigint[])) AS e(p, c)
 ON CONFLICT DO NOTHING;
 
 -- name: lock_run
@@ -55,12 +55,8 @@ WHERE rj.run_id = :run_id AND rj.current
 ORDER BY rj.job_id;
 
 -- name: run_edge_rows
--- Edges between the current jobs of a run.
-SELECT e.parent_id, e.child_id
-FROM run_jobs AS c
-JOIN dag_edges AS e ON e.child_id = c.job_id
-JOIN run_jobs AS p ON p.job_id = e.parent_id AND p.current
-WHERE c.run_id = :run_id AND c.current;
+-- Every edge of a run (callers keep those between its current jobs).
+SELECT e.parent_id, e.child_id FROM dag_edges AS e WHERE e.run_id = :run_id;
 
 -- name: lock_run_jobs
 -- Every current job of a run, locked in id order (cancel takes these before the run row,
@@ -122,28 +118,22 @@ UPDATE run_jobs SET deps_total = deps_total + :added WHERE job_id = ANY(CAST(:id
 SELECT orch_dag_advance(CAST(:done AS bigint[]), CAST(:states AS text[]), CAST(:check AS bigint[]), :actor);
 
 -- name: ring_unrung
--- Released children of these runs that nobody rang yet: the caller rings them after this
--- commits (two callers racing ring each job once, the row lock decides).
-UPDATE jobs SET rung_at = now()
-WHERE id IN (
-    SELECT id FROM jobs
-    WHERE run_id = ANY(CAST(:runs AS bigint[])) AND state = 'queued' AND rung_at IS NULL AND run_id IS NOT NULL
-    FOR UPDATE SKIP LOCKED
-)
-RETURNING id, queue;
+-- Released jobs of these runs whose doorbells nobody rang yet: the caller rings them after
+-- this commits (two callers racing take each row once: the delete decides).
+DELETE FROM dag_released WHERE run_id = ANY(CAST(:runs AS bigint[]))
+RETURNING job_id, queue;
 
 -- name: ring_stale_unrung
--- Scheduler: released children still unrung after the grace (their finisher crashed
--- between commit and doorbell).
-UPDATE jobs SET rung_at = now()
-WHERE id IN (
-    SELECT id FROM jobs
-    WHERE state = 'queued' AND rung_at IS NULL AND run_id IS NOT NULL
-      AND updated_at < now() - make_interval(secs => :grace_s)
-    ORDER BY id LIMIT :limit
+-- Scheduler: released jobs still unrung after the grace (their finisher stopped between
+-- commit and doorbell).
+DELETE FROM dag_released
+WHERE job_id IN (
+    SELECT job_id FROM dag_released
+    WHERE at < now() - make_interval(secs => :grace_s)
+    ORDER BY at LIMIT :limit
     FOR UPDATE SKIP LOCKED
 )
-RETURNING id, queue;
+RETURNING job_id, queue;
 
 -- name: parents_of
 -- A job's parents by key, with their results and artifacts (JobContext.parent).
