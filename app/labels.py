@@ -27,6 +27,7 @@ STATE_LABELS: dict[str, str] = {
     State.DEAD_LETTERED: "Dead-lettered",
     State.CANCELED: "Canceled",
     State.UPSTREAM_FAILED: "Upstream failed",
+    State.SKIPPED: "Skipped",
 }
 
 STATE_COLOURS: dict[str, str] = {
@@ -40,6 +41,7 @@ STATE_COLOURS: dict[str, str] = {
     State.DEAD_LETTERED: "#e53935",
     State.CANCELED: "#757575",
     State.UPSTREAM_FAILED: "#8d6e63",
+    State.SKIPPED: "#bdbdbd",
 }
 
 BadgeColour = Literal["green", "orange", "red", "blue", "violet", "gray"]
