@@ -59,7 +59,9 @@ BEGIN
                        count(*) FILTER (WHERE d.state IN ('dead_lettered', 'upstream_failed', 'canceled')) AS failed,
                        count(*) FILTER (WHERE d.state = 'skipped') AS skipped
                 FROM unnest(v_done, v_states) AS d(id, state)
-                JOIN dag_edges AS e ON e.parent_id = d.id
+                -- Per parent, by the primary key. (A generic plan knows no array's size and
+                -- would hash-join the whole edge table; OFFSET 0 keeps this a lookup.)
+                CROSS JOIN LATERAL (SELECT x.child_id FROM dag_edges AS x WHERE x.parent_id = d.id OFFSET 0) AS e
                 GROUP BY e.child_id
             ) AS c;
             IF v_kids IS NOT NULL THEN
