@@ -164,8 +164,9 @@ SELECT DISTINCT queue FROM job_types UNION SELECT 'default' ORDER BY 1;
 INSERT INTO events (tenant_id, kind, payload) VALUES (:tenant_id, :kind, CAST(:payload AS jsonb));
 
 -- name: queue_depth
--- Live jobs per tenant, queue and state, one partial index per group of states (pending is
--- not counted: nothing creates pending jobs until DAG scheduling exists).
+-- Live jobs per tenant, queue and state, one partial index per group of states. Pending jobs
+-- (jobs of runs waiting for their parents) are not queue depth: no worker could take them;
+-- the runs' views count them (orch runs show, the console's Runs page).
 SELECT tenant_id, queue, state, count(*) AS count FROM jobs WHERE state = 'queued' GROUP BY 1, 2, 3
 UNION ALL
 SELECT tenant_id, queue, state, count(*) FROM jobs WHERE state IN ('leased', 'running') GROUP BY 1, 2, 3
