@@ -16,6 +16,7 @@ down_revision = "0004"
 FUNCTIONS = (
     ("orch_trigger_verdict", 1),
     ("orch_dag_advance", 1),
+    ("orch_dag_note_ended", 1),
     ("orch_dag_jobs_ended", 1),
 )
 
@@ -138,10 +139,24 @@ ALTER TABLE dag_edges ADD COLUMN run_id bigint,
 CREATE INDEX dag_edges_run_idx ON dag_edges (run_id);
 """
 
-TRIGGER = """
+TERMINAL = ("succeeded", "dead_lettered", "canceled", "upstream_failed", "skipped")
+
+# A row trigger notes the jobs of runs a statement ends, a statement trigger moves their runs
+# on once per statement (docs/adr/0014). Both WHEN clauses are evaluated without calling a
+# function body: statements that end no job of a run (every plain job's) pay only for them.
+# The row trigger is BEFORE: it runs on the locked, re-checked row that is about to change,
+# while the statement trigger's WHEN is evaluated as the statement ends, before any AFTER
+# row trigger would have run.
+TRIGGER = f"""
+CREATE TRIGGER jobs_dag_note BEFORE UPDATE OF state ON jobs
+    FOR EACH ROW
+    WHEN (NEW.run_id IS NOT NULL AND NEW.state IN ({_list(TERMINAL)}) AND OLD.state NOT IN ({_list(TERMINAL)})
+          AND current_setting('orch.dag_advancing', true) IS DISTINCT FROM 'on')
+    EXECUTE FUNCTION orch_dag_note_ended();
 CREATE TRIGGER jobs_dag_advance AFTER UPDATE ON jobs
-    REFERENCING OLD TABLE AS ended_old NEW TABLE AS ended_new
-    FOR EACH STATEMENT EXECUTE FUNCTION orch_dag_jobs_ended();
+    FOR EACH STATEMENT
+    WHEN (coalesce(current_setting('orch.dag_ended', true), '') <> '')
+    EXECUTE FUNCTION orch_dag_jobs_ended();
 """
 
 

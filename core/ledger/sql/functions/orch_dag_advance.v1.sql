@@ -88,7 +88,8 @@ BEGIN
         END IF;
         EXIT WHEN v_ids IS NULL OR cardinality(v_ids) = 0;
         -- 2. Decided jobs still pending move, each once (the compare-and-set on 'pending').
-        --    The job updates must not run this again through the jobs trigger.
+        --    The jobs this ends are not noted for the jobs trigger (orch_dag_note_ended's
+        --    WHEN clause): this loop cascades them itself.
         PERFORM set_config('orch.dag_advancing', 'on', true);
         WITH moved AS (
             UPDATE jobs AS j SET
