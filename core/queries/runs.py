@@ -62,8 +62,7 @@ def get_run(conn: sa.Connection, principal: Principal, run_id: int) -> dict[str,
     seconds and every job's slack. Raises NotFound (also for a run of a tenant not visible).
     A 10,000-job run takes about a quarter of a second (bench/dag.py, show_10k_ms)."""
     run = _run_row(conn, principal, run_id)
-    columns, rows = reads.run_jobs(conn, run_id)
-    jobs = [dict(zip(columns, r, strict=True)) for r in rows]
+    jobs = reads.run_jobs(conn, run_id)
     key_of = {j["id"]: j["key"] for j in jobs}
     parents: dict[str, list[str]] = defaultdict(list)
     for p, c in reads.run_edges(conn, run_id):

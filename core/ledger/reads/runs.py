@@ -49,32 +49,39 @@ def _iso(column: str) -> str:
     return f"""to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')"""
 
 
-def run_jobs(conn: sa.Connection, run_id: int) -> tuple[list[str], list[tuple[Any, ...]]]:
-    """The current job of every key, with what the views show: (column names, rows). Times
-    come as ISO 8601 text; run_s is seconds from the job's first start to its end (or now)."""
+def run_jobs(conn: sa.Connection, run_id: int) -> list[dict[str, Any]]:
+    """The current job of every key, with what the views show, as dicts. Times come as ISO
+    8601 text; run_s is seconds from the job's first start to its end (or now). One JSON
+    document for the lot: 10,000 jobs decode in one C call, not as 10,000 rows."""
     sql = f"""
+SELECT coalesce(json_agg(x ORDER BY x.id), '[]') FROM (
 SELECT rj.job_id AS id, rj.key, rj.trigger_rule, rj.allow_failure, rj.spawned_by, rj.deps_total,
        rj.deps_ok, rj.deps_failed, rj.deps_skipped,
        j.job_type, j.queue, j.state, j.wait_reason, {_iso("j.not_before")} AS not_before, j.attempt,
        j.max_attempts, j.error_class, j.last_error, j.progress, j.replay_of,
-       {_iso("j.created_at")} AS created_at, {_iso("j.started_at")} AS started_at,
-       {_iso("j.finished_at")} AS finished_at, {_iso("f.at")} AS first_started_at,
+       {_iso("j.started_at")} AS started_at, {_iso("j.finished_at")} AS finished_at,
+       {_iso("f.at")} AS first_started_at,
        extract(epoch FROM coalesce(j.finished_at, now()) - f.at)::float8 AS run_s
 FROM run_jobs AS rj
 JOIN jobs AS j ON j.id = rj.job_id
-LEFT JOIN LATERAL (
-    SELECT h.at FROM job_history AS h WHERE h.job_id = j.id AND h.to_state = 'running' ORDER BY h.id LIMIT 1
-) AS f ON true
+-- When it first ran: its start, unless it ran more than once (then from its history).
+CROSS JOIN LATERAL (
+    SELECT CASE WHEN j.attempt <= 1 THEN j.started_at
+                ELSE (SELECT min(h.at) FROM job_history AS h WHERE h.job_id = j.id AND h.to_state = 'running')
+           END AS at
+) AS f
 WHERE rj.run_id = :run_id AND rj.current
-ORDER BY rj.job_id"""
-    result = conn.execute(sa.text(sql), {"run_id": run_id})
-    return list(result.keys()), [tuple(r) for r in result.all()]
+) AS x"""
+    rows: list[dict[str, Any]] = conn.execute(sa.text(sql), {"run_id": run_id}).scalar_one()
+    return rows
 
 
 def run_edges(conn: sa.Connection, run_id: int) -> list[tuple[int, int]]:
-    """Every edge of the run, superseded jobs' too (callers keep those between current jobs)."""
-    sql = "SELECT e.parent_id, e.child_id FROM dag_edges AS e WHERE e.run_id = :run_id"
-    return [(p, c) for p, c in conn.execute(sa.text(sql), {"run_id": run_id}).all()]
+    """Every edge of the run, superseded jobs' too (callers keep those between current jobs).
+    As two arrays in one row: 20,000 edges decode in C instead of as 20,000 rows."""
+    sql = "SELECT array_agg(e.parent_id), array_agg(e.child_id) FROM dag_edges AS e WHERE e.run_id = :run_id"
+    parents, children = conn.execute(sa.text(sql), {"run_id": run_id}).one()
+    return list(zip(parents or (), children or (), strict=True))
 
 
 def run_history(conn: sa.Connection, run_id: int, limit: int) -> list[Row]:
