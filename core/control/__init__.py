@@ -58,9 +58,9 @@ from core.control.runs import (
     cancel_run,
     plan_replay,
     replay_run,
-    spawn,
     submit_run,
 )
+from core.control.spawn import spawn
 
 __all__ = [
     "BACKLOG_POLICIES",

@@ -33,68 +33,31 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from core import control
 from core.control import Doorbell, NoDoorbell
 from core.control.common import ring
-from core.domain import errors, fingerprints
-from core.domain.failures import ErrorClass
+from core.domain import errors
 from core.ledger import flow
 from core.ledger import jobs as ledger
 from core.ledger import runs as ledger_runs
-from worker.sdk import ActiveJob, ArtifactInfo, ParentInfo, SourceInfo, SpawnSpec
+from worker.runtime import dagport
+from worker.runtime.outcomes import (
+    CIRCUIT_FAILURES,
+    TARGET_STATES,
+    CanceledOutcome,
+    FailedFinal,
+    FailedRetryable,
+    Outcome,
+    Succeeded,
+    Throttled,
+)
+from worker.sdk import ActiveJob, ParentInfo, SourceInfo, SpawnSpec
+
+#: The outcome kinds are re-exported: callers import them from here.
+__all__ = ["CanceledOutcome", "FailedFinal", "FailedRetryable", "Outcome", "Pump", "Succeeded", "Throttled"]
 
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 500
-
-
-@dataclass(frozen=True, slots=True)
-class Succeeded:
-    #: What the handler returned, as canonical JSON (core.domain.dag.check_result), or None.
-    result: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class FailedRetryable:
-    delay_s: float
-    error_class: str
-    message: str
-
-    @property
-    def fingerprint(self) -> str:
-        return fingerprints.fingerprint(self.error_class, self.message)
-
-
-@dataclass(frozen=True, slots=True)
-class FailedFinal:
-    error_class: str
-    message: str
-    why: str
-
-    @property
-    def fingerprint(self) -> str:
-        return fingerprints.fingerprint(self.error_class, self.message)
-
-
-@dataclass(frozen=True, slots=True)
-class CanceledOutcome:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class Throttled:
-    """The upstream answered 429: wait `delay_s` (its Retry-After) without using an attempt."""
-
-    delay_s: float
-    message: str
-    retry_after: float | None
-
-
-Outcome = Succeeded | FailedRetryable | FailedFinal | CanceledOutcome | Throttled
-
-#: Failures that count against a source's circuit: the upstream itself is failing. A 429 is
-#: the bucket's business; bad input or a handler's bug is not the upstream's fault.
-CIRCUIT_FAILURES = frozenset({ErrorClass.HTTP_5XX, ErrorClass.TIMEOUT, ErrorClass.NETWORK})
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,17 +86,6 @@ class _Batch:
     progress: list[tuple[ActiveJob, float, str | None]]
     logs: list[_LogLine]
     renew_now: list[tuple[ActiveJob, Future[None]]]
-
-
-#: The states an outcome leaves its job in (under the worker's lease), for a retried write
-#: to recognise one that did commit. A job sent to wait may have been released since.
-TARGET_STATES: dict[type, tuple[str, ...]] = {
-    Succeeded: ("succeeded",),
-    FailedRetryable: ("retrying", "queued"),
-    FailedFinal: ("dead_lettered",),
-    CanceledOutcome: ("canceled",),
-    Throttled: ("throttled", "queued"),
-}
 
 
 @dataclass
@@ -297,52 +249,16 @@ class Pump:
             row = flow.source_policy(conn, job.source_id)
         return None if row is None else SourceInfo(int(row["id"]), row["name"], row["host"], bool(row["allow_private"]))
 
+    # -- jobs of runs (worker/runtime/dagport.py) ---------------------------------------
+
     def parents(self, job: ActiveJob) -> dict[str, ParentInfo]:
-        with self.engine.connect() as conn:
-            rows = ledger_runs.parents_of(conn, job.id)
-        return {
-            r["key"]: ParentInfo(
-                key=r["key"],
-                job_id=int(r["id"]),
-                state=r["state"],
-                result=r["result"],
-                artifacts=tuple(
-                    ArtifactInfo(int(a["id"]), a["name"], a["media_type"], a["sha256"], int(a["size_bytes"]))
-                    for a in r["artifacts"]
-                ),
-            )
-            for r in rows
-        }
+        return dagport.parents(self.engine, job)
 
     def read_artifact(self, job: ActiveJob, artifact_id: int) -> bytes:
-        with self.engine.connect() as conn:
-            data = ledger_runs.artifact_data(conn, job.id, artifact_id)
-        if data is None:
-            raise errors.NotFound(f"artifact {artifact_id} is not an artifact of a parent of job {job.id}")
-        return data
+        return dagport.read_artifact(self.engine, job, artifact_id)
 
     def spawn(self, job: ActiveJob, specs: Sequence[SpawnSpec]) -> dict[str, int]:
-        own = job.key or ""
-        jobs = [
-            control.JobSpec(
-                tenant=job.tenant,
-                job_type=s.job_type,
-                payload=dict(s.payload),
-                priority=s.priority,
-                max_attempts=s.max_attempts,
-                correlation_id=job.correlation_id,
-                source=s.source,
-                key=s.key,
-                after=tuple([own] if s.after is None else s.after),
-                trigger_rule=s.trigger_rule,
-                allow_failure=s.allow_failure,
-            )
-            for s in specs
-        ]
-        made, rung = control.spawn(self.engine, job_id=job.id, lease_id=job.lease_id, specs=jobs, actor=self.owner)
-        job.has_children = job.has_children or any(s.after is None or own in s.after for s in specs)
-        ring(self.doorbell, rung)
-        return made
+        return dagport.spawn(self.engine, self.owner, self.doorbell, job, specs)
 
     def store_artifact(self, job: ActiveJob, name: str, data: bytes, media_type: str) -> str:
         sha = hashlib.sha256(data).hexdigest()
