@@ -22,6 +22,7 @@ from core.domain.jobtypes import JobTypeRow
 from core.domain.states import State, WaitReason
 from core.ledger import jobs as ledger
 from core.ledger import runs as ledger_runs
+from core.ledger.reads import runs as run_reads
 
 MAX_NAME = 200
 
@@ -402,7 +403,7 @@ def replay_run(
                 + (" (a succeeded one with --from KEY)" if run["state"] == RunState.SUCCEEDED else "")
             )
         rows = ledger_runs.run_job_rows(conn, run_id)
-        edges = ledger_runs.run_edge_rows(conn, run_id)
+        edges = run_reads.run_edges(conn, run_id)
         to_run, kept = plan_replay(rows, edges, from_keys)
         if dry_run:
             return ReplayPlan(run_id, to_run, kept)

@@ -112,10 +112,6 @@ def run_job_rows(conn: sa.Connection, run_id: int) -> list[Row]:
     return list(conn.execute(stmt("run_job_rows"), {"run_id": run_id}).mappings())
 
 
-def run_edge_rows(conn: sa.Connection, run_id: int) -> list[tuple[int, int]]:
-    return [(int(p), int(c)) for p, c in conn.execute(stmt("run_edge_rows"), {"run_id": run_id})]
-
-
 def lock_run_jobs(conn: sa.Connection, run_id: int) -> list[Row]:
     return list(conn.execute(stmt("lock_run_jobs"), {"run_id": run_id}).mappings())
 

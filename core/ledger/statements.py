@@ -45,7 +45,8 @@ JOB_COLUMNS = (
     "(SELECT t.name FROM tenants AS t WHERE t.id = j.tenant_id) AS tenant",
     "CASE WHEN j.run_id IS NOT NULL THEN (SELECT rj.key FROM run_jobs AS rj WHERE rj.job_id = j.id) END AS run_key",
     # Whether its end can release anything (only its own spawns add children later).
-    "j.run_id IS NOT NULL AND EXISTS (SELECT 1 FROM dag_edges AS e WHERE e.parent_id = j.id) AS has_children",
+    "CASE WHEN j.run_id IS NOT NULL THEN EXISTS (SELECT 1 FROM dag_edges AS e WHERE e.parent_id = j.id)"
+    " ELSE false END AS has_children",
     # A job of a run with parents: seconds since its last parent ended (the DAG hop).
     "CASE WHEN j.run_id IS NOT NULL THEN (SELECT extract(epoch FROM now() - max(p.finished_at))"
     " FROM dag_edges AS e JOIN jobs AS p ON p.id = e.parent_id WHERE e.child_id = j.id) END AS release_s",

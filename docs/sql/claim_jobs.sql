@@ -37,7 +37,7 @@ src AS (
         (SELECT orch_circuit_learns(s) OR coalesce(orch_bucket_learns(b), false) FROM sources AS s LEFT JOIN buckets AS b ON b.id = s.bucket_id WHERE s.id = j.source_id) AS learns,
         (SELECT t.name FROM tenants AS t WHERE t.id = j.tenant_id) AS tenant,
         CASE WHEN j.run_id IS NOT NULL THEN (SELECT rj.key FROM run_jobs AS rj WHERE rj.job_id = j.id) END AS run_key,
-        j.run_id IS NOT NULL AND EXISTS (SELECT 1 FROM dag_edges AS e WHERE e.parent_id = j.id) AS has_children,
+        CASE WHEN j.run_id IS NOT NULL THEN EXISTS (SELECT 1 FROM dag_edges AS e WHERE e.parent_id = j.id) ELSE false END AS has_children,
         CASE WHEN j.run_id IS NOT NULL THEN (SELECT extract(epoch FROM now() - max(p.finished_at)) FROM dag_edges AS e JOIN jobs AS p ON p.id = e.parent_id WHERE e.child_id = j.id) END AS release_s,
         extract(epoch FROM now() - coalesce(j.rung_at, j.created_at)) AS queue_wait_s
 ), history AS (

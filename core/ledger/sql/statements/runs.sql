@@ -54,10 +54,6 @@ FROM run_jobs AS rj JOIN jobs AS j ON j.id = rj.job_id
 WHERE rj.run_id = :run_id AND rj.current
 ORDER BY rj.job_id;
 
--- name: run_edge_rows
--- Every edge of a run (callers keep those between its current jobs).
-SELECT e.parent_id, e.child_id FROM dag_edges AS e WHERE e.run_id = :run_id;
-
 -- name: lock_run_jobs
 -- Every current job of a run, locked in id order (cancel takes these before the run row,
 -- the order finishers take them in).
