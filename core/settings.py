@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     metrics_dir: Path | None = None
     #: Most jobs a DAG run may hold, those its handlers spawn included.
     run_max_jobs: int = Field(default=10_000, ge=1, le=1_000_000)
+    #: Days that finished records are kept: schedule ticks past it are pruned (each
+    #: schedule keeps its newest 100 whatever their age).
+    retention_days: int = Field(default=30, ge=1, le=3650)
     #: The job-success SLO target (docs/design.md, "Observability").
     slo_target: float = Field(default=0.99, gt=0, lt=1)
 

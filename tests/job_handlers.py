@@ -83,3 +83,18 @@ def fan_out(ctx: JobContext) -> object:
     n = int(ctx.payload["n"])
     made = ctx.spawn(*[SpawnSpec(key=f"part-{i}", job_type="test.emit", payload={"value": i}) for i in range(n)])
     return {"spawned": len(made), "value": 0}
+
+
+# -- schedules and backfills ---------------------------------------------------------------
+
+
+@job_handler("test.windowed", max_attempts=1)
+def windowed(ctx: JobContext) -> object:
+    """Reads its data interval, reports its end as the watermark, and returns the interval;
+    sleeps payload["seconds"] first (0 by default)."""
+    time.sleep(float(ctx.payload.get("seconds", 0)))
+    interval = ctx.data_interval
+    if interval is None:
+        return {"interval": None}
+    ctx.watermark(interval[1])
+    return {"interval": [interval[0].isoformat(), interval[1].isoformat()]}

@@ -198,6 +198,8 @@ class LedgerPort(Protocol):
     def progress(self, job: ActiveJob, fraction: float, message: str | None) -> None: ...
     def log(self, job: ActiveJob, level: str, message: str) -> None: ...
     def store_artifact(self, job: ActiveJob, name: str, data: bytes, media_type: str) -> str: ...
+    def data_interval(self, job: ActiveJob) -> tuple[dt.datetime, dt.datetime] | None: ...
+    def watermark(self, job: ActiveJob, at: dt.datetime) -> bool: ...
 
 
 @dataclass(eq=False)
@@ -234,6 +236,11 @@ class ActiveJob:
     release_s: float | None = None
     #: Whether the job has children in its run (its end may release them).
     has_children: bool = False
+    #: The event-time window the job does (a schedule's tick or a backfill's window).
+    window_id: int | None = None
+
+
+_UNSET = object()
 
 
 class JobContext:
@@ -243,6 +250,7 @@ class JobContext:
         self._job = job
         self._port = port
         self._parents: dict[str, ParentInfo] | None = None
+        self._interval: object = _UNSET
 
     @property
     def job_id(self) -> int:
@@ -295,6 +303,20 @@ class JobContext:
         if self._parents is None:
             self._parents = {} if self._job.run_id is None else self._port.parents(self._job)
         return self._parents
+
+    @property
+    def data_interval(self) -> tuple[dt.datetime, dt.datetime] | None:
+        """The event-time window [start, end) this job (or its run) covers: a schedule tick's
+        [previous tick, this tick), or a backfill's window; None for other jobs. Read once."""
+        if self._interval is _UNSET:
+            self._interval = self._port.data_interval(self._job)
+        return self._interval  # type: ignore[return-value]
+
+    def watermark(self, at: dt.datetime) -> bool:
+        """Report that this job's data (its tenant, source and job type) is complete up to
+        event time `at` (timezone-aware). The ledger keeps the watermark monotone: an earlier
+        time changes nothing. Returns whether it moved. Raises InvalidInput."""
+        return self._port.watermark(self._job, at)
 
     def parent(self, key: str) -> ParentInfo:
         """The parent called `key`: its result and artifacts, e.g. ctx.parent("fetch").result.

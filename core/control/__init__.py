@@ -6,6 +6,15 @@ way to call them.
 """
 
 from core.control.access import authenticate, create_token, grant_every_scope
+from core.control.backfills import (
+    BackfillChange,
+    BackfillPlan,
+    BackfillSpec,
+    cancel_backfill,
+    create_backfill,
+    pause_backfill,
+    resume_backfill,
+)
 from core.control.common import (
     MAX_ATTEMPTS_LIMIT,
     MAX_PRIORITY,
@@ -60,7 +69,20 @@ from core.control.runs import (
     replay_run,
     submit_run,
 )
+from core.control.schedules import (
+    ScheduleAdded,
+    ScheduleChange,
+    ScheduleSpec,
+    add_schedule,
+    backfill_missed,
+    pause_schedule,
+    remove_schedule,
+    resume_schedule,
+    trigger_schedule,
+)
 from core.control.spawn import spawn
+from core.control.targets import Target
+from core.control.watermarks import report_watermark
 
 __all__ = [
     "BACKLOG_POLICIES",
@@ -71,6 +93,9 @@ __all__ = [
     "MAX_REASON",
     "MAX_TICKET",
     "TENANT_RE",
+    "BackfillChange",
+    "BackfillPlan",
+    "BackfillSpec",
     "BacklogLimit",
     "BlackoutAdded",
     "BlackoutRemoved",
@@ -85,24 +110,38 @@ __all__ = [
     "ReplayPlan",
     "RunResult",
     "RunSpec",
+    "ScheduleAdded",
+    "ScheduleChange",
+    "ScheduleSpec",
     "SourceChange",
     "SubmitResult",
+    "Target",
     "add_blackout",
+    "add_schedule",
     "add_source",
     "authenticate",
+    "backfill_missed",
     "cancel",
+    "cancel_backfill",
     "cancel_run",
+    "create_backfill",
     "create_token",
     "forget_cached_catalog",
     "grant_every_scope",
     "pause",
+    "pause_backfill",
+    "pause_schedule",
     "plan_replay",
     "register_job_types",
     "remove_blackout",
+    "remove_schedule",
     "replay_many",
     "replay_run",
+    "report_watermark",
     "reset_circuit",
     "resume",
+    "resume_backfill",
+    "resume_schedule",
     "retry",
     "set_backlog_limit",
     "set_quota",
@@ -111,4 +150,5 @@ __all__ = [
     "submit_many",
     "submit_run",
     "throttle_source",
+    "trigger_schedule",
 ]

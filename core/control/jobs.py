@@ -108,77 +108,93 @@ def _submit_many(
     engine: sa.Engine, principal: Principal, specs: Sequence[JobSpec], doorbell: Doorbell, reason: str | None
 ) -> SubmitResult:
     with engine.begin() as conn:
-        types = catalog.job_types(conn, {s.job_type for s in specs})
-        # The same payload object (e.g. --count N) is canonicalised once; specs keep
-        # their payloads alive, so id() is stable for the loop.
-        memo: dict[int, tuple[str, str]] = {}
-        checked: list[tuple[str, str, int]] = []
-        for spec in specs:
-            max_attempts = _check_spec(spec, types)
-            canon = memo.get(id(spec.payload))
-            if canon is None:
-                text = payloads.check_payload(spec.payload)
-                canon = memo[id(spec.payload)] = (text, payloads.digest(text))
-            checked.append((canon[0], canon[1], max_attempts))
-        tenant_ids = catalog.tenant_ids(conn, str(engine.url), {s.tenant for s in specs})
-        source_ids = _source_ids(conn, {(s.tenant, s.source) for s in specs if s.source is not None})
-        deferred = _backpressure(conn, specs, tenant_ids)
-        # One job: the sequence assigns its id (RETURNING gives it back). Several: ids are
-        # allocated up front so input rows map to jobs without trusting RETURNING order.
-        ids: list[int | None] = [None] if len(specs) == 1 else list(ledger.allocate_job_ids(conn, len(specs)))
-        rows = [
-            ledger.NewJob(
-                id=job_id,
-                tenant_id=tenant_ids[spec.tenant],
-                job_type=spec.job_type,
-                queue=types[spec.job_type].queue,
-                priority=spec.priority,
-                payload_json=text,
-                digest=digest,
-                idempotency_key=spec.idempotency_key,
-                state=State.THROTTLED if n in deferred else State.QUEUED,
-                max_attempts=max_attempts,
-                correlation_id=spec.correlation_id,
-                source_id=None if spec.source is None else source_ids[(spec.tenant, spec.source)],
-                wait_reason=WaitReason.BACKPRESSURE if n in deferred else None,
+        result, to_ring = submit_in(conn, principal, specs, reason=reason)
+    ring(doorbell, to_ring)
+    return result
+
+
+def submit_in(
+    conn: sa.Connection,
+    principal: Principal,
+    specs: Sequence[JobSpec],
+    *,
+    reason: str | None,
+    window_ids: Sequence[int | None] | None = None,
+    audit: bool = True,
+) -> tuple[SubmitResult, list[tuple[int, str]]]:
+    """submit_many's work in the caller's transaction (schedules fire with the tick that
+    records them); returns the result and the (job id, queue) doorbells to ring after commit.
+    `window_ids`, parallel to specs, ties jobs to their event-time windows. The caller has
+    checked scopes. Raises as submit_many does."""
+    types = catalog.job_types(conn, {s.job_type for s in specs})
+    # The same payload object (e.g. --count N) is canonicalised once; specs keep
+    # their payloads alive, so id() is stable for the loop.
+    memo: dict[int, tuple[str, str]] = {}
+    checked: list[tuple[str, str, int]] = []
+    for spec in specs:
+        max_attempts = _check_spec(spec, types)
+        canon = memo.get(id(spec.payload))
+        if canon is None:
+            text = payloads.check_payload(spec.payload)
+            canon = memo[id(spec.payload)] = (text, payloads.digest(text))
+        checked.append((canon[0], canon[1], max_attempts))
+    tenant_ids = catalog.tenant_ids(conn, str(conn.engine.url), {s.tenant for s in specs})
+    source_ids = _source_ids(conn, {(s.tenant, s.source) for s in specs if s.source is not None})
+    deferred = _backpressure(conn, specs, tenant_ids)
+    # One job: the sequence assigns its id (RETURNING gives it back). Several: ids are
+    # allocated up front so input rows map to jobs without trusting RETURNING order.
+    ids: list[int | None] = [None] if len(specs) == 1 else list(ledger.allocate_job_ids(conn, len(specs)))
+    rows = [
+        ledger.NewJob(
+            id=job_id,
+            tenant_id=tenant_ids[spec.tenant],
+            job_type=spec.job_type,
+            queue=types[spec.job_type].queue,
+            priority=spec.priority,
+            payload_json=text,
+            digest=digest,
+            idempotency_key=spec.idempotency_key,
+            state=State.THROTTLED if n in deferred else State.QUEUED,
+            max_attempts=max_attempts,
+            correlation_id=spec.correlation_id,
+            source_id=None if spec.source is None else source_ids[(spec.tenant, spec.source)],
+            wait_reason=WaitReason.BACKPRESSURE if n in deferred else None,
+            window_id=None if window_ids is None else window_ids[n],
+        )
+        for n, (job_id, spec, (text, digest, max_attempts)) in enumerate(zip(ids, specs, checked, strict=True))
+    ]
+    inserted = ledger.insert_jobs(conn, rows, actor=principal.subject, reason=reason)
+    if ids == [None]:
+        if inserted:
+            rows = [dataclasses.replace(rows[0], id=next(iter(inserted)))]
+        ids = [rows[0].id]
+    created = [True] * len(rows)
+    job_ids: list[int] = [int(i or 0) for i in ids]
+    skipped = [i for i, r in enumerate(rows) if r.id not in inserted]
+    if skipped:
+        _resolve_idempotent(conn, specs, rows, skipped, job_ids, created)
+    for tenant in sorted({sp.tenant for sp in specs}) if audit else ():
+        mine = [job_ids[i] for i, sp in enumerate(specs) if sp.tenant == tenant and created[i]]
+        if mine:
+            append_audit(
+                conn,
+                principal,
+                Scope.OPERATE,
+                "submit",
+                f"jobs {min(mine)}..{max(mine)}" if len(mine) > 1 else f"job {mine[0]}",
+                tenant=tenant,
+                reason=reason,
+                details={
+                    "count": len(mine),
+                    "job_types": sorted({sp.job_type for sp in specs if sp.tenant == tenant}),
+                },
             )
-            for n, (job_id, spec, (text, digest, max_attempts)) in enumerate(zip(ids, specs, checked, strict=True))
-        ]
-        inserted = ledger.insert_jobs(conn, rows, actor=principal.subject, reason=reason)
-        if ids == [None]:
-            if inserted:
-                rows = [dataclasses.replace(rows[0], id=next(iter(inserted)))]
-            ids = [rows[0].id]
-        created = [True] * len(rows)
-        job_ids: list[int] = [int(i or 0) for i in ids]
-        skipped = [i for i, r in enumerate(rows) if r.id not in inserted]
-        if skipped:
-            _resolve_idempotent(conn, specs, rows, skipped, job_ids, created)
-        for tenant in sorted({sp.tenant for sp in specs}):
-            mine = [job_ids[i] for i, sp in enumerate(specs) if sp.tenant == tenant and created[i]]
-            if mine:
-                append_audit(
-                    conn,
-                    principal,
-                    Scope.OPERATE,
-                    "submit",
-                    f"jobs {min(mine)}..{max(mine)}" if len(mine) > 1 else f"job {mine[0]}",
-                    tenant=tenant,
-                    reason=reason,
-                    details={
-                        "count": len(mine),
-                        "job_types": sorted({sp.job_type for sp in specs if sp.tenant == tenant}),
-                    },
-                )
-    ring(
-        doorbell,
-        [
-            (job_ids[i], r.queue)
-            for i, (r, c) in enumerate(zip(rows, created, strict=True))
-            if c and r.state == State.QUEUED
-        ],
-    )
-    return SubmitResult(job_ids, created)
+    to_ring = [
+        (job_ids[i], r.queue)
+        for i, (r, c) in enumerate(zip(rows, created, strict=True))
+        if c and r.state == State.QUEUED
+    ]
+    return SubmitResult(job_ids, created), to_ring
 
 
 def _resolve_idempotent(

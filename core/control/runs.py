@@ -171,72 +171,90 @@ def submit_run(
     if spec.idempotency_key is not None and not 1 <= len(spec.idempotency_key) <= 256:
         raise errors.InvalidInput("idempotency key must be 1 to 256 characters")
     with engine.begin() as conn:
-        types = catalog.job_types(conn, {s.job_type for s in spec.jobs})
-        checked, _ = _check_jobs(spec.tenant, spec.jobs, types)
-        digest = _digest(spec.name, checked)
-        tenant_id = catalog.tenant_ids(conn, str(engine.url), {spec.tenant})[spec.tenant]
-        if spec.idempotency_key is not None:
-            existing = _existing_run(conn, tenant_id, spec.idempotency_key, digest, spec.tenant)
-            if existing is not None:
-                return existing
-        run_id = ledger_runs.insert_run(
-            conn,
-            tenant_id=tenant_id,
-            name=spec.name,
-            actor=principal.subject,
-            idempotency_key=spec.idempotency_key,
-            digest=digest,
-            max_jobs=spec.max_jobs,
-            jobs=len(checked),
-            correlation_id=spec.correlation_id,
+        result, to_ring = submit_run_in(conn, principal, spec, reason=reason)
+    ring(doorbell, to_ring)
+    return result
+
+
+def submit_run_in(
+    conn: sa.Connection,
+    principal: Principal,
+    spec: RunSpec,
+    *,
+    reason: str | None,
+    window_id: int | None = None,
+    audit: bool = True,
+) -> tuple[RunResult, list[tuple[int, str]]]:
+    """submit_run's work in the caller's transaction, after its checks of the spec and
+    scopes; returns the result and the doorbells to ring after commit. `window_id` ties the
+    run to its event-time window. Raises as submit_run does."""
+    types = catalog.job_types(conn, {s.job_type for s in spec.jobs})
+    checked, _ = _check_jobs(spec.tenant, spec.jobs, types)
+    digest = _digest(spec.name, checked)
+    tenant_id = catalog.tenant_ids(conn, str(conn.engine.url), {spec.tenant})[spec.tenant]
+    if spec.idempotency_key is not None:
+        existing = _existing_run(conn, tenant_id, spec.idempotency_key, digest, spec.tenant)
+        if existing is not None:
+            return existing, []
+    run_id = ledger_runs.insert_run(
+        conn,
+        tenant_id=tenant_id,
+        name=spec.name,
+        actor=principal.subject,
+        idempotency_key=spec.idempotency_key,
+        digest=digest,
+        max_jobs=spec.max_jobs,
+        jobs=len(checked),
+        correlation_id=spec.correlation_id,
+    )
+    if run_id is None:  # the same key, inserted concurrently
+        existing = _existing_run(conn, tenant_id, spec.idempotency_key or "", digest, spec.tenant)
+        assert existing is not None
+        return existing, []
+    source_ids = _source_ids(conn, {(spec.tenant, s.source) for s in spec.jobs if s.source is not None})
+    roots = [i for i, c in enumerate(checked) if not c.after]
+    deferred_roots = _backpressure(conn, [checked[i].spec for i in roots], {spec.tenant: tenant_id})
+    deferred = {roots[i] for i in deferred_roots}
+    ids = ledger.allocate_job_ids(conn, len(checked))
+    by_key = {c.key: ids[i] for i, c in enumerate(checked)}
+    rows = [
+        _new_job(
+            c,
+            ids[i],
+            tenant_id,
+            run_id,
+            types,
+            source_ids,
+            State.THROTTLED if i in deferred else State.QUEUED if not c.after else State.PENDING,
         )
-        if run_id is None:  # the same key, inserted concurrently
-            existing = _existing_run(conn, tenant_id, spec.idempotency_key or "", digest, spec.tenant)
-            assert existing is not None
-            return existing
-        source_ids = _source_ids(conn, {(spec.tenant, s.source) for s in spec.jobs if s.source is not None})
-        roots = [i for i, c in enumerate(checked) if not c.after]
-        deferred_roots = _backpressure(conn, [checked[i].spec for i in roots], {spec.tenant: tenant_id})
-        deferred = {roots[i] for i in deferred_roots}
-        ids = ledger.allocate_job_ids(conn, len(checked))
-        by_key = {c.key: ids[i] for i, c in enumerate(checked)}
-        rows = [
-            _new_job(
-                c,
-                ids[i],
-                tenant_id,
-                run_id,
-                types,
-                source_ids,
-                State.THROTTLED if i in deferred else State.QUEUED if not c.after else State.PENDING,
-            )
-            for i, c in enumerate(checked)
-        ]
-        ledger.insert_jobs(conn, rows, actor=principal.subject, reason=reason or f"run {run_id}")
-        ledger_runs.insert_run_jobs(
-            conn,
-            [
-                ledger_runs.NewRunJob(
-                    by_key[c.key], run_id, c.key, c.rule.value, c.spec.allow_failure, None, len(c.after)
-                )
-                for c in checked
-            ],
-        )
-        ledger_runs.insert_edges(conn, run_id, [(by_key[p], by_key[c.key]) for c in checked for p in c.after])
-        ledger.insert_event(
-            conn,
-            tenant_id=tenant_id,
-            kind="run.state",
-            payload={
-                "run_id": run_id,
-                "name": spec.name,
-                "state": RunState.RUNNING.value,
-                "from_state": None,
-                "attempt": 1,
-                "jobs": len(checked),
-                "actor": principal.subject,
-            },
-        )
+        for i, c in enumerate(checked)
+    ]
+    ledger.insert_jobs(conn, rows, actor=principal.subject, reason=reason or f"run {run_id}")
+    ledger_runs.insert_run_jobs(
+        conn,
+        [
+            ledger_runs.NewRunJob(by_key[c.key], run_id, c.key, c.rule.value, c.spec.allow_failure, None, len(c.after))
+            for c in checked
+        ],
+    )
+    ledger_runs.insert_edges(conn, run_id, [(by_key[p], by_key[c.key]) for c in checked for p in c.after])
+    ledger.insert_event(
+        conn,
+        tenant_id=tenant_id,
+        kind="run.state",
+        payload={
+            "run_id": run_id,
+            "name": spec.name,
+            "state": RunState.RUNNING.value,
+            "from_state": None,
+            "attempt": 1,
+            "jobs": len(checked),
+            "actor": principal.subject,
+        },
+    )
+    if window_id is not None:
+        ledger_runs.set_run_window(conn, run_id, window_id)
+    if audit:
         append_audit(
             conn,
             principal,
@@ -247,8 +265,7 @@ def submit_run(
             reason=reason,
             details={"name": spec.name, "jobs": len(checked), "idempotency_key": spec.idempotency_key},
         )
-    ring(doorbell, [(r.id or 0, r.queue) for r in rows if r.state == State.QUEUED])
-    return RunResult(run_id, by_key, True)
+    return RunResult(run_id, by_key, True), [(r.id or 0, r.queue) for r in rows if r.state == State.QUEUED]
 
 
 def _new_job(

@@ -48,6 +48,8 @@ class NewJob:
     source_id: int | None = None
     #: Set for jobs created waiting (throttled): backpressure deferral.
     wait_reason: str | None = None
+    #: The event-time window the job does (schedules, backfills).
+    window_id: int | None = None
 
 
 def ensure_tenants(conn: sa.Connection, names: Sequence[str]) -> dict[str, int]:
@@ -85,6 +87,7 @@ def insert_jobs(conn: sa.Connection, jobs: Sequence[NewJob], *, actor: str, reas
                 j.run_id,
                 j.source_id,
                 j.wait_reason,
+                j.window_id,
             ]
             for j in jobs
         ],

@@ -193,3 +193,7 @@ def run_finished_since(conn: sa.Connection, after: dt.datetime, after_id: int, l
 
 def run_counters(conn: sa.Connection) -> list[Row]:
     return list(conn.execute(stmt("run_counters")).mappings())
+
+
+def set_run_window(conn: sa.Connection, run_id: int, window_id: int) -> None:
+    conn.execute(stmt("set_run_window"), {"run_id": run_id, "window_id": window_id})

@@ -38,6 +38,7 @@ JOB_COLUMNS = (
     "j.run_id",
     "j.source_id",
     "j.started_at",
+    "j.window_id",
     # Whether a success of this job can teach its source's circuit or bucket anything; the
     # worker reports successes only then (failures and 429s always).
     "(SELECT orch_circuit_learns(s) OR coalesce(orch_bucket_learns(b), false)"

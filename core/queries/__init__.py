@@ -43,6 +43,16 @@ from core.queries.runs import (
     run_timeline,
     runs_overview,
 )
+from core.queries.schedules import (
+    get_backfill,
+    get_schedule,
+    list_backfills,
+    list_schedules,
+    list_watermarks,
+    next_fires,
+    schedule_tick_counters,
+    watermark_series,
+)
 
 __all__ = [
     "WAIT_REASONS",
@@ -54,8 +64,10 @@ __all__ = [
     "dead_letters",
     "error_clusters",
     "error_trend",
+    "get_backfill",
     "get_job",
     "get_run",
+    "get_schedule",
     "graph_dot",
     "graph_json",
     "graph_of",
@@ -64,8 +76,12 @@ __all__ = [
     "job_logs",
     "job_stats",
     "job_types",
+    "list_backfills",
     "list_jobs",
     "list_runs",
+    "list_schedules",
+    "list_watermarks",
+    "next_fires",
     "pauses",
     "queue_depth_series",
     "quotas",
@@ -75,6 +91,7 @@ __all__ = [
     "run_time_summary",
     "run_timeline",
     "runs_overview",
+    "schedule_tick_counters",
     "source",
     "sources",
     "tenants",
@@ -82,4 +99,5 @@ __all__ = [
     "throughput_series",
     "verify_audit",
     "waiting_by_reason",
+    "watermark_series",
 ]

@@ -39,6 +39,7 @@ src AS (
         j.run_id,
         j.source_id,
         j.started_at,
+        j.window_id,
         (SELECT orch_circuit_learns(s) OR coalesce(orch_bucket_learns(b), false) FROM sources AS s LEFT JOIN buckets AS b ON b.id = s.bucket_id WHERE s.id = j.source_id) AS learns,
         (SELECT t.name FROM tenants AS t WHERE t.id = j.tenant_id) AS tenant,
         CASE WHEN j.run_id IS NOT NULL THEN (SELECT rj.key FROM run_jobs AS rj WHERE rj.job_id = j.id) END AS run_key,

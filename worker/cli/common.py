@@ -12,6 +12,7 @@ import os
 import signal
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -128,6 +129,20 @@ def out(ctx: Context, result: Any, text: str) -> int:
     else:
         print(text)
     return 0
+
+
+def read_run_document(path: str) -> Any:
+    """The JSON document of a run file. Raises InvalidInput in one line."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise errors.InvalidInput(f"cannot read run file {path}: {exc.strerror or exc}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise errors.InvalidInput(
+            f"run file {path} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+        ) from None
 
 
 # -- argument types and shared options -----------------------------------------------------

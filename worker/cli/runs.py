@@ -8,80 +8,31 @@ from pathlib import Path
 from typing import Any
 
 from core import control, queries
-from core.domain import errors
-from worker.cli.common import Context, add_json, add_limit, add_tenant, add_why, print_json, table, to_int
-
-#: The fields a job of a run file may have.
-JOB_FIELDS = {"key", "type", "payload", "source", "after", "trigger_rule", "allow_failure", "max_attempts", "priority"}
+from core.control import targets
+from worker.cli.common import (
+    Context,
+    add_json,
+    add_limit,
+    add_tenant,
+    add_why,
+    print_json,
+    read_run_document,
+    table,
+    to_int,
+)
 
 
 def load_run_file(path: str, tenant: str, *, idempotency_key: str | None, max_jobs: int) -> control.RunSpec:
     """A RunSpec from a run file ({"name": ..., "jobs": [{"key", "type", ...}]}). Raises
     InvalidInput with the file's problem in one line."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise errors.InvalidInput(f"cannot read run file {path}: {exc.strerror or exc}") from None
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise errors.InvalidInput(
-            f"run file {path} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
-        ) from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("jobs"), list):
-        raise errors.InvalidInput(f'run file {path} must be an object {{"name": ..., "jobs": [...]}}')
-    extra = sorted(set(doc) - {"name", "jobs"})
-    if extra:
-        raise errors.InvalidInput(f"run file {path}: unknown field {extra[0]!r} (fields: name, jobs)")
-    name = doc.get("name", Path(path).stem)
-    if not isinstance(name, str):
-        raise errors.InvalidInput(f"run file {path}: name must be a string")
-    return control.RunSpec(
-        tenant=tenant,
-        name=name,
-        jobs=[_job(path, n, j, tenant) for n, j in enumerate(doc["jobs"])],
+    doc = read_run_document(path)
+    return targets.run_spec(
+        doc,
+        tenant,
+        where=f"run file {path}",
+        default_name=Path(path).stem,
         idempotency_key=idempotency_key,
         max_jobs=max_jobs,
-    )
-
-
-def _job(path: str, n: int, doc: Any, tenant: str) -> control.JobSpec:
-    where = f"run file {path}, job {n + 1}"
-    if not isinstance(doc, dict):
-        raise errors.InvalidInput(f"{where}: must be an object with key and type")
-    extra = sorted(set(doc) - JOB_FIELDS)
-    if extra:
-        raise errors.InvalidInput(f"{where}: unknown field {extra[0]!r} (fields: {', '.join(sorted(JOB_FIELDS))})")
-    for field, kinds in (
-        ("key", str),
-        ("type", str),
-        ("payload", dict),
-        ("source", str),
-        ("after", list),
-        ("trigger_rule", str),
-        ("allow_failure", bool),
-        ("max_attempts", int),
-        ("priority", int),
-    ):
-        value = doc.get(field)
-        if value is not None and (not isinstance(value, kinds) or (kinds is int and isinstance(value, bool))):
-            raise errors.InvalidInput(f"{where}: {field} must be a {kinds.__name__}")
-    if "key" not in doc or "type" not in doc:
-        raise errors.InvalidInput(f"{where}: needs a key and a type")
-    after = doc.get("after") or []
-    if not all(isinstance(p, str) for p in after):
-        raise errors.InvalidInput(f"{where}: after must list job keys (strings)")
-    return control.JobSpec(
-        tenant=tenant,
-        job_type=doc["type"],
-        payload=doc.get("payload") or {},
-        source=doc.get("source"),
-        key=doc["key"],
-        after=tuple(after),
-        trigger_rule=doc.get("trigger_rule") or "all_success",
-        allow_failure=bool(doc.get("allow_failure", False)),
-        max_attempts=doc.get("max_attempts"),
-        priority=doc.get("priority") or 0,
     )
 
 

@@ -39,7 +39,7 @@ from core.domain import errors
 from core.ledger import flow
 from core.ledger import jobs as ledger
 from core.ledger import runs as ledger_runs
-from worker.runtime import dagport
+from worker.runtime import dagport, windowport
 from worker.runtime.outcomes import (
     CIRCUIT_FAILURES,
     TARGET_STATES,
@@ -260,6 +260,12 @@ class Pump:
     def spawn(self, job: ActiveJob, specs: Sequence[SpawnSpec]) -> dict[str, int]:
         return dagport.spawn(self.engine, self.owner, self.doorbell, job, specs)
 
+    def data_interval(self, job: ActiveJob) -> tuple[dt.datetime, dt.datetime] | None:
+        return windowport.data_interval(self.engine, job)
+
+    def watermark(self, job: ActiveJob, at: dt.datetime) -> bool:
+        return windowport.watermark(self.engine, self.owner, job, at)
+
     def store_artifact(self, job: ActiveJob, name: str, data: bytes, media_type: str) -> str:
         sha = hashlib.sha256(data).hexdigest()
         with self.engine.begin() as conn:
@@ -339,6 +345,7 @@ class Pump:
             key=row["run_key"],
             release_s=None if row["release_s"] is None else float(row["release_s"]),
             has_children=bool(row["has_children"]),
+            window_id=row["window_id"],
         )
 
     # -- the writer --------------------------------------------------------------------

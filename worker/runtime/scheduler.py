@@ -20,11 +20,14 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from core.control import Doorbell
+from core.control import Doorbell, backfills, firing
 from core.domain import cron, errors
+from core.domain.auth import ALL_SCOPES, Principal
 from core.ledger import flow
 from core.ledger import jobs as ledger
 from core.ledger import runs as ledger_runs
+from core.ledger import schedules as ledger_schedules
+from core.ledger import windows as ledger_windows
 from core.settings import Settings
 from worker.runtime import exporter
 from worker.runtime.broker import OrchRedisBroker
@@ -45,10 +48,21 @@ class PassResult:
     rerung: int = 0
     #: Released jobs of runs whose finisher stopped between commit and doorbell.
     rerung_released: int = 0
+    #: Schedule ticks that fired (buffered ones included), backfill windows started.
+    fired: int = 0
+    backfill_started: int = 0
     full: bool = False
 
     def total(self) -> int:
-        return self.reaped_leased + self.reaped_running + self.released + self.rerung + self.rerung_released
+        return (
+            self.reaped_leased
+            + self.reaped_running
+            + self.released
+            + self.rerung
+            + self.rerung_released
+            + self.fired
+            + self.backfill_started
+        )
 
 
 class Scheduler:
@@ -61,6 +75,10 @@ class Scheduler:
         self.is_leader = False
         self._last_sample = -1e9
         self._last_maintenance = -1e9
+        self._last_tick_prune = -1e9
+        self._last_watermark_sample = -1e9
+        #: Schedules fire and backfills start as the scheduler: every scope, every tenant.
+        self.principal = Principal(subject=self.actor, scopes=ALL_SCOPES, tenants=None)
         self._warned_autovacuum = False
         # Runs that end from now on go into the run-duration histogram (leader only).
         self._runs_seen: tuple[dt.datetime, int] = (dt.datetime.now(dt.UTC), 0)
@@ -154,6 +172,43 @@ class Scheduler:
                 flow.move_blackout_window(conn, row["id"], start, end)
         return len(rows)
 
+    def fire_schedules(self) -> tuple[int, bool]:
+        """Buffered ticks whose previous firing ended, then every due tick, in batches until
+        none is due (core.control.firing). Returns the ticks fired and whether a batch was full."""
+        batch, max_jobs = self.settings.scheduler_batch, self.settings.run_max_jobs
+        drained = firing.drain_buffers(self.engine, self.principal, batch=batch, max_jobs=max_jobs)
+        firing.ring_and_cancel(self.engine, self.principal, self.doorbell, drained)
+        due = firing.fire_due(self.engine, self.principal, batch=batch, max_jobs=max_jobs)
+        firing.ring_and_cancel(self.engine, self.principal, self.doorbell, due)
+        if due.recorded:
+            log.info("schedules: %d tick(s) recorded, %d fired", due.recorded, due.fired)
+        return drained.fired + due.fired, due.full
+
+    def pump_backfills(self) -> int:
+        """Backfills start windows into free slots, pause under live load, end."""
+        out = backfills.pump_backfills(
+            self.engine, self.principal, batch=self.settings.scheduler_batch, max_jobs=self.settings.run_max_jobs
+        )
+        self._ring(out.to_ring)
+        return out.started
+
+    def keep_schedules_tidy(self) -> None:
+        """Every 5 minutes, prune tick rows past the retention (each schedule keeps its newest
+        100); every minute, sample watermark lag for the console."""
+        now = time.monotonic()
+        if now - self._last_watermark_sample >= 60.0:
+            self._last_watermark_sample = now
+            with self.engine.begin() as conn:
+                ledger_windows.sample_watermarks(conn)
+        if now - self._last_tick_prune >= 300.0:
+            self._last_tick_prune = now
+            with self.engine.begin() as conn:
+                pruned = ledger_schedules.prune_ticks(
+                    conn, days=self.settings.retention_days, limit=self.settings.scheduler_batch
+                )
+            if pruned:
+                log.info("pruned %d schedule tick(s) older than %d days", pruned, self.settings.retention_days)
+
     def release_backpressure(self) -> int:
         """Jobs deferred by backpressure may go as far as their tenant's backlog has room."""
         with self.engine.begin() as conn:
@@ -199,19 +254,24 @@ class Scheduler:
         self.release_backpressure()
         r.released = self.release_due()
         r.rerung_released = self.ring_released(reaped=r.reaped_running > 0)
+        r.fired, fire_full = self.fire_schedules()
+        r.backfill_started = self.pump_backfills()
         r.rerung = self.reconcile_doorbells()
         self.observe_runs()
+        self.keep_schedules_tidy()
         batch = self.settings.scheduler_batch
-        r.full = max(r.reaped_leased, r.reaped_running, r.released, r.rerung, r.rerung_released) >= batch
+        r.full = fire_full or max(r.reaped_leased, r.reaped_running, r.released, r.rerung, r.rerung_released) >= batch
         return r
 
     def _sleep_for(self) -> float:
         interval = self.settings.scheduler_interval_s
         with self.engine.connect() as conn:
             due = ledger.seconds_to_next_due(conn)
-        if due is None:
+            fire = ledger_schedules.seconds_to_next_fire(conn)
+        soonest = min((d for d in (due, fire) if d is not None), default=None)
+        if soonest is None:
             return interval
-        return max(0.01, min(interval, due))
+        return max(0.01, min(interval, soonest))
 
     # -- leadership and the loop ---------------------------------------------------------
 

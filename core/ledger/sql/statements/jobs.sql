@@ -16,14 +16,15 @@ SELECT nextval(pg_get_serial_sequence('jobs', 'id')) FROM generate_series(1, :n)
 WITH ins AS (
     INSERT INTO jobs (id, tenant_id, job_type, queue, priority, payload, payload_digest,
                       idempotency_key, state, max_attempts, correlation_id, replay_of,
-                      run_id, rung_at, source_id, wait_reason, not_before)
+                      run_id, rung_at, source_id, wait_reason, not_before, window_id)
     SELECT coalesce((r.v->>0)::bigint, nextval(pg_get_serial_sequence('jobs', 'id'))),
            (r.v->>1)::bigint, r.v->>2, r.v->>3, (r.v->>4)::smallint, p.v, r.v->>5, r.v->>6,
            r.v->>7, (r.v->>8)::int, r.v->>9, (r.v->>10)::bigint, (r.v->>11)::bigint,
            CASE WHEN r.v->>7 = 'queued' THEN now() END, (r.v->>12)::bigint, r.v->>13,
            -- Deferred by backpressure: no time of their own; the scheduler makes them due as
            -- their tenant's backlog drains (flow.release_backpressure).
-           CASE WHEN r.v->>13 IS NOT NULL THEN now() + interval '10 years' END
+           CASE WHEN r.v->>13 IS NOT NULL THEN now() + interval '10 years' END,
+           (r.v->>14)::bigint
     FROM jsonb_array_elements(CAST(:rows AS jsonb)) WITH ORDINALITY AS r(v, n)
     JOIN jsonb_array_elements(CAST(:payloads AS jsonb)) WITH ORDINALITY AS p(v, n) USING (n)
     ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING

@@ -160,3 +160,6 @@ LIMIT :limit;
 
 -- name: run_counters
 SELECT t.name AS tenant, c.state, c.finished FROM run_counters AS c JOIN tenants AS t ON t.id = c.tenant_id;
+
+-- name: set_run_window
+UPDATE runs SET window_id = :window_id WHERE id = :run_id;
