@@ -285,6 +285,32 @@ def _record(
     return last
 
 
+def _due_ticks(trigger: sched.Trigger, row: Any, at: dt.datetime) -> list[dt.datetime]:
+    """The ticks from the schedule's next fire time up to `at`. After downtime so long that
+    they are more than MAX_LATE_TICKS, the newest MAX_LATE_TICKS of them (older ones could
+    never fire under any catch-up policy; they are not recorded one by one)."""
+    after = row["next_fire_at"] - EPS
+    due = trigger.ticks(after, at, limit=sched.MAX_LATE_TICKS)
+    if len(due) < sched.MAX_LATE_TICKS:
+        return due
+    newest: list[dt.datetime] = []
+    t = at + EPS
+    while len(newest) < sched.MAX_LATE_TICKS:
+        t = trigger.prev_before(t)
+        if t <= after:
+            break
+        newest.append(t)
+    log.warning(
+        "schedule %d: more than %d ticks since %s; recording the newest %d (from %s)",
+        row["id"],
+        sched.MAX_LATE_TICKS,
+        row["next_fire_at"].isoformat(),
+        len(newest),
+        newest[-1].isoformat() if newest else "-",
+    )
+    return newest[::-1]
+
+
 def fire_due(
     engine: sa.Engine, principal: Principal, *, now: dt.datetime | None = None, batch: int, max_jobs: int
 ) -> PassResult:
@@ -304,7 +330,7 @@ def fire_due(
                     after.append(ledger.ScheduleAfter(row["id"], None, None, None, None, 0))
                     continue
                 end_at = row["end_at"]
-                due = trigger.ticks(row["next_fire_at"] - EPS, at, limit=sched.MAX_LATE_TICKS)
+                due = _due_ticks(trigger, row, at)
                 if end_at is not None:
                     due = [t for t in due if t < end_at]
                 p = plan(row, trigger, due, at, catchup=True)

@@ -334,3 +334,18 @@ def test_due_schedules_come_from_a_partial_index_on_the_next_fire_time(ledger: s
         )
     assert idx is not None and "(next_fire_at)" in idx and "WHERE (next_fire_at IS NOT NULL)" in idx
     assert "schedules_due_idx" in plan
+
+
+def test_downtime_longer_than_the_tick_cap_records_the_newest_ticks(ledger: sa.Engine, principal: Principal) -> None:
+    from core.domain import schedules as sched
+
+    add(ledger, principal, every=dt.timedelta(seconds=1), start=T0, catchup="latest", overlap="allow_all")
+    now = T0 + dt.timedelta(seconds=sched.MAX_LATE_TICKS + 5000)
+    result = fire(ledger, principal, now)
+    # The newest ticks are recorded; those at most ON_TIME late (61 of a 1 s schedule) fire.
+    on_time = int(sched.ON_TIME.total_seconds()) + 1
+    assert result.recorded == sched.MAX_LATE_TICKS and result.fired == on_time
+    rows = ticks(ledger, principal)
+    assert rows[-1]["scheduled_for"] == now.replace(microsecond=0).isoformat()
+    assert [r["status"] for r in rows[-on_time:]] == ["fired"] * on_time
+    assert {r["status"] for r in rows[:-on_time]} == {"missed"}
