@@ -91,8 +91,11 @@ def fan_out(ctx: JobContext) -> object:
 @job_handler("test.windowed", max_attempts=1)
 def windowed(ctx: JobContext) -> object:
     """Reads its data interval, reports its end as the watermark, and returns the interval;
-    sleeps payload["seconds"] first (0 by default)."""
+    sleeps payload["seconds"] first (0 by default). With payload["result_watermark"], it
+    reports that watermark with its result instead."""
     time.sleep(float(ctx.payload.get("seconds", 0)))
+    if "result_watermark" in ctx.payload:
+        return {"watermark": ctx.payload["result_watermark"]}
     interval = ctx.data_interval
     if interval is None:
         return {"interval": None}

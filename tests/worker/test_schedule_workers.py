@@ -113,3 +113,31 @@ def test_a_backfill_runs_and_pauses_under_live_load(engine: sa.Engine, principal
             if r["action"].startswith("backfill")
         ]
     assert history == ["backfill.create"]  # pausing on its own is not an operator action
+
+
+def test_a_result_can_carry_the_watermark(engine: sa.Engine, principal: Principal, stack: Stack) -> None:
+    source = "wm-feed"
+    control.add_source(engine, principal, tenant=T, name=source, host="feed.example", reason="test")
+    ok = control.submit(
+        engine,
+        principal,
+        control.JobSpec(T, TYPE, {"result_watermark": "2026-01-02T03:00:00Z"}, source=source),
+        doorbell=stack.doorbell,
+    )
+    bad = control.submit(
+        engine, principal, control.JobSpec(T, TYPE, {"result_watermark": "yesterday"}), doorbell=stack.doorbell
+    )
+
+    def ended() -> dict[int, str] | None:
+        stack.check_alive()
+        with engine.connect() as conn:
+            rows = dict(
+                conn.execute(sa.text("SELECT id, state FROM jobs WHERE id IN (:a, :b)"), {"a": ok, "b": bad}).all()
+            )
+        return rows if all(s in ("succeeded", "dead_lettered") for s in rows.values()) and len(rows) == 2 else None
+
+    states = wait_until(ended, timeout=60, what="both jobs to end")
+    assert states == {ok: "succeeded", bad: "dead_lettered"}
+    with engine.connect() as conn:
+        marks = [m for m in queries.list_watermarks(conn, principal, tenant=T) if m["source"] == source]
+    assert [m["watermark"] for m in marks] == ["2026-01-02T03:00:00+00:00"]

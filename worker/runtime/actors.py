@@ -3,6 +3,7 @@ the SDK and hands the outcome to the pump. Dramatiq only wakes us; the ledger de
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import random
 import time
@@ -92,6 +93,11 @@ class Runtime:
             return CanceledOutcome()
         if value is None:
             return Succeeded()
+        if isinstance(value, dict) and "watermark" in value:
+            try:
+                _report_watermark(ctx, value["watermark"])
+            except errors.InvalidInput as exc:
+                return FailedFinal(ErrorClass.BAD_RESULT, truncate_message(str(exc)), "bad result")
         try:
             return Succeeded(dag.check_result(value))
         except errors.InvalidInput as exc:
@@ -106,6 +112,19 @@ class Runtime:
             return FailedFinal(error_class, message, f"attempts exhausted ({job.attempt}/{job.max_attempts})")
         delay = backoff.retry_delay(job.attempt, spec.policy, self.rng, retry_after)
         return FailedRetryable(delay, error_class, message)
+
+
+def _report_watermark(ctx: sdk.JobContext, value: object) -> None:
+    """A result's "watermark" (an ISO 8601 time or a datetime) moves the job's watermark, as
+    ctx.watermark would. Raises InvalidInput for anything else."""
+    if isinstance(value, str):
+        try:
+            value = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise errors.InvalidInput(f"result watermark {value!r} is not an ISO 8601 time") from None
+    if not isinstance(value, dt.datetime) or value.tzinfo is None:
+        raise errors.InvalidInput("a result's watermark must be a timezone-aware ISO 8601 time")
+    ctx.watermark(value)
 
 
 def _outcome_label(outcome: Outcome) -> tuple[str, str | None]:
