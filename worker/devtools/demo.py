@@ -167,6 +167,37 @@ def batch(rng: random.Random) -> list[control.JobSpec]:
     return specs
 
 
+def setup_schedules(engine: sa.Engine, principal: Principal) -> None:
+    """Schedules of every tenant (a minute digest since two hours ago, caught up "none", so
+    its missed ticks show; a 5-minute Berlin-time rollup) and a backfill of acme's yesterday,
+    so the Schedules, Backfills and Watermarks pages have something to show."""
+    import datetime as dt
+
+    now = dt.datetime.now(dt.UTC).replace(second=0, microsecond=0)
+    for tenant in TENANTS:
+        for name, kw in (
+            ("digest-1m", {"every": dt.timedelta(minutes=1), "start": now - dt.timedelta(hours=2), "catchup": "none"}),
+            ("rollup-5m", {"cron": "*/5 * * * *", "timezone": "Europe/Berlin", "overlap": "buffer_one"}),
+        ):
+            spec = control.ScheduleSpec(
+                tenant=tenant, name=name, target=control.Target.of_job("noop", {"digest": name}), **kw
+            )
+            try:
+                control.add_schedule(engine, principal, spec, reason="demo schedules")
+            except errors.InvalidInput as exc:  # a second `orch up --demo`: already there
+                log.debug("demo schedule %s/%s: %s", tenant, name, exc)
+    day = now.replace(hour=0, minute=0) - dt.timedelta(days=1)
+    backfill = control.BackfillSpec(
+        tenant="acme",
+        target=control.Target.of_job("noop", {"digest": "history"}),
+        start=day,
+        end=day + dt.timedelta(days=1),
+        window=dt.timedelta(hours=1),
+        max_active=2,
+    )
+    control.create_backfill(engine, principal, backfill, reason="demo backfill", ticket="DEMO-1")
+
+
 def run(
     engine: sa.Engine, principal: Principal, doorbell: control.Doorbell, stop: threading.Event, sim: Any = None
 ) -> None:
@@ -174,6 +205,10 @@ def run(
     on a simulator per further feed, which this stops before returning."""
     rng = random.Random()
     sims: dict[str, Any] = {}
+    try:
+        setup_schedules(engine, principal)
+    except (errors.OrchError, sa.exc.SQLAlchemyError) as exc:
+        log.warning("demo schedules not set up: %s", exc)
     if sim is not None:
         try:
             sims = start_feed_sims(sim)
