@@ -415,6 +415,24 @@ def fire_now(conn: sa.Connection, principal: Principal, row: Any, *, max_jobs: i
     return f, result
 
 
+def record_paused(conn: sa.Connection, row: Any) -> None:
+    """Before a paused schedule resumes: the ticks that fell due while no pass recorded them
+    (the scheduler was down, or had not run yet) are recorded `paused` too, and its next fire
+    time moves past now, so resuming fires nothing by itself."""
+    if row["next_fire_at"] is None:
+        return
+    trigger = trigger_of(row)
+    now = dt.datetime.now(dt.UTC)
+    due = [t for t in _due_ticks(trigger, row, now) if row["end_at"] is None or t < row["end_at"]]
+    ledger.insert_ticks(
+        conn, [ledger.NewTick(row["id"], t, trigger.prev_before(t), TickStatus.PAUSED.value) for t in due]
+    )
+    if due:
+        counts: Counter[tuple[int, str]] = Counter({(row["tenant_id"], TickStatus.PAUSED.value): len(due)})
+        ledger.count_ticks(conn, counts)
+    ledger.set_schedule_next(conn, row["id"], next_fire(trigger, max([now, *due]), row["end_at"]))
+
+
 def catch_up_paused(
     conn: sa.Connection, principal: Principal, row: Any, ticks: Iterable[Any], *, max_jobs: int
 ) -> PassResult:

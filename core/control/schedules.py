@@ -202,9 +202,12 @@ def resume_schedule(
     with engine.begin() as conn:
         row = _locked(conn, principal, tenant, name)
         if row["paused"]:
+            since = row["paused_at"]
+            firing.record_paused(conn, row)
             ledger.set_schedule_paused(conn, row["id"], False)
-            if catchup and row["paused_at"] is not None:
-                ticks = ledger.paused_ticks(conn, row["id"], row["paused_at"], sched.MAX_LATE_TICKS)
+            row = ledger.lock_schedule(conn, tenant, name)
+            if catchup and since is not None:
+                ticks = ledger.paused_ticks(conn, row["id"], since, sched.MAX_LATE_TICKS)
                 result = firing.catch_up_paused(conn, principal, row, ticks, max_jobs=max_jobs)
                 counts = dict(result.counts)
             _audit(conn, principal, row, "resume", why, catchup=catchup, ticks=counts)

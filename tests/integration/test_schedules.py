@@ -349,3 +349,15 @@ def test_downtime_longer_than_the_tick_cap_records_the_newest_ticks(ledger: sa.E
     assert rows[-1]["scheduled_for"] == now.replace(microsecond=0).isoformat()
     assert [r["status"] for r in rows[-on_time:]] == ["fired"] * on_time
     assert {r["status"] for r in rows[:-on_time]} == {"missed"}
+
+
+def test_resume_fires_nothing_even_when_no_pass_ran_during_the_pause(ledger: sa.Engine, principal: Principal) -> None:
+    start = dt.datetime.now(dt.UTC).replace(microsecond=0) - 10 * MIN
+    add(ledger, principal, start=start, catchup="all", overlap="allow_all")
+    control.pause_schedule(ledger, principal, "acme", "feed", reason="r")
+    control.resume_schedule(ledger, principal, "acme", "feed", reason="r", doorbell=control.NoDoorbell())
+    assert set(statuses(ledger, principal)) == {"paused"} and len(statuses(ledger, principal)) >= 10
+    assert fire(ledger, principal, dt.datetime.now(dt.UTC)).fired == 0
+    with ledger.connect() as conn:
+        nxt = conn.execute(sa.text("SELECT next_fire_at FROM schedules")).scalar_one()
+    assert nxt > dt.datetime.now(dt.UTC)
