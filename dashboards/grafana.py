@@ -1,4 +1,5 @@
-"""Writes grafana/dashboards/*.json from the panel declarations in dashboards.panels.
+"""Writes grafana/dashboards/*.json from the panel declarations in dashboards.panels (and the
+modules it gathers, dashboards.schedule_panels).
 
 Deterministic: sorted keys, panel ids by position, fixed uids, no timestamps; so the committed
 files change only when a declaration does. `python -m dashboards.grafana` regenerates them,
@@ -14,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from dashboards import figures
-from dashboards.panels import BY_KEY, DASHBOARDS, GRID_COLUMNS, Dashboard, Panel, PanelType
+from dashboards.panel_types import GRID_COLUMNS, Dashboard, Panel, PanelType
+from dashboards.panels import BY_KEY, DASHBOARDS
 
 #: uid of the Prometheus datasource in grafana/provisioning/datasources/prometheus.yml.
 DATASOURCE_UID = "orch-prometheus"

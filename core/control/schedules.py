@@ -102,6 +102,7 @@ def add_schedule(
             job_type=spec.target.stream_type(),
             digest=spec.target.digest(),
             origin=trigger.prev_before(first),
+            live=True,
         )
         schedule_id = ledger.insert_schedule(
             conn,
@@ -206,6 +207,7 @@ def resume_schedule(
             firing.record_paused(conn, row)
             ledger.set_schedule_paused(conn, row["id"], False)
             row = ledger.lock_schedule(conn, tenant, name)
+            assert row is not None  # locked above, in this transaction
             if catchup and since is not None:
                 ticks = ledger.paused_ticks(conn, row["id"], since, sched.MAX_LATE_TICKS)
                 result = firing.catch_up_paused(conn, principal, row, ticks, max_jobs=max_jobs)

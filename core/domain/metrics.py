@@ -45,6 +45,18 @@ OUTCOMES = ("succeeded", "retried", "dead_lettered", "canceled", "throttled")
 BURN_WINDOWS = ("5m", "30m", "1h", "6h", "3d")
 #: Values of orch_circuit_state: a circuit breaker's state as a number (alerts compare them).
 CIRCUIT_STATES: dict[str, int] = {"closed": 0, "half_open": 1, "open": 2}
+#: Values of the `status` label of orch_schedule_ticks_total (every one, zero when none): the
+#: statuses of a tick (core.domain.schedules.TickStatus; a test checks they agree).
+TICK_STATUSES: tuple[str, ...] = ("fired", "skipped", "buffered", "missed", "paused")
+#: Values of the `state` label of orch_backfill_windows (every one, zero when none): the states
+#: of a window (migration 0006, windows_state_valid).
+WINDOW_STATES: tuple[str, ...] = ("planned", "running", "succeeded", "failed", "canceled")
+#: Backfills in these states are exported, and finished ones for this long after they end,
+#: so the `backfill` label of orch_backfill_windows stays bounded.
+ACTIVE_BACKFILL_STATES: tuple[str, ...] = ("planned", "running", "paused")
+BACKFILL_EXPORT_AFTER_END_S = 86400
+#: Watermarks without a source carry this as their `source` label.
+NO_SOURCE = "-"
 
 METRICS: tuple[MetricSpec, ...] = (
     # Written by worker processes (prometheus multiprocess mode); the submitted counter is a
@@ -162,6 +174,28 @@ METRICS: tuple[MetricSpec, ...] = (
         Kind.GAUGE,
         "Throttled jobs per tenant and wait reason (every reason, zero when none wait).",
         ("tenant", "reason"),
+    ),
+    # Schedules, backfills and watermarks, read from the ledger at scrape time.
+    MetricSpec(
+        "orch_schedule_ticks_total",
+        Kind.COUNTER,
+        "Schedule ticks by tenant and status (fired, skipped, buffered, missed, paused; schedule_tick_counters).",
+        ("tenant", "status"),
+        ledger=True,
+    ),
+    MetricSpec(
+        "orch_backfill_windows",
+        Kind.GAUGE,
+        "Windows of a backfill by state (planned, running, succeeded, failed, canceled): backfills planned, "
+        "running or paused, and those that ended in the last 24 hours.",
+        ("tenant", "backfill", "state"),
+    ),
+    MetricSpec(
+        "orch_watermark_lag_seconds",
+        Kind.GAUGE,
+        'Now minus the watermark of a tenant, source ("-" for none) and job type ("run:<name>" for runs); '
+        "watermarks never moved are not exported.",
+        ("tenant", "source", "job_type"),
     ),
 )
 

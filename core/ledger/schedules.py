@@ -21,12 +21,25 @@ def _rows(conn: sa.Connection, name: str, params: Mapping[str, Any]) -> list[Row
 
 
 def ensure_stream(
-    conn: sa.Connection, *, tenant_id: int, source_id: int | None, job_type: str, digest: str, origin: dt.datetime
+    conn: sa.Connection,
+    *,
+    tenant_id: int,
+    source_id: int | None,
+    job_type: str,
+    digest: str,
+    origin: dt.datetime,
+    live: bool = False,
 ) -> int:
-    row = conn.execute(
-        stmt("ensure_stream"),
-        {"tenant_id": tenant_id, "source_id": source_id, "job_type": job_type, "digest": digest, "origin": origin},
-    ).one()
+    """The stream's id, created on first use; `live` (a schedule fires it) sticks once set."""
+    params = {
+        "tenant_id": tenant_id,
+        "source_id": source_id,
+        "job_type": job_type,
+        "digest": digest,
+        "origin": origin,
+        "live": live,
+    }
+    row = conn.execute(stmt("ensure_stream"), params).one()
     return int(row[0])
 
 

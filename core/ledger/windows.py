@@ -169,3 +169,15 @@ def sample_watermarks(conn: sa.Connection) -> None:
 def fail_windows(conn: sa.Connection, ids: Sequence[int]) -> None:
     if ids:
         conn.execute(stmt("fail_windows"), {"ids": list(ids)})
+
+
+def job_window(
+    conn: sa.Connection, window_id: int | None, run_id: int | None
+) -> tuple[dt.datetime, dt.datetime] | None:
+    """The span a job covers: its own window, or its run's."""
+    row = conn.execute(stmt("job_window"), {"window_id": window_id, "run_id": run_id}).first()
+    return None if row is None else (row[0], row[1])
+
+
+def job_tenant_id(conn: sa.Connection, job_id: int) -> int:
+    return int(conn.execute(stmt("job_watermark_key"), {"job_id": job_id}).scalar_one())

@@ -95,12 +95,9 @@ def list_backfills(
     """Backfills newest first, each with its windows by state."""
     if not 1 <= limit <= 10_000:
         raise errors.InvalidInput(f"limit must be between 1 and 10000, got {limit}")
-    out = []
-    for r in reads.backfills(conn, visible(principal, tenant), state=state, limit=limit):
-        d = plain(r)
-        d["windows"] = reads.backfill_windows(conn, int(r["id"]))
-        out.append(d)
-    return out
+    rows = reads.backfills(conn, visible(principal, tenant), state=state, limit=limit)
+    counts = reads.backfills_windows(conn, [int(r["id"]) for r in rows])
+    return [{**plain(r), "windows": counts[int(r["id"])]} for r in rows]
 
 
 def get_backfill(conn: sa.Connection, principal: Principal, backfill_id: int, *, windows: int = 0) -> dict[str, Any]:
@@ -123,10 +120,14 @@ def get_backfill(conn: sa.Connection, principal: Principal, backfill_id: int, *,
     return out
 
 
-def list_watermarks(conn: sa.Connection, principal: Principal, *, tenant: str | None = None) -> list[dict[str, Any]]:
+def list_watermarks(
+    conn: sa.Connection, principal: Principal, *, tenant: str | None = None, holes: bool = True
+) -> list[dict[str, Any]]:
     """{"tenant", "source", "job_type", "watermark", "lag_s", "holes": [[start, end], ...]}
     per watermark. A windowed stream's watermark is the end of the gap-free prefix of its
-    done windows (the least over its payloads); otherwise what its handlers reported."""
+    done windows (the least over its live payloads: those a schedule fires; over all when
+    none is), otherwise what its handlers reported. `holes=False` skips reading the holes
+    (the exporter needs only the lag)."""
     vis = visible(principal, tenant)
     rows = [
         r
@@ -136,7 +137,7 @@ def list_watermarks(conn: sa.Connection, principal: Principal, *, tenant: str | 
     now = db_now(conn)
     beyond: dict[int, list[Any]] = {}
     windowed = [int(r["id"]) for r in rows if int(r["streams"] or 0) > 0]
-    if windowed:
+    if windowed and holes:
         for b in ledger_windows.stream_done_beyond(conn, windowed, 100_000):
             beyond.setdefault(int(b["stream_id"]), []).append(b)
     stream_of: dict[int, list[int]] = {}
@@ -147,10 +148,10 @@ def list_watermarks(conn: sa.Connection, principal: Principal, *, tenant: str | 
     out = []
     for r in rows:
         mark = r["windowed"] if int(r["streams"] or 0) > 0 else r["reported"]
-        holes: list[list[str]] = []
+        gaps: list[list[str]] = []
         for sid in stream_of.get(int(r["id"]), []):
-            holes.extend(_holes(beyond.get(sid, [])))
-        holes.sort()
+            gaps.extend(_holes(beyond.get(sid, [])))
+        gaps.sort()
         out.append(
             {
                 "tenant": r["tenant"],
@@ -158,7 +159,7 @@ def list_watermarks(conn: sa.Connection, principal: Principal, *, tenant: str | 
                 "job_type": r["job_type"],
                 "watermark": _iso(mark),
                 "lag_s": None if mark is None else round((now - mark).total_seconds(), 3),
-                "holes": holes[:MAX_HOLES],
+                "holes": gaps[:MAX_HOLES],
                 "reported": _iso(r["reported"]),
                 "windowed": _iso(r["windowed"]) if int(r["streams"] or 0) > 0 else None,
                 "moved_at": _iso(r["moved_at"]),

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from dashboards import grafana, panels
+from dashboards import grafana, panel_types, panels, schedule_panels
 from tests.dashboards import promql
 
 EXPECTED = {
@@ -22,6 +22,7 @@ EXPECTED = {
     "errors-slo.json": "orch-errors-slo",
     "flow-control.json": "orch-flow-control",
     "runs.json": "orch-runs",
+    "schedules.json": "orch-schedules",
 }
 
 
@@ -131,6 +132,50 @@ def test_flow_control_dashboard_shows_states_in_words_and_stacks_waiting_jobs() 
     # Panels without words or stacks keep the plain field config.
     rate = by_title[panels.panel("bucket_rate").title]["fieldConfig"]["defaults"]
     assert "mappings" not in rate and "stacking" not in rate["custom"]
+
+
+def test_schedules_dashboard_shows_ticks_backfills_and_watermark_lag_with_the_alert_threshold() -> None:
+    doc = _load(promql.DASHBOARD_DIR / "schedules.json")
+    assert doc["title"] == "Orch / Schedules and backfills"
+    by_title = {p["title"]: p for p in doc["panels"]}
+    exprs = {
+        key: [t["expr"] for t in by_title[panels.panel(key).title]["targets"]]
+        for row in schedule_panels.DASHBOARD.rows
+        for key in row
+    }
+    (fired,) = exprs["schedule_ticks_fired"]
+    (not_fired,) = exprs["schedule_ticks_not_fired"]
+    assert 'status="fired"' in fired and 'status!="fired"' in not_fired
+    assert all("orch_schedule_ticks_total" in e and "* 60" in e for e in (fired, not_fired))
+    assert promql.grouping_labels(not_fired) == {"tenant", "status"}
+    (windows,) = exprs["backfill_windows"]
+    assert promql.grouping_labels(windows) == {"tenant", "backfill", "state"}
+    backfills = by_title[panels.panel("backfill_windows").title]["fieldConfig"]["defaults"]
+    assert backfills["custom"]["stacking"] == {"group": "A", "mode": "normal"}
+    (lag,) = exprs["watermark_lag"]
+    assert promql.grouping_labels(lag) == {"tenant", "source"}
+    defaults = by_title[panels.panel("watermark_lag").title]["fieldConfig"]["defaults"]
+    assert defaults["unit"] == "s"
+    assert [s["value"] for s in defaults["thresholds"]["steps"]] == [None, schedule_panels.WATERMARK_LAG_ALERT_S]
+    assert defaults["custom"]["thresholdsStyle"] == {"mode": "dashed"}
+
+
+def test_schedule_panels_are_declared_in_their_module_and_gathered_by_panels() -> None:
+    keys = [p.key for p in schedule_panels.PANELS]
+    assert keys == ["schedule_ticks_fired", "schedule_ticks_not_fired", "backfill_windows", "watermark_lag"]
+    assert [p.key for p in panels.PANELS[-len(keys) :]] == keys
+    assert panels.DASHBOARDS[-1] is schedule_panels.DASHBOARD
+    assert {k for row in schedule_panels.DASHBOARD.rows for k in row} == set(keys)
+    # Grafana only: the console's Schedules, Backfills and Watermarks pages read the ledger.
+    assert all(p.read_model is None and p.figure is None for p in schedule_panels.PANELS)
+    # The declaration types are the same objects under both names.
+    assert panels.Panel is panel_types.Panel and panels.Size is panel_types.Size
+    assert set(panels.__all__) <= set(dir(panels))
+
+
+def test_dashboard_modules_stay_under_600_lines() -> None:
+    for path in sorted((promql.ROOT / "dashboards").glob("*.py")):
+        assert len(path.read_text(encoding="utf-8").splitlines()) < 600, path.name
 
 
 def test_panel_grid_is_filled_without_overlap() -> None:

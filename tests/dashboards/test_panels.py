@@ -288,6 +288,10 @@ def test_the_required_panels_are_declared() -> None:
         "circuit_openings": "orch_circuit_opened_total",
         "quota_slots": "orch_quota_max_active",
         "jobs_waiting": "orch_jobs_waiting",
+        "schedule_ticks_fired": "orch_schedule_ticks_total",
+        "schedule_ticks_not_fired": "orch_schedule_ticks_total",
+        "backfill_windows": "orch_backfill_windows",
+        "watermark_lag": "orch_watermark_lag_seconds",
     }
     for key, metric in required.items():
         names = set().union(*(promql.metric_names(q.expr) for q in panels.panel(key).queries))

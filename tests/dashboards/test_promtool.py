@@ -98,6 +98,28 @@ def test_every_panel_query_is_valid_promql(tmp_path: Path) -> None:
             'orch_jobs_waiting{reason="rate_limited"}) > 10',
             "flow.yml",
         ),
+        # Watermark lag: above (not at) 2 hours, held for 15 minutes, once per tenant and
+        # source whatever the number of exporters and job types.
+        ("alerts.yml", "(orch_watermark_lag_seconds) > 7200", "(orch_watermark_lag_seconds) > 9000", "schedules.yml"),
+        ("alerts.yml", "(orch_watermark_lag_seconds) > 7200", "(orch_watermark_lag_seconds) >= 7200", "schedules.yml"),
+        (
+            "alerts.yml",
+            "max by (tenant, source) (orch_watermark_lag_seconds)",
+            "sum by (tenant, source) (orch_watermark_lag_seconds)",
+            "schedules.yml",
+        ),
+        (
+            "alerts.yml",
+            "max by (tenant, source) (orch_watermark_lag_seconds)",
+            "max by (tenant, source, job_type) (orch_watermark_lag_seconds)",
+            "schedules.yml",
+        ),
+        (
+            "alerts.yml",
+            "(orch_watermark_lag_seconds) > 7200\n        for: 15m",
+            "(orch_watermark_lag_seconds) > 7200\n        for: 5m",
+            "schedules.yml",
+        ),
     ],
 )
 def test_rule_unit_tests_catch_a_broken_rule(

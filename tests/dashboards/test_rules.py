@@ -12,7 +12,7 @@ import yaml
 
 from core import queries, settings
 from core.domain import metrics, slo
-from dashboards import panels
+from dashboards import panels, schedule_panels
 from tests.dashboards import promql
 
 RATIO = "tenant_job_type:orch_slo_error_ratio:rate{window}"
@@ -114,6 +114,22 @@ def test_flow_control_alerts_read_the_declared_encodings_and_panels_name_them() 
         ("OrchRateLimitedBacklogGrowing", "jobs_waiting"),
     ):
         assert alert in panels.panel(key).description, (alert, key)
+
+
+def test_watermark_alert_panel_and_metric_agree() -> None:
+    rule = _alerts()["OrchWatermarkLagHigh"]
+    threshold = schedule_panels.WATERMARK_LAG_ALERT_S
+    assert _squash(rule["expr"]) == f"max by (tenant, source) (orch_watermark_lag_seconds) > {threshold}"
+    assert rule["for"] == "15m" and rule["labels"]["severity"] == "ticket"
+    # The panel groups as the alert does, and draws its threshold.
+    lag = panels.panel("watermark_lag")
+    (query,) = lag.queries
+    assert promql.grouping_labels(query.expr) == promql.grouping_labels(rule["expr"]) == {"tenant", "source"}
+    assert [t.value for t in lag.thresholds] == [0.0, threshold]
+    assert "OrchWatermarkLagHigh" in lag.description
+    # The alert groups by labels the metric has; its description names the commands to look.
+    assert {"tenant", "source"} < set(metrics.BY_NAME["orch_watermark_lag_seconds"].labels)
+    assert "orch watermarks list --tenant {{ $labels.tenant }}" in _squash(rule["annotations"]["description"])
 
 
 def test_promtool_tests_make_every_alert_fire_and_stay_quiet() -> None:

@@ -423,3 +423,27 @@ def test_cli_schedules(services: Services, ledger: sa.Engine) -> None:
     assert gone.returncode == 3
     no_reason = orch(services, "schedules", "add", "--tenant", "acme", "--name", "x", "--every", "1m", "--type", TYPE)
     assert no_reason.returncode == 7
+
+
+def test_a_backfill_of_another_payload_does_not_drag_a_live_watermark(ledger: sa.Engine, principal: Principal) -> None:
+    from core.control import firing
+
+    start = dt.datetime.now(dt.UTC).replace(minute=0, second=0, microsecond=0) - 3 * H
+    live = control.ScheduleSpec(
+        tenant="acme",
+        name="live",
+        target=control.Target.of_job(TYPE, {"feed": "live"}),
+        every=H,
+        start=start,
+        catchup="all",
+        overlap="allow_all",
+    )
+    control.add_schedule(ledger, principal, live, reason="r")
+    firing.fire_due(ledger, principal, batch=100, max_jobs=100)
+    run_backfill(ledger, principal)  # no backfill yet: this works the fired ticks
+    for rows in iter(lambda: claim(ledger), []):
+        finish(ledger, rows)
+    create(ledger, principal, target=control.Target.of_job(TYPE, {"feed": "history"}))  # March: months behind
+    with ledger.connect() as conn:
+        (mark,) = queries.list_watermarks(conn, principal)
+    assert mark["watermark"] == (start + 3 * H).isoformat()  # the live feed's last tick, not March

@@ -10,6 +10,7 @@ before any worker process is spawned. A pool removes only what it wrote when it 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import logging
 import os
 import shutil
@@ -188,9 +189,73 @@ def _flow_families(conn: sa.Connection, tenants: Iterable[str]) -> list[Any]:
     return out
 
 
+#: Backfills read per scrape: the newest of each active state, and the newest of all (of which
+#: those that ended within decl.BACKFILL_EXPORT_AFTER_END_S are exported). Each one costs one
+#: indexed count of its windows (core.queries.list_backfills).
+ACTIVE_BACKFILLS_PER_STATE = 50
+RECENT_BACKFILLS = 50
+
+
+def _backfills(conn: sa.Connection, now: dt.datetime) -> list[dict[str, Any]]:
+    """The backfills orch_backfill_windows exports: planned, running or paused ones, and those
+    that ended within the last day; by id."""
+    from core import queries
+
+    principal = local_principal("exporter")
+    found: dict[int, dict[str, Any]] = {}
+    for state in decl.ACTIVE_BACKFILL_STATES:
+        for b in queries.list_backfills(conn, principal, state=state, limit=ACTIVE_BACKFILLS_PER_STATE):
+            found[int(b["id"])] = b
+    since = now - dt.timedelta(seconds=decl.BACKFILL_EXPORT_AFTER_END_S)
+    for b in queries.list_backfills(conn, principal, limit=RECENT_BACKFILLS):
+        ended = b["finished_at"]
+        if int(b["id"]) not in found and ended is not None and dt.datetime.fromisoformat(ended) >= since:
+            found[int(b["id"])] = b
+    return [found[k] for k in sorted(found)]
+
+
+def _schedule_families(conn: sa.Connection) -> list[Any]:
+    """Schedule ticks (a ledger total), backfill windows by state, watermark lag."""
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    from core import queries
+
+    spec = decl.BY_NAME
+    now: dt.datetime = conn.execute(sa.select(sa.func.now())).scalar_one()
+    ticks = queries.schedule_tick_counters(conn)
+    backfills = _backfills(conn, now)
+    marks = queries.list_watermarks(conn, local_principal("exporter"), holes=False)
+
+    # Every status of every tenant that has ticked, zero when none: rate() cannot see the
+    # first tick of a status whose series appears with it.
+    counts: dict[tuple[str, str], int] = defaultdict(int)
+    for t in ticks:
+        counts[(str(t["tenant"]), str(t["status"]))] += int(t["ticks"])
+    c = CounterMetricFamily("orch_schedule_ticks", spec["orch_schedule_ticks_total"].help, labels=["tenant", "status"])
+    for tenant in sorted({t for t, _ in counts}):
+        for status in sorted(set(decl.TICK_STATUSES) | {s for t, s in counts if t == tenant}):
+            c.add_metric([tenant, status], counts.get((tenant, status), 0))
+    g = GaugeMetricFamily(
+        "orch_backfill_windows", spec["orch_backfill_windows"].help, labels=["tenant", "backfill", "state"]
+    )
+    for b in backfills:
+        windows = b["windows"]
+        for state in decl.WINDOW_STATES:
+            g.add_metric([str(b["tenant"]), str(b["id"]), state], int(windows.get(state, 0)))
+    lag = GaugeMetricFamily(
+        "orch_watermark_lag_seconds",
+        spec["orch_watermark_lag_seconds"].help,
+        labels=["tenant", "source", "job_type"],
+    )
+    for m in sorted(marks, key=lambda m: (m["tenant"], m["source"] or decl.NO_SOURCE, m["job_type"])):
+        if m["lag_s"] is not None:
+            lag.add_metric([m["tenant"], m["source"] or decl.NO_SOURCE, m["job_type"]], float(m["lag_s"]))
+    return [c, g, lag]
+
+
 class LedgerCollector:
     """Gauges and the ledger's running totals (submissions, rate-limit denials, upstream 429s,
-    circuit openings), read from the ledger when Prometheus scrapes."""
+    circuit openings, schedule ticks), read from the ledger when Prometheus scrapes."""
 
     def __init__(self, engine: sa.Engine, objective: slo.Slo | None = None) -> None:
         self.engine = engine
@@ -213,6 +278,13 @@ class LedgerCollector:
                 runs_finished = ledger_runs.run_counters(conn)
                 burns = queries.burn_rates(conn, local_principal("exporter"), objective=self.objective)
                 flow = _flow_families(conn, dead)
+                # Last, and on its own: a failure here (a ledger not yet at revision 0006)
+                # leaves the other families, which the other alerts read.
+                try:
+                    scheduled = _schedule_families(conn)
+                except sa.exc.SQLAlchemyError as exc:
+                    log.warning("schedule metrics unavailable: %s", str(exc).splitlines()[0])
+                    scheduled = []
         except sa.exc.SQLAlchemyError as exc:
             log.warning("ledger metrics unavailable: %s", str(exc).splitlines()[0])
             return
@@ -252,6 +324,7 @@ class LedgerCollector:
             g.add_metric([self.objective.name, window], slo.burn_rate(failed, total, self.objective.target))
         yield g
         yield from flow
+        yield from scheduled
 
 
 def serve(engine: sa.Engine | None, host: str, port: int, objective: slo.Slo | None = None) -> Any:

@@ -9,7 +9,7 @@ import datetime as dt
 import sqlalchemy as sa
 
 from core import control
-from core.ledger.statements import stmt
+from core.ledger import windows as ledger_windows
 from worker.sdk import ActiveJob
 
 
@@ -17,16 +17,14 @@ def data_interval(engine: sa.Engine, job: ActiveJob) -> tuple[dt.datetime, dt.da
     if job.window_id is None and job.run_id is None:
         return None
     with engine.connect() as conn:
-        row = conn.execute(stmt("job_window"), {"window_id": job.window_id, "run_id": job.run_id}).first()
-    return None if row is None else (row[0], row[1])
+        return ledger_windows.job_window(conn, job.window_id, job.run_id)
 
 
 def watermark(engine: sa.Engine, owner: str, job: ActiveJob, at: dt.datetime) -> bool:
     with engine.begin() as conn:
-        tenant_id = conn.execute(stmt("job_watermark_key"), {"job_id": job.id}).scalar_one()
         return control.report_watermark(
             conn,
-            tenant_id=int(tenant_id),
+            tenant_id=ledger_windows.job_tenant_id(conn, job.id),
             source_id=job.source_id,
             job_type=job.job_type,
             at=at,

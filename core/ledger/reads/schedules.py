@@ -89,6 +89,18 @@ def backfill_windows(conn: sa.Connection, backfill_id: int) -> dict[str, int]:
     return {r["state"]: int(r["n"]) for r in _all(conn, sql, {"id": backfill_id})}
 
 
+def backfills_windows(conn: sa.Connection, ids: list[int]) -> dict[int, dict[str, int]]:
+    """{backfill id: {state: windows}} for several backfills in one statement."""
+    out: dict[int, dict[str, int]] = {i: {} for i in ids}
+    if not ids:
+        return out
+    sql = """SELECT backfill_id, state, count(*) AS n FROM windows WHERE backfill_id = ANY(:ids)
+             GROUP BY backfill_id, state"""
+    for r in _all(conn, sql, {"ids": ids}):
+        out[int(r["backfill_id"])][r["state"]] = int(r["n"])
+    return out
+
+
 def backfill_pace(conn: sa.Connection, backfill_id: int) -> Row | None:
     """How long its finished windows took, for an ETA: count and span of finish times."""
     sql = """SELECT count(*) AS n, extract(epoch FROM max(finished_at) - min(started_at))::float8 AS span_s

@@ -50,7 +50,9 @@ CREATE TABLE watermarks (
 -- What an event-time window belongs to: the watermark's key plus the payload. Windows of
 -- the same stream cover the same data, so coverage is counted per stream. done_until is the
 -- end of the gap-free prefix of its succeeded windows from origin (its first window's start);
--- orch_stream_advance keeps it.
+-- orch_stream_advance keeps it. A live stream is one a schedule fires: a watermark is the
+-- least over its live streams (over all when none is live), so a backfill of another payload
+-- over old history does not drag a live feed's watermark back.
 CREATE TABLE streams (
     id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     watermark_id    bigint NOT NULL REFERENCES watermarks (id),
@@ -60,6 +62,7 @@ CREATE TABLE streams (
     payload_digest  text NOT NULL CHECK (length(payload_digest) = 64),
     origin          timestamptz NOT NULL,
     done_until      timestamptz,
+    live            boolean NOT NULL DEFAULT false,
     created_at      timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT streams_key_uq UNIQUE NULLS NOT DISTINCT (tenant_id, source_id, job_type, payload_digest)
 );

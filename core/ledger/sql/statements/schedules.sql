@@ -13,9 +13,9 @@ WITH w AS (
     ON CONFLICT ON CONSTRAINT watermarks_key_uq DO UPDATE SET job_type = EXCLUDED.job_type
     RETURNING id
 )
-INSERT INTO streams (watermark_id, tenant_id, source_id, job_type, payload_digest, origin)
-SELECT w.id, :tenant_id, :source_id, :job_type, :digest, :origin FROM w
-ON CONFLICT ON CONSTRAINT streams_key_uq DO UPDATE SET origin = streams.origin
+INSERT INTO streams (watermark_id, tenant_id, source_id, job_type, payload_digest, origin, live)
+SELECT w.id, :tenant_id, :source_id, :job_type, :digest, :origin, :live FROM w
+ON CONFLICT ON CONSTRAINT streams_key_uq DO UPDATE SET live = streams.live OR EXCLUDED.live
 RETURNING id;
 
 -- name: find_stream
