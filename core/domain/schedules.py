@@ -5,7 +5,6 @@ previous firing has not ended. The ledger and the scheduler pass apply these dec
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -77,9 +76,15 @@ def parse_duration(text: str, what: str = "duration") -> timedelta:
             pos = m.end()
         if pos != len(s) or not s:
             raise errors.InvalidInput(f"bad {what} {text!r}: use e.g. 30s, 15m, 1h30m or 2d")
-    if not math.isfinite(seconds) or seconds <= 0:
+    if seconds <= 0:
         raise errors.InvalidInput(f"{what} must be positive, got {text!r}")
-    return timedelta(seconds=seconds)
+    try:
+        out = timedelta(seconds=seconds)  # an overlong one overflows (or is inf)
+    except OverflowError:
+        raise errors.InvalidInput(f"{what} {text!r} is too long") from None
+    if out <= timedelta(0):  # below a microsecond
+        raise errors.InvalidInput(f"{what} must be at least 1 microsecond, got {text!r}")
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,12 +123,10 @@ class Trigger:
         if self.cron is not None:
             return cron.next_fire(self.cron, t)
         assert self.every is not None
-        step = self.every.total_seconds()
-        k = math.floor((t.astimezone(UTC) - self.anchor).total_seconds() / step) + 1
-        out = self.anchor + timedelta(seconds=k * step)
-        while out <= t:  # float rounding
-            out += self.every
-        return out
+        # Exact: timedelta // timedelta is integer arithmetic on microseconds (floats lose
+        # the microsecond from about year 2200 on).
+        k = (t.astimezone(UTC) - self.anchor) // self.every + 1
+        return self.anchor + k * self.every
 
     def prev_before(self, t: datetime) -> datetime:
         """The last tick strictly before `t` (the start of `t`'s data interval); `t` minus one
@@ -134,12 +137,8 @@ class Trigger:
                 return found
             return t - timedelta(days=1)
         assert self.every is not None
-        step = self.every.total_seconds()
-        k = math.ceil((t.astimezone(UTC) - self.anchor).total_seconds() / step) - 1
-        out = self.anchor + timedelta(seconds=k * step)
-        while out >= t:
-            out -= self.every
-        return out
+        k = -((self.anchor - t.astimezone(UTC)) // self.every) - 1  # ceil, then one back
+        return self.anchor + k * self.every
 
     def ticks(self, after: datetime, until: datetime, *, limit: int) -> list[datetime]:
         """Ticks t with after < t <= until, oldest first, at most `limit`."""
@@ -187,7 +186,8 @@ def catch_up(
     elif policy is Catchup.ALL:
         eligible = [t for t in late if now - t <= window]
         room = max(0, max_runs - len(on_time))
-        chosen.update(eligible[len(eligible) - room :] if room else [])
+        # max(0, ...): a negative start would count from the end (2 eligible, room 3: only 1).
+        chosen.update(eligible[max(0, len(eligible) - room) :] if room else [])
     chosen.update(on_time)
     return [LateTick(t, t in chosen) for t in ticks]
 
@@ -216,7 +216,7 @@ def on_overlap(policy: Overlap, *, previous_live: bool, buffered: int) -> Overla
 
 
 def check_name(name: str) -> str:
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):  # match's $ allows a final "\n"
         raise errors.InvalidInput(
             f"schedule name {name!r} is not valid: 1 to 128 letters, digits, '.', '_', ':' or '-', starting with "
             "a letter or digit"
