@@ -20,7 +20,7 @@ from core.control.common import Doorbell, append_audit
 from core.control.jobs import submit_in
 from core.control.runs import submit_run_in
 from core.control.targets import Target, check_target
-from core.domain import errors
+from core.domain import errors, redaction
 from core.domain import schedules as sched
 from core.domain.auth import Principal, Scope
 from core.ledger import jobs as ledger_jobs
@@ -244,7 +244,7 @@ def create_backfill(
             ticket=ticket,
             details={
                 **plan.as_dict(),
-                "target": spec.target.doc(),
+                "target": redaction.redact(spec.target.doc()),
                 "from": spans[0][0].isoformat(),
                 "to": spans[-1][1].isoformat(),
             },
@@ -336,15 +336,18 @@ def cancel_backfill(
     from core.control.jobs import cancel
     from core.control.runs import cancel_run
 
+    # orch:backfill on the tenant covers canceling the backfill's own windows' work, which
+    # the job and run cancels would otherwise ask orch:operate for.
+    acting = Principal(principal.subject, principal.scopes | {Scope.OPERATE}, frozenset({row["tenant"]}))
     terminated = 0
     for w in running:
         try:
             if w["run_id"] is not None:
-                cancel_run(engine, principal, int(w["run_id"]), reason=f"backfill {backfill_id} canceled: {why}")
+                cancel_run(engine, acting, int(w["run_id"]), reason=f"backfill {backfill_id} canceled: {why}")
             elif w["job_id"] is not None:
                 cancel(
                     engine,
-                    principal,
+                    acting,
                     int(w["job_id"]),
                     reason=f"backfill {backfill_id} canceled: {why}",
                     doorbell=doorbell,

@@ -437,16 +437,23 @@ def catch_up_paused(
     conn: sa.Connection, principal: Principal, row: Any, ticks: Iterable[Any], *, max_jobs: int
 ) -> PassResult:
     """Resume --catchup: the ticks recorded `paused` go through the catch-up and overlap
-    policies as if the pause had been downtime."""
+    policies as if the pause had been downtime: each becomes fired (with its job or run),
+    skipped, buffered or missed."""
     trigger = trigger_of(row)
     now = dt.datetime.now(dt.UTC)
     due = [t["scheduled_for"] for t in ticks]
     live_row = dict(row, paused=False)
     p = plan(live_row, trigger, due, now, catchup=True)
     result = PassResult()
-    changes = [(t.schedule_id, t.scheduled_for, t.status, t.note) for t in p.ticks if t.status != TickStatus.MISSED]
-    ledger.set_tick_status(conn, changes)
-    last = _record(conn, principal, [(live_row, Plan(fire=p.fire))], result, max_jobs=max_jobs, insert=False)
+    fired = [t for t in p.ticks if t.status == TickStatus.FIRED]
+    ledger.set_tick_status(
+        conn, [(t.schedule_id, t.scheduled_for, t.status, t.note) for t in p.ticks if t.status != TickStatus.FIRED]
+    )
+    last = _record(
+        conn, principal, [(live_row, Plan(ticks=fired, fire=p.fire))], result, max_jobs=max_jobs, insert=False
+    )
+    if p.cancel_previous:
+        result.to_cancel.append((row["last_job_id"], row["last_run_id"], row["tenant"], row["name"]))
     f = last.get(row["id"])
     ledger.update_schedules_after_pass(
         conn,
@@ -456,7 +463,7 @@ def catch_up_paused(
             )
         ],
     )
-    result.counts.update(t.status for t in p.ticks)
+    result.counts.update(t.status for t in p.ticks if t.status != TickStatus.FIRED)
     return result
 
 

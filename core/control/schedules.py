@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from core.control import common, firing
 from core.control.common import Doorbell, append_audit
 from core.control.targets import Target, check_target
-from core.domain import errors
+from core.domain import errors, redaction
 from core.domain import schedules as sched
 from core.domain.auth import Principal, Scope
 from core.domain.schedules import Catchup, Overlap
@@ -140,7 +140,7 @@ def add_schedule(
                 "id": schedule_id,
                 "trigger": trigger.describe(),
                 "timezone": spec.timezone,
-                "target": spec.target.doc(),
+                "target": redaction.redact(spec.target.doc()),
                 "overlap": overlap.value,
                 "catchup": catchup.value,
             },
@@ -203,7 +203,11 @@ def resume_schedule(
     with engine.begin() as conn:
         row = _locked(conn, principal, tenant, name)
         if row["paused"]:
-            since = row["paused_at"]
+            # From the pause, or from the first tick it had not recorded when paused (the
+            # scheduler may have been down before): record_paused records those too.
+            since = (
+                min(t for t in (row["paused_at"], row["next_fire_at"]) if t is not None) if row["paused_at"] else None
+            )
             firing.record_paused(conn, row)
             ledger.set_schedule_paused(conn, row["id"], False)
             row = ledger.lock_schedule(conn, tenant, name)

@@ -8,7 +8,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from core.domain import cron, errors
+from core.domain import cron, errors, redaction
 from core.domain import schedules as sched
 from core.domain.auth import Principal
 from core.ledger import windows as ledger_windows
@@ -44,6 +44,7 @@ def list_schedules(
     for r in reads.schedules(conn, visible(principal, tenant), limit=limit):
         d = plain(r)
         d["trigger"] = _describe(r)
+        d["target"] = redaction.redact(d["target"])
         out.append(d)
     return out
 
@@ -78,6 +79,7 @@ def get_schedule(
     now = db_now(conn)
     d = plain(row)
     d["trigger"] = _describe(row)
+    d["target"] = redaction.redact(d["target"])
     d["next_fires"] = next_fires(row, next_n, now)
     d["tick_counts"] = reads.tick_counts(conn, int(row["id"]))
     d["ticks"] = [plain(t) for t in reads.ticks(conn, int(row["id"]), ticks)]
@@ -97,7 +99,7 @@ def list_backfills(
         raise errors.InvalidInput(f"limit must be between 1 and 10000, got {limit}")
     rows = reads.backfills(conn, visible(principal, tenant), state=state, limit=limit)
     counts = reads.backfills_windows(conn, [int(r["id"]) for r in rows])
-    return [{**plain(r), "windows": counts[int(r["id"])]} for r in rows]
+    return [{**plain(r), "target": redaction.redact(r["target"]), "windows": counts[int(r["id"])]} for r in rows]
 
 
 def get_backfill(conn: sa.Connection, principal: Principal, backfill_id: int, *, windows: int = 0) -> dict[str, Any]:
@@ -114,7 +116,9 @@ def get_backfill(conn: sa.Connection, principal: Principal, backfill_id: int, *,
         eta = 0.0
     elif pace is not None and int(pace["n"] or 0) >= 1 and pace["span_s"]:
         eta = round(float(pace["span_s"]) / int(pace["n"]) * left, 1)
-    out: dict[str, Any] = {"backfill": plain(row), "windows": counts, "eta_s": eta}
+    shown = plain(row)
+    shown["target"] = redaction.redact(shown["target"])
+    out: dict[str, Any] = {"backfill": shown, "windows": counts, "eta_s": eta}
     if windows:
         out["window_rows"] = [plain(w) for w in reads.backfill_window_rows(conn, backfill_id, windows)]
     return out
@@ -147,7 +151,9 @@ def list_watermarks(
             stream_of.setdefault(int(wid), []).append(int(sid))
     out = []
     for r in rows:
-        mark = r["windowed"] if int(r["streams"] or 0) > 0 else r["reported"]
+        # A windowed stream whose first window has not ended yet knows nothing: the reported
+        # watermark (if any) stands until then.
+        mark = r["windowed"] if r["windowed"] is not None else r["reported"]
         gaps: list[list[str]] = []
         for sid in stream_of.get(int(r["id"]), []):
             gaps.extend(_holes(beyond.get(sid, [])))

@@ -26,6 +26,9 @@ PAGES = {
     "audit": "pages/4_Audit.py",
     "sources": "pages/5_Sources.py",
     "rate_limits": "pages/6_Rate_limits.py",
+    "schedules": "pages/8_Schedules.py",
+    "backfills": "pages/9_Backfills.py",
+    "watermarks": "pages/10_Watermarks.py",
 }
 JOB_TYPE = "test.report"
 QUEUE = "default"

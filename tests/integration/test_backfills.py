@@ -447,3 +447,31 @@ def test_a_backfill_of_another_payload_does_not_drag_a_live_watermark(ledger: sa
     with ledger.connect() as conn:
         (mark,) = queries.list_watermarks(conn, principal)
     assert mark["watermark"] == (start + 3 * H).isoformat()  # the live feed's last tick, not March
+
+
+def test_backfill_scope_terminates_its_own_running_windows(ledger: sa.Engine, principal: Principal) -> None:
+    plan = create(ledger, principal)
+    pump(ledger, principal)
+    backfiller = Principal("bf", frozenset({Scope.READ, Scope.BACKFILL}), frozenset({"acme"}))
+    change = control.cancel_backfill(ledger, backfiller, plan.backfill_id or 0, reason="stop", terminate_running=True)
+    assert change.terminated == 2
+    with ledger.connect() as conn:
+        states = conn.execute(sa.text("SELECT DISTINCT state FROM jobs")).scalars().all()
+    assert states == ["canceled"]
+
+
+def test_secrets_in_targets_are_masked_in_reads_and_audit(ledger: sa.Engine, principal: Principal) -> None:
+    target = control.Target.of_job(TYPE, {"feed": "f", "api_key": "s3cr3t"})
+    create(ledger, principal, target=target)
+    spec_ = control.ScheduleSpec(tenant="acme", name="s", target=target, every=H)
+    control.add_schedule(ledger, principal, spec_, reason="r")
+    with ledger.connect() as conn:
+        shown = [
+            queries.list_schedules(conn, principal)[0]["target"],
+            queries.get_schedule(conn, principal, "acme", "s")["target"],
+            queries.list_backfills(conn, principal)[0]["target"],
+            queries.get_backfill(conn, principal, 1)["backfill"]["target"],
+        ]
+        audit = conn.execute(sa.text("SELECT details::text FROM audit_log")).scalars().all()
+    assert all(t["payload"] == {"feed": "f", "api_key": "***"} for t in shown)
+    assert audit and not any("s3cr3t" in a for a in audit)

@@ -206,6 +206,10 @@ def test_paused_ticks_are_recorded_and_resume_fires_nothing_unless_asked(
     )
     assert change.ticks.get("fired") == 1  # latest: the newest paused tick only
     assert statuses(ledger, principal, "p2").count("fired") == 1
+    (caught,) = [t for t in ticks(ledger, principal, "p2") if t["status"] == "fired"]
+    assert caught["job_id"] is not None and caught["window_id"] is not None
+    # The older paused ticks are now what catch-up made of them: missed (backfill-missed finds them).
+    assert set(statuses(ledger, principal, "p2")) == {"fired", "missed"}
     with ledger.connect() as conn:
         actions = [r["action"] for r in queries.audit_log(conn, principal, tenant="acme", limit=50)]
     assert {"schedule.pause", "schedule.resume", "schedule.add"} <= set(actions)

@@ -5,7 +5,9 @@
 -- The row triggers jobs_window_ended and runs_window_ended: when the job or run that holds
 -- an event-time window ends, its window ends with it, in the same transaction (succeeded,
 -- failed or canceled), and a succeeded window that touches its stream's gap-free prefix
--- moves the stream's done_until. The triggers' WHEN clauses let only windowed rows through.
+-- moves the stream's done_until. Until a stream's first window ends, its done_until is NULL
+-- (its watermark is unknown); the first to end sets it to the origin. The triggers' WHEN
+-- clauses let only windowed rows through.
 -- A job or run that ends again (an operator's retry) updates its window again.
 CREATE OR REPLACE FUNCTION orch_window_ended()
 RETURNS trigger
@@ -28,10 +30,14 @@ BEGIN
         WHERE id = NEW.window_id AND run_id = NEW.id
         RETURNING stream_id, span_start INTO v_stream, v_start;
     END IF;
-    IF v_state = 'succeeded' AND v_stream IS NOT NULL THEN
-        SELECT coalesce(done_until, origin) INTO v_until FROM streams WHERE id = v_stream;
-        IF v_start <= v_until THEN
-            PERFORM orch_stream_advance(v_stream);
+    IF v_stream IS NOT NULL THEN
+        -- The stream's first window to end makes its watermark known: from its origin.
+        UPDATE streams SET done_until = origin WHERE id = v_stream AND done_until IS NULL;
+        IF v_state = 'succeeded' THEN
+            SELECT done_until INTO v_until FROM streams WHERE id = v_stream;
+            IF v_start <= v_until THEN
+                PERFORM orch_stream_advance(v_stream);
+            END IF;
         END IF;
     END IF;
     RETURN NULL;

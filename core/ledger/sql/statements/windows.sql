@@ -83,10 +83,10 @@ RETURNING reported;
 -- name: watermark_rows
 -- Every watermark with the end of its windows' gap-free prefix: the least over its live
 -- streams (those a schedule fires; over all when none is): data is complete only as far as
--- every live payload's windows reach.
+-- every live payload's windows reach. A stream none of whose windows has ended yet adds
+-- nothing (its done_until is NULL).
 SELECT w.id, t.name AS tenant, s.name AS source, w.job_type, w.reported, w.moved_at, w.moved_by, w.moved_by_job,
-       (SELECT coalesce(min(coalesce(st.done_until, st.origin)) FILTER (WHERE st.live),
-                        min(coalesce(st.done_until, st.origin)))
+       (SELECT coalesce(min(st.done_until) FILTER (WHERE st.live), min(st.done_until))
         FROM streams AS st WHERE st.watermark_id = w.id) AS windowed,
        (SELECT count(*) FROM streams AS st WHERE st.watermark_id = w.id) AS streams
 FROM watermarks AS w JOIN tenants AS t ON t.id = w.tenant_id LEFT JOIN sources AS s ON s.id = w.source_id
@@ -107,8 +107,7 @@ LIMIT :limit;
 INSERT INTO watermark_samples (watermark_id, at, watermark, lag_s)
 SELECT id, date_trunc('second', now()), wm, extract(epoch FROM now() - wm)
 FROM (SELECT w.id,
-             coalesce((SELECT coalesce(min(coalesce(st.done_until, st.origin)) FILTER (WHERE st.live),
-                                       min(coalesce(st.done_until, st.origin)))
+             coalesce((SELECT coalesce(min(st.done_until) FILTER (WHERE st.live), min(st.done_until))
                        FROM streams AS st WHERE st.watermark_id = w.id),
                       w.reported) AS wm
       FROM watermarks AS w) AS x
