@@ -365,6 +365,9 @@ def cancel_backfill(
 class PumpResult:
     started: int = 0
     finished: int = 0
+    #: Backfills running windows now: the scheduler passes more often while there are any,
+    #: so a slot that frees is filled within a fraction of a second.
+    active: int = 0
     to_ring: list[tuple[int, str]] = field(default_factory=list)
 
 
@@ -403,6 +406,7 @@ def pump_backfills(engine: sa.Engine, principal: Principal, *, batch: int, max_j
                 if (free > 0 and planned)
                 else 0
             )
+            out.active += 1
             busy = running + started >= int(b["max_active"])
             wait = f"{running + started} of max_active {b['max_active']} windows running" if busy else None
             if b["state"] != "running" or b["wait_reason"] != wait:

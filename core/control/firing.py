@@ -11,6 +11,7 @@ trigger, and the catch-up of a resumed schedule (core.control.schedules calls th
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -35,9 +36,14 @@ EPS = dt.timedelta(microseconds=1)
 
 
 def trigger_of(row: Any) -> sched.Trigger:
-    """The trigger of a schedule row."""
-    every = None if row["every_s"] is None else dt.timedelta(seconds=int(row["every_s"]))
-    return sched.Trigger.of(cron_expr=row["cron"], every=every, tz=row["timezone"], anchor=row["start_at"])
+    """The trigger of a schedule row (parsed once per process for each distinct trigger)."""
+    return _trigger(row["cron"], row["every_s"], row["timezone"], row["start_at"])
+
+
+@functools.lru_cache(maxsize=4096)
+def _trigger(cron: str | None, every_s: int | None, tz: str, start_at: dt.datetime | None) -> sched.Trigger:
+    every = None if every_s is None else dt.timedelta(seconds=int(every_s))
+    return sched.Trigger.of(cron_expr=cron, every=every, tz=tz, anchor=start_at)
 
 
 def next_fire(trigger: sched.Trigger, after: dt.datetime, end_at: dt.datetime | None) -> dt.datetime | None:
@@ -121,7 +127,9 @@ def fire_items(conn: sa.Connection, principal: Principal, items: Sequence[Item],
             out.failed.append((it.row["id"], it.scheduled_for, TickStatus.SKIPPED.value, f"not fired: {exc}"))
             continue
         out.to_ring.extend(ring)
-        out.fired.append(ledger.Fired(it.row["id"], it.scheduled_for, None, result.run_id, window_of[n]))
+        out.fired.append(
+            ledger.Fired(it.row["id"], it.scheduled_for, None, result.run_id, window_of[n], _note(window_of[n]))
+        )
     by_window = {f.window_id: f for f in out.fired if f.window_id is not None}
     for w in window_of:
         if w is None:
@@ -134,6 +142,12 @@ def fire_items(conn: sa.Connection, principal: Principal, items: Sequence[Item],
     ledger_windows.set_window_work(conn, work)
     ledger_windows.delete_windows(conn, unused)
     return out
+
+
+def _note(window_id: int | None) -> str | None:
+    """A fired tick without a window: another schedule or a backfill of the same stream
+    (tenant, source, job type and payload) has that span in flight."""
+    return None if window_id is not None else "no window recorded: the same stream has this span in flight"
 
 
 def _reason(it: Item) -> str:
@@ -180,7 +194,7 @@ def _fire_jobs(
     out.to_ring.extend(ring)
     for n, job_id in zip(group, result.job_ids, strict=True):
         it = items[n]
-        out.fired.append(ledger.Fired(it.row["id"], it.scheduled_for, job_id, None, window_of[n]))
+        out.fired.append(ledger.Fired(it.row["id"], it.scheduled_for, job_id, None, window_of[n], _note(window_of[n])))
     return []
 
 

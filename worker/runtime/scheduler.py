@@ -38,6 +38,8 @@ LEADER_LOCK_KEY = 7424852
 READY_COUNT_CAP = 10_000
 #: A queued job rung this recently may still have its doorbell on the way to Redis.
 RING_GRACE_S = 2.0
+#: Seconds between passes while a backfill runs windows (a freed slot waits at most this).
+BACKFILL_PASS_S = 0.2
 
 
 @dataclass
@@ -77,6 +79,7 @@ class Scheduler:
         self._last_maintenance = -1e9
         self._last_tick_prune = -1e9
         self._last_watermark_sample = -1e9
+        self._backfills_active = False
         #: Schedules fire and backfills start as the scheduler: every scope, every tenant.
         self.principal = Principal(subject=self.actor, scopes=ALL_SCOPES, tenants=None)
         self._warned_autovacuum = False
@@ -190,6 +193,7 @@ class Scheduler:
             self.engine, self.principal, batch=self.settings.scheduler_batch, max_jobs=self.settings.run_max_jobs
         )
         self._ring(out.to_ring)
+        self._backfills_active = out.active > 0
         return out.started
 
     def keep_schedules_tidy(self) -> None:
@@ -265,6 +269,8 @@ class Scheduler:
 
     def _sleep_for(self) -> float:
         interval = self.settings.scheduler_interval_s
+        if self._backfills_active:
+            interval = min(interval, BACKFILL_PASS_S)
         with self.engine.connect() as conn:
             due = ledger.seconds_to_next_due(conn)
             fire = ledger_schedules.seconds_to_next_fire(conn)
