@@ -49,9 +49,12 @@ class Settings(BaseSettings):
     metrics_dir: Path | None = None
     #: Most jobs a DAG run may hold, those its handlers spawn included.
     run_max_jobs: int = Field(default=10_000, ge=1, le=1_000_000)
-    #: Days that finished records are kept: schedule ticks past it are pruned (each
-    #: schedule keeps its newest 100 whatever their age).
+    #: Days that finished work is kept: jobs (with history, logs, artifacts), runs and
+    #: schedule ticks past it are pruned (dead letters stay; each schedule keeps its newest
+    #: 100 ticks). A tenant's retention_days overrides it.
     retention_days: int = Field(default=30, ge=1, le=3650)
+    #: Days the outbox (events) is kept: the event stream's resume window.
+    outbox_retention_days: int = Field(default=7, ge=1, le=3650)
     #: The job-success SLO target (docs/design.md, "Observability").
     slo_target: float = Field(default=0.99, gt=0, lt=1)
 

@@ -19,7 +19,7 @@ from core import control
 from core.domain import errors, slo
 from core.ledger import db
 from core.settings import Settings, get_settings
-from worker.cli.common import Context, stop_on_signals, to_int
+from worker.cli.common import Context, print_json, stop_on_signals, to_int
 
 
 def cmd_db_upgrade(ctx: Context) -> int:
@@ -29,6 +29,29 @@ def cmd_db_upgrade(ctx: Context) -> int:
     handlers = pool.load_handlers(ctx.settings.handler_module_list())
     control.register_job_types(ctx.engine, [h.job_type_row() for h in handlers.values()])
     print(f"ledger at revision {rev} ({db.describe(ctx.engine.url)}); {len(handlers)} job types registered")
+    return 0
+
+
+def cmd_ledger_prune(ctx: Context) -> int:
+    from core.control import retention
+
+    a = ctx.args
+    s = ctx.settings
+    result = retention.prune_by_hand(
+        ctx.engine,
+        ctx.principal,
+        default_days=s.retention_days,
+        outbox_days=s.outbox_retention_days,
+        dry_run=a.dry_run,
+        reason=a.reason,
+    )
+    if a.json:
+        print_json(result.as_dict())
+        return 0
+    removed = result.as_dict()["removed"]
+    verb = "would remove" if a.dry_run else "removed"
+    shown = ", ".join(f"{n} {k}" for k, n in removed.items() if n is not None)
+    print(f"{verb}: {shown} (retention {s.retention_days} days, outbox {s.outbox_retention_days} days)")
     return 0
 
 
@@ -225,6 +248,12 @@ def register(sub: Any) -> None:
     dbp.add_parser("upgrade", help="migrate the ledger to the latest schema (safe to repeat)").set_defaults(
         fn=cmd_db_upgrade
     )
+    lp = sub.add_parser("ledger", help="ledger maintenance").add_subparsers(dest="ledger_command", required=True)
+    pr = lp.add_parser("prune", help="remove finished work past its retention, as the scheduler does (orch:operate)")
+    pr.add_argument("--dry-run", action="store_true", help="count what would be removed; remove nothing")
+    pr.add_argument("--reason", help="why, for the audit log (optional)")
+    pr.add_argument("--json", action="store_true", help="print the result as JSON")
+    pr.set_defaults(fn=cmd_ledger_prune)
     w = sub.add_parser("worker", help="run a supervised pool of worker processes")
     add_pool_args(w)
     w.add_argument("--metrics", action="store_true", help="serve this pool's /metrics (ORCH_METRICS_HOST/PORT)")

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from core.control import Doorbell, backfills, firing
+from core.control import Doorbell, backfills, firing, retention
 from core.domain import cron, errors
 from core.domain.auth import ALL_SCOPES, Principal
 from core.ledger import flow
@@ -79,6 +79,7 @@ class Scheduler:
         self._last_maintenance = -1e9
         self._last_tick_prune = -1e9
         self._last_watermark_sample = -1e9
+        self._last_retention = -1e9
         self._backfills_active = False
         #: Schedules fire and backfills start as the scheduler: every scope, every tenant.
         self.principal = Principal(subject=self.actor, scopes=ALL_SCOPES, tenants=None)
@@ -213,6 +214,26 @@ class Scheduler:
             if pruned:
                 log.info("pruned %d schedule tick(s) older than %d days", pruned, self.settings.retention_days)
 
+    def prune_retention(self) -> None:
+        """Once a minute, remove finished work past its retention (core.control.retention),
+        for at most two seconds a pass so the other steps keep their pace."""
+        now = time.monotonic()
+        if now - self._last_retention < 60.0:
+            return
+        self._last_retention = now
+        s = self.settings
+        result = retention.prune(
+            self.engine,
+            default_days=s.retention_days,
+            outbox_days=s.outbox_retention_days,
+            batch=s.scheduler_batch,
+            budget_s=2.0,
+        )
+        if sum(result.removed.values()):
+            log.info("retention: removed %s", ", ".join(f"{n} {k}" for k, n in sorted(result.removed.items()) if n))
+        if not result.complete:
+            self._last_retention = -1e9  # more to do: again next pass
+
     def release_backpressure(self) -> int:
         """Jobs deferred by backpressure may go as far as their tenant's backlog has room."""
         with self.engine.begin() as conn:
@@ -263,6 +284,7 @@ class Scheduler:
         r.rerung = self.reconcile_doorbells()
         self.observe_runs()
         self.keep_schedules_tidy()
+        self.prune_retention()
         batch = self.settings.scheduler_batch
         r.full = fire_full or max(r.reaped_leased, r.reaped_running, r.released, r.rerung, r.rerung_released) >= batch
         return r

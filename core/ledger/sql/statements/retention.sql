@@ -1,0 +1,71 @@
+-- Statements of retention (docs/design.md, "Retention"): one per name, called by the function
+-- of that name in core/ledger/retention.py. Every statement is bounded by :limit and takes
+-- only rows that have ended, so claims never wait on it.
+
+-- name: retention_groups
+-- Each tenant with its retention in days (its own, or the default).
+SELECT id, name, coalesce(retention_days, :default_days) AS days FROM tenants ORDER BY id;
+
+-- name: prunable_jobs
+-- Plain jobs of a tenant that ended (not dead-lettered) before its cutoff, oldest first, and
+-- that no kept job replays (a replay_of never dangles: the newer job goes first).
+SELECT j.id FROM jobs AS j
+WHERE j.tenant_id = :tenant_id AND j.finished_at IS NOT NULL AND j.run_id IS NULL AND j.state <> 'dead_lettered'
+  AND j.finished_at < now() - make_interval(days => :days)
+  AND NOT EXISTS (SELECT 1 FROM jobs AS r WHERE r.replay_of = j.id)
+ORDER BY j.finished_at
+LIMIT :limit
+FOR UPDATE OF j SKIP LOCKED;
+
+-- name: prunable_runs
+-- Runs of a tenant that ended before its cutoff, with every job ended and none dead-lettered:
+-- a run goes as a unit.
+SELECT r.id FROM runs AS r
+WHERE r.tenant_id = :tenant_id AND r.finished_at IS NOT NULL AND r.state <> 'running'
+  AND r.finished_at < now() - make_interval(days => :days)
+  AND NOT EXISTS (SELECT 1 FROM jobs AS j WHERE j.run_id = r.id
+                  AND (j.state = 'dead_lettered' OR j.finished_at IS NULL
+                       OR j.finished_at >= now() - make_interval(days => :days)))
+  AND NOT EXISTS (SELECT 1 FROM jobs AS o JOIN jobs AS j ON o.replay_of = j.id
+                  WHERE j.run_id = r.id AND o.run_id IS DISTINCT FROM r.id)
+ORDER BY r.finished_at
+LIMIT :limit
+FOR UPDATE OF r SKIP LOCKED;
+
+-- name: run_job_ids
+SELECT id FROM jobs WHERE run_id = ANY(CAST(:runs AS bigint[]));
+
+-- name: delete_jobs
+-- The jobs and everything hanging off them, in one statement (foreign keys are checked at
+-- its end, when all of it is gone). Returns how many rows of each kind went.
+WITH ids AS (SELECT unnest(CAST(:ids AS bigint[])) AS id),
+h AS (DELETE FROM job_history WHERE job_id IN (SELECT id FROM ids) RETURNING 1),
+l AS (DELETE FROM job_logs WHERE job_id IN (SELECT id FROM ids) RETURNING 1),
+a AS (DELETE FROM artifacts WHERE job_id IN (SELECT id FROM ids) RETURNING 1),
+r AS (DELETE FROM job_results WHERE job_id IN (SELECT id FROM ids) RETURNING 1),
+rj AS (DELETE FROM run_jobs WHERE job_id IN (SELECT id FROM ids) RETURNING 1),
+e AS (DELETE FROM dag_edges WHERE parent_id IN (SELECT id FROM ids) OR child_id IN (SELECT id FROM ids) RETURNING 1),
+d AS (DELETE FROM dag_released WHERE job_id IN (SELECT id FROM ids) RETURNING 1),
+j AS (DELETE FROM jobs WHERE id IN (SELECT id FROM ids) RETURNING 1)
+SELECT (SELECT count(*) FROM j) AS jobs, (SELECT count(*) FROM h) AS history, (SELECT count(*) FROM l) AS logs,
+       (SELECT count(*) FROM a) AS artifacts, (SELECT count(*) FROM r) AS results;
+
+-- name: delete_runs
+WITH d AS (DELETE FROM runs WHERE id = ANY(CAST(:runs AS bigint[])) RETURNING 1) SELECT count(*) FROM d;
+
+-- name: prune_events
+-- The outbox keeps its own window (the event stream's resume window).
+WITH old AS (SELECT id FROM events WHERE at < now() - make_interval(days => :days) ORDER BY at LIMIT :limit),
+d AS (DELETE FROM events WHERE id IN (SELECT id FROM old) RETURNING 1)
+SELECT count(*) FROM d;
+
+-- name: count_pruned
+INSERT INTO prune_counters (kind, removed)
+SELECT k, n FROM unnest(CAST(:kind AS text[]), CAST(:n AS bigint[])) AS c(k, n) WHERE n > 0
+ON CONFLICT (kind) DO UPDATE SET removed = prune_counters.removed + EXCLUDED.removed;
+
+-- name: pruned_totals
+SELECT kind, removed FROM prune_counters ORDER BY kind;
+
+-- name: count_old_events
+SELECT count(*) FROM events WHERE at < now() - make_interval(days => :days);
