@@ -475,3 +475,69 @@ def test_secrets_in_targets_are_masked_in_reads_and_audit(ledger: sa.Engine, pri
         audit = conn.execute(sa.text("SELECT details::text FROM audit_log")).scalars().all()
     assert all(t["payload"] == {"feed": "f", "api_key": "***"} for t in shown)
     assert audit and not any("s3cr3t" in a for a in audit)
+
+
+def test_a_backfill_of_runs_starts_one_run_per_window(ledger: sa.Engine, principal: Principal) -> None:
+    doc = {"name": "etl", "jobs": [{"key": "a", "type": TYPE}, {"key": "b", "type": TYPE, "after": ["a"]}]}
+    plan = create(ledger, principal, target=control.Target.of_run(doc), end=DAY + 3 * H)
+    assert pump(ledger, principal).started == 2
+    with ledger.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT r.id, w.span_start, (SELECT array_agg(DISTINCT j.priority) FROM jobs j WHERE j.run_id = r.id)"
+                " FROM runs r JOIN windows w ON w.id = r.window_id ORDER BY w.span_start"
+            )
+        ).all()
+    assert [r[1] for r in rows] == [DAY, DAY + H] and all(r[2] == [-1000] for r in rows)
+    run_backfill(ledger, principal)
+    with ledger.connect() as conn:
+        shown = queries.get_backfill(conn, principal, plan.backfill_id or 0)
+        (mark,) = queries.list_watermarks(conn, principal)
+    assert shown["backfill"]["state"] == "succeeded" and shown["windows"] == {"succeeded": 3}
+    assert (mark["job_type"], mark["watermark"]) == ("run:etl", (DAY + 3 * H).isoformat())
+
+
+def test_cli_schedule_of_a_run_file(services: Services, ledger: sa.Engine, tmp_path: Any) -> None:
+    import json
+
+    path = tmp_path / "etl.json"
+    path.write_text(json.dumps({"jobs": [{"key": "a", "type": TYPE}]}))
+    added = ok_json(
+        orch(
+            services,
+            "schedules",
+            "add",
+            "--tenant",
+            "acme",
+            "--name",
+            "etl",
+            "--every",
+            "1h",
+            "--run-file",
+            str(path),
+            "--reason",
+            "r",
+            "--json",
+        )
+    )
+    assert added["trigger"] == "every 1h"
+    shown = ok_json(orch(services, "schedules", "show", "etl", "--tenant", "acme", "--json"))
+    assert shown["target_kind"] == "run" and shown["target"]["name"] == "etl"
+    both = orch(
+        services,
+        "schedules",
+        "add",
+        "--tenant",
+        "acme",
+        "--name",
+        "x",
+        "--every",
+        "1h",
+        "--run-file",
+        str(path),
+        "--type",
+        TYPE,
+        "--reason",
+        "r",
+    )
+    assert both.returncode == 2 and "not both" in both.stderr
