@@ -78,10 +78,31 @@ class NoDoorbell:
         return None
 
 
+#: Most doorbells one call rings per queue. A doorbell wakes a worker thread, which then runs
+#: ready jobs of its queue one after another until none is left (worker/runtime/actors.py),
+#: so a batch of 20,000 jobs needs a few dozen wake-ups, not 20,000 messages; the scheduler
+#: keeps this many outstanding while ready jobs wait (docs/adr/0016).
+WAKE_UPS = 64
+
+
+def wake_ups(jobs: Sequence[tuple[int, str]], limit: int = WAKE_UPS) -> list[tuple[int, str]]:
+    """At most `limit` of the (job id, queue) doorbells per queue, in order."""
+    per: dict[str, int] = {}
+    out: list[tuple[int, str]] = []
+    for job_id, queue in jobs:
+        n = per.get(queue, 0)
+        if n < limit:
+            per[queue] = n + 1
+            out.append((job_id, queue))
+    return out
+
+
 def ring(doorbell: Doorbell, jobs: Sequence[tuple[int, str]]) -> None:
-    """Ring after commit; a failure is logged (the ledger is the truth; the scheduler re-rings)."""
+    """Ring after commit, at most WAKE_UPS per queue; a failure is logged (the ledger is the
+    truth; the scheduler re-rings)."""
     if not jobs:
         return
+    jobs = wake_ups(jobs)
     try:
         doorbell.ring(jobs)
     except Exception as exc:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from core.control import Doorbell, backfills, firing, retention
+from core.control.common import WAKE_UPS, wake_ups
 from core.domain import cron, errors
 from core.domain.auth import ALL_SCOPES, Principal
 from core.ledger import flow
@@ -92,6 +93,7 @@ class Scheduler:
     def _ring(self, rows: list[tuple[int, str]]) -> None:
         if not rows:
             return
+        rows = wake_ups(rows)
         try:
             self.doorbell.ring(rows)
         except Exception as exc:  # the jobs stay queued; the next pass's deficit check re-rings
@@ -115,8 +117,9 @@ class Scheduler:
         return len(rows)
 
     def reconcile_doorbells(self) -> int:
-        """Ring as many doorbells as a queue is missing: ready jobs that have waited past
-        the grace, minus doorbells still outstanding in Redis. Claims take the best ready
+        """Ring as many wake-ups as a queue is missing: while ready jobs have waited past the
+        grace, keep min(ready, WAKE_UPS) doorbells outstanding (in Redis, or held by threads
+        that are running the queue's jobs one after another). Claims take the best ready
         job, so the count is what matters, not which ids the doorbells name."""
         total = 0
         with self.engine.connect() as conn:
@@ -126,11 +129,12 @@ class Scheduler:
                 ready = ledger.count_ready(conn, queue=queue, cap=READY_COUNT_CAP)
                 if ready == 0:
                     continue
+                wanted = min(ready, WAKE_UPS)
                 outstanding = self.broker.outstanding(queue)
-                if ready <= outstanding:
+                if wanted <= outstanding:
                     continue
                 stale = ledger.count_stale_ready(conn, queue=queue, grace_s=RING_GRACE_S, cap=READY_COUNT_CAP)
-                deficit = min(stale, ready - outstanding, self.settings.scheduler_batch)
+                deficit = min(stale, wanted - outstanding, self.settings.scheduler_batch)
                 if deficit <= 0:
                     continue
                 ids = ledger.mark_rung(conn, queue=queue, limit=deficit)
