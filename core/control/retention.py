@@ -149,3 +149,31 @@ def prune_by_hand(
                 details=result.as_dict(),
             )
     return result
+
+
+def set_tenant_retention(
+    engine: sa.Engine, principal: Principal, tenant: str, days: int | None, *, reason: str | None
+) -> None:
+    """Keep `tenant`'s finished work `days` days (None: the default, ORCH_RETENTION_DAYS).
+    Needs orch:quota for the tenant and a reason; audited. Raises ReasonRequired,
+    InvalidInput, NotFound, Forbidden."""
+    from core.control import common
+
+    why = common.require_reason("ledger retention", reason, None)
+    common.check_tenant(tenant)
+    principal.require(Scope.QUOTA, tenant)
+    if days is not None and not 1 <= days <= 3650:
+        raise errors.InvalidInput(f"--days must be between 1 and 3650, got {days}")
+    with engine.begin() as conn:
+        if not ledger.set_tenant_retention(conn, tenant, days):
+            raise errors.NotFound(f"no tenant {tenant!r}")
+        append_audit(
+            conn,
+            principal,
+            Scope.QUOTA,
+            "tenant.retention",
+            f"tenant {tenant}",
+            tenant=tenant,
+            reason=why,
+            details={"retention_days": days},
+        )

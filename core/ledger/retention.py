@@ -62,3 +62,7 @@ def pruned_totals(conn: sa.Connection) -> dict[str, int]:
 
 def count_old_events(conn: sa.Connection, days: int) -> int:
     return int(conn.execute(stmt("count_old_events"), {"days": days}).scalar_one())
+
+
+def set_tenant_retention(conn: sa.Connection, tenant: str, days: int | None) -> bool:
+    return conn.execute(stmt("set_tenant_retention"), {"tenant": tenant, "days": days}).first() is not None

@@ -72,8 +72,11 @@ def test_a_tenant_keeps_its_own_retention(ledger: sa.Engine, principal: Principa
     a, b = jobs(ledger, principal, 2, "acme"), jobs(ledger, principal, 2, "globex")
     work(ledger)
     age(ledger, a + b, 40)
-    with ledger.begin() as conn:
-        conn.execute(sa.text("UPDATE tenants SET retention_days = 90 WHERE name = 'globex'"))
+    retention.set_tenant_retention(ledger, principal, "globex", 90, reason="contract")
+    with pytest.raises(errors.InvalidInput):
+        retention.set_tenant_retention(ledger, principal, "globex", 0, reason="r")
+    with pytest.raises(errors.ReasonRequired):
+        retention.set_tenant_retention(ledger, principal, "globex", 10, reason=None)
     assert prune(ledger).removed["jobs"] == 2
     assert count(ledger, "SELECT count(*) FROM jobs WHERE id = ANY(:i)", i=b) == 2
 
@@ -171,3 +174,7 @@ def test_cli_prune_json(services: Services, ledger: sa.Engine, principal: Princi
     assert done["removed"]["jobs"] == 2 and done["complete"] is True
     text = orch(services, "ledger", "prune")
     assert text.returncode == 0 and text.stdout.startswith("removed: 0 jobs")
+    kept = ok_json(orch(services, "ledger", "retention", "--tenant", "acme", "--days", "90", "--reason", "r", "--json"))
+    assert kept == {"tenant": "acme", "retention_days": 90}
+    bad = orch(services, "ledger", "retention", "--tenant", "acme", "--reason", "r")
+    assert bad.returncode == 2 and "--days N or --default" in bad.stderr

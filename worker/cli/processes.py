@@ -55,6 +55,21 @@ def cmd_ledger_prune(ctx: Context) -> int:
     return 0
 
 
+def cmd_ledger_retention(ctx: Context) -> int:
+    from core.control import retention
+
+    a = ctx.args
+    if (a.days is None) == (not a.default):
+        raise errors.InvalidInput("give --days N or --default")
+    retention.set_tenant_retention(ctx.engine, ctx.principal, a.tenant, a.days, reason=a.reason)
+    kept = f"{a.days} days" if a.days is not None else f"the default ({ctx.settings.retention_days} days)"
+    if a.json:
+        print_json({"tenant": a.tenant, "retention_days": a.days})
+    else:
+        print(f"tenant {a.tenant}: finished work is kept {kept}")
+    return 0
+
+
 def pool_config(ctx: Context) -> Any:
     """The worker pool's shape from --processes, --threads, --queues and --handlers."""
     from worker.runtime import pool
@@ -254,6 +269,13 @@ def register(sub: Any) -> None:
     pr.add_argument("--reason", help="why, for the audit log (optional)")
     pr.add_argument("--json", action="store_true", help="print the result as JSON")
     pr.set_defaults(fn=cmd_ledger_prune)
+    rt = lp.add_parser("retention", help="how long a tenant's finished work is kept (orch:quota)")
+    rt.add_argument("--tenant", required=True, help="the tenant")
+    rt.add_argument("--days", type=to_int, help="keep finished work this many days (1 to 3650)")
+    rt.add_argument("--default", action="store_true", help="back to ORCH_RETENTION_DAYS")
+    rt.add_argument("--reason", help="why, for the audit log (required)")
+    rt.add_argument("--json", action="store_true", help="print the result as JSON")
+    rt.set_defaults(fn=cmd_ledger_retention)
     w = sub.add_parser("worker", help="run a supervised pool of worker processes")
     add_pool_args(w)
     w.add_argument("--metrics", action="store_true", help="serve this pool's /metrics (ORCH_METRICS_HOST/PORT)")

@@ -69,3 +69,6 @@ SELECT kind, removed FROM prune_counters ORDER BY kind;
 
 -- name: count_old_events
 SELECT count(*) FROM events WHERE at < now() - make_interval(days => :days);
+
+-- name: set_tenant_retention
+UPDATE tenants SET retention_days = :days WHERE name = :tenant RETURNING id;
