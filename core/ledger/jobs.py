@@ -64,7 +64,7 @@ def ensure_tenants(conn: sa.Connection, names: Sequence[str]) -> dict[str, int]:
 
 
 def allocate_job_ids(conn: sa.Connection, n: int) -> list[int]:
-    return [r[0] for r in conn.execute(stmt("allocate_job_ids"), {"n": n})]
+    return list(conn.execute(stmt("allocate_job_ids"), {"n": n}).scalar_one() or [])
 
 
 def insert_jobs(conn: sa.Connection, jobs: Sequence[NewJob], *, actor: str, reason: str | None) -> set[int]:
