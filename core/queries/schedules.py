@@ -108,7 +108,7 @@ def get_backfill(conn: sa.Connection, principal: Principal, backfill_id: int, *,
     row = reads.backfill(conn, visible(principal, None), backfill_id)
     if row is None:
         raise errors.NotFound(f"no backfill {backfill_id}; list them with `orch backfill list`")
-    counts = reads.backfill_windows(conn, backfill_id)
+    counts = reads.backfills_windows(conn, [backfill_id])[backfill_id]
     left = counts.get("planned", 0) + counts.get("running", 0)
     eta: float | None = None
     pace = reads.backfill_pace(conn, backfill_id)

@@ -84,11 +84,6 @@ def backfill(conn: sa.Connection, visible: Visible, backfill_id: int) -> Row | N
     return conn.execute(sa.text(sql), {**params, "id": backfill_id}).mappings().first()
 
 
-def backfill_windows(conn: sa.Connection, backfill_id: int) -> dict[str, int]:
-    sql = "SELECT state, count(*) AS n FROM windows WHERE backfill_id = :id GROUP BY state"
-    return {r["state"]: int(r["n"]) for r in _all(conn, sql, {"id": backfill_id})}
-
-
 def backfills_windows(conn: sa.Connection, ids: list[int]) -> dict[int, dict[str, int]]:
     """{backfill id: {state: windows}} for several backfills in one statement."""
     out: dict[int, dict[str, int]] = {i: {} for i in ids}
