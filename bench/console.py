@@ -48,9 +48,7 @@ if str(ROOT) not in sys.path:
 from bench import console_seed as seeding  # noqa: E402 - needs ROOT on sys.path when run as a script
 from bench import throughput  # noqa: E402
 
-WHY = "bench: console ledger"
 TARGET_MS = 150.0
-AUDIT_ROWS = 2000
 
 
 def say(text: str) -> None:
@@ -101,79 +99,6 @@ def scratch_database(server: str, keep: list[bool]) -> Iterator[str]:
             with admin.connect() as conn:
                 conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
-
-
-# -- configuration, through core.control as an operator writes it --------------------------
-
-
-def configure(engine: Any) -> tuple[dict[str, int], list[int]]:
-    """Job types, tenants, sources with their buckets, quotas, a backlog limit, pauses,
-    blackouts (all audited), then in SQL: circuits in every state, buckets slowed down, 20
-    days of rate changes, the last hour's quota starts, and AUDIT_ROWS operator actions
-    appended to the audit chains. Returns {tenant: id} and the sources' ids, 4 per tenant
-    in TENANTS order."""
-    import sqlalchemy as sa
-
-    from core import control
-    from core.domain.auth import Scope, local_principal
-    from core.domain.jobtypes import JobTypeRow
-    from core.ledger import audit
-
-    p = local_principal("bench")
-    control.register_job_types(
-        engine, [JobTypeRow(n, q, a, 2.0, 300.0, 60.0, 10.0) for n, q, a, _, _ in seeding.JOB_TYPES]
-    )
-    for t in seeding.TENANTS:
-        for name, host, rate in seeding.SOURCES:
-            control.add_source(
-                engine, p, tenant=t, name=name, host=host.format(t=t), rate=rate, burst=2 * rate, reason=WHY
-            )
-    control.set_quota(engine, p, tenant="acme", job_type="bench.fetch", max_active=50, max_per_hour=200_000, reason=WHY)
-    control.set_quota(engine, p, tenant="globex", job_type="bench.transform", max_active=20, reason=WHY)
-    control.set_backlog_limit(engine, p, tenant="wonka", limit=5000, policy="defer", reason=WHY)
-    control.pause(engine, p, tenant="initech", source="feed-c", reason="bench: upstream migration")
-    control.pause(engine, p, tenant="umbrella", job_type="bench.report", reason="bench: report freeze")
-    control.add_blackout(engine, p, tenant="hooli", cron_expr="0 3 * * *", duration_s=1800, reason="bench: backups")
-    soon = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
-    control.add_blackout(
-        engine, p, tenant="stark", source="feed-d", starts_at=soon, ends_at=soon + dt.timedelta(hours=2), reason=WHY
-    )
-    with engine.begin() as conn:
-        conn.execute(sa.text(FLOW_SQL))
-        tenants = {str(n): int(i) for n, i in conn.execute(sa.text("SELECT name, id FROM tenants"))}
-        ids = {(int(t), str(n)): int(i) for t, n, i in conn.execute(sa.text("SELECT tenant_id, name, id FROM sources"))}
-        for i in range(AUDIT_ROWS):  # operator actions over the 20 days, on every tenant's chain
-            action = AUDIT_ACTIONS[i % len(AUDIT_ACTIONS)]
-            tenant = seeding.TENANTS[i % len(seeding.TENANTS)]
-            what = (f"user:ops-{i % 5}", [Scope.OPERATE.value], action, f"job {1000 + 37 * i}", tenant)
-            audit.append(conn, audit.AuditEntry(*what, "bench: on call", f"OPS-{i % 50}", {"n": i}))
-    sources = [ids[(tenants[t], name)] for t in seeding.TENANTS for name, _, _ in seeding.SOURCES]
-    return tenants, sources
-
-
-AUDIT_ACTIONS = ("cancel", "retry", "replay", "pause", "resume", "throttle", "schedule.trigger")
-FLOW_SQL = """
-UPDATE sources SET circuit_window = CASE WHEN id % 3 = 0 THEN repeat('0', 17) || '101' ELSE repeat('0', 20) END;
-UPDATE sources AS s SET circuit_state = 'open', circuit_since = now() - interval '2 minutes', circuit_window = '',
-       circuit_until = now() + interval '28 seconds', opened_total = 3
-FROM tenants AS t WHERE t.id = s.tenant_id AND t.name = 'globex' AND s.name = 'feed-d';
-UPDATE sources AS s SET circuit_state = 'half_open', circuit_since = now() - interval '5 seconds', circuit_window = '',
-       circuit_until = now() + interval '30 seconds', circuit_probes = 1, opened_total = 1
-FROM tenants AS t WHERE t.id = s.tenant_id AND t.name = 'hooli' AND s.name = 'feed-c';
-INSERT INTO throttles (at, bucket_id, tenant_id, old_rate, new_rate, reason, actor)
-SELECT now() - make_interval(secs => 1728000 * (1 - (k - random()) / 160.0)), b.id, b.tenant_id,
-       CASE WHEN k % 2 = 1 THEN b.base_rate ELSE b.base_rate / 2 END,
-       CASE WHEN k % 2 = 1 THEN b.base_rate / 2 ELSE b.base_rate END,
-       CASE WHEN k % 2 = 1 THEN 'upstream 429: rate halved, bucket blocked for 1.00s' ELSE 'successes: rate raised' END,
-       CASE WHEN k % 2 = 1 THEN 'worker:bench-worker-1' ELSE 'aimd' END
-FROM buckets AS b CROSS JOIN generate_series(1, 160) AS k;
-UPDATE buckets SET rate = base_rate / 2, ceiling = base_rate * 0.6, ceiling_at = now() - interval '1 minute',
-       decreased_at = now() + interval '1 second', updated_at = now() + interval '1 second', tokens = 0
-WHERE id % 5 = 0;
-UPDATE buckets SET denied_total = (id * 7919) % 50000, upstream_429_total = (id * 104729) % 3000;
-INSERT INTO quota_starts (quota_id, minute, starts)
-SELECT q.id, date_trunc('minute', now()) - make_interval(mins => m), 20 + m % 7
-FROM quotas AS q CROSS JOIN generate_series(0, 60) AS m WHERE q.max_per_hour IS NOT NULL"""
 
 
 # -- the timed items ------------------------------------------------------------------------
@@ -493,7 +418,32 @@ def prune(url: str) -> dict[str, Any]:
     return result.as_dict()
 
 
-def report(todo: list[Item], a: argparse.Namespace, jobs: int, seed_s: float | None, pruned: dict[str, Any]) -> None:
+def roll_up(url: str) -> dict[str, Any]:
+    """The scheduler's rollup step (core.ledger.rollups.roll_up) to the end, as the scheduler
+    would have run it while the ledger filled; then ANALYZE of its tables (autovacuum is off)."""
+    import sqlalchemy as sa
+
+    from core.ledger import db, rollups
+
+    engine = db.create_engine(url, application_name="orch-bench-rollup")
+    try:
+        db.upgrade(engine)  # a database kept by an older version of this bench gets the rollups
+        result = rollups.roll_up(engine)
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(sa.text("ANALYZE job_finish_rollups, job_state_totals, rollup_marks"))
+    finally:
+        engine.dispose()
+    return {"seconds": round(result.seconds, 3), "jobs": result.jobs, "transactions": result.transactions}
+
+
+def report(
+    todo: list[Item],
+    a: argparse.Namespace,
+    jobs: int,
+    seed_s: float | None,
+    pruned: dict[str, Any],
+    rolled: dict[str, Any],
+) -> None:
     print(f"\n{'item':<46} {'p50 ms':>9} {'p95 ms':>9} {'rows':>7}")
     panels: dict[str, dict[str, float | None]] = {}
     for it in todo:
@@ -510,12 +460,15 @@ def report(todo: list[Item], a: argparse.Namespace, jobs: int, seed_s: float | N
                 "p95_ms": round(it.p(0.95), 2) if ok else None,
             }
     p95s = [v["p95_ms"] for v in panels.values() if v["p95_ms"] is not None]
-    print(f"\nretention prune: {pruned['seconds']:.3f} s, removed {pruned['removed']}")
+    print(f"\nrollup step: {rolled['seconds']:.3f} s, {rolled['jobs']} jobs in {rolled['transactions']} transactions")
+    print(f"retention prune: {pruned['seconds']:.3f} s, removed {pruned['removed']}")
     result = {
         "jobs": jobs,
         "panels": panels,
         "max_p95_ms": max(p95s, default=None),
         "seed_s": None if seed_s is None else round(seed_s, 1),
+        "rollup_s": rolled["seconds"],
+        "rollup_jobs": rolled["jobs"],
         "prune_s": pruned["seconds"],
         "prune_removed": pruned["removed"],
         "runs": a.runs,
@@ -531,6 +484,9 @@ def measure(url: str, a: argparse.Namespace, seed_s: float | None) -> None:
 
     from bench.console_seed import TENANTS
 
+    say("rollup step (the scheduler's, to the end) ...")
+    rolled = roll_up(url)
+    say(f"  {rolled['seconds']:.3f} s, {rolled['jobs']} jobs in {rolled['transactions']} transactions")
     say("retention prune (30 days, outbox 7) ...")
     pruned = prune(url)
     say(f"  {pruned['seconds']:.3f} s, removed {pruned['removed']}")
@@ -548,7 +504,7 @@ def measure(url: str, a: argparse.Namespace, seed_s: float | None) -> None:
         for it in slow:
             print(f"\n{it.name}: p50 {it.p(0.5):.1f} ms, p95 {it.p(0.95):.1f} ms")
             print("\n".join(explain(it, eng, caps)))
-        report(todo, a, jobs, seed_s, pruned)
+        report(todo, a, jobs, seed_s, pruned, rolled)
     finally:
         for e in eng.values():
             e.dispose()
@@ -580,7 +536,7 @@ def main() -> None:
             engine = db.create_engine(url, application_name="orch-bench-seed")
             try:
                 say(f"seeding {a.jobs:,} jobs ...")
-                tenants, sources = configure(engine)
+                tenants, sources = seeding.configure(engine)
                 made = seeding.seed(engine, a.jobs, tenants, sources, say)
             finally:
                 engine.dispose()

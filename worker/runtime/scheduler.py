@@ -1,8 +1,10 @@
 """`orch scheduler`: the loop that keeps the ledger moving without waiting on the broker.
 
 Each pass (leader only): reap expired leases, release due retrying/throttled jobs, and
-re-ring queues whose doorbells were lost. Every step is one bounded, indexed statement
-in its own transaction; a step that hit its bound runs again at once.
+re-ring queues whose doorbells were lost; and now and then fire schedules, prune what
+retention allows and roll finished jobs up for the console (core/ledger/rollups.py). Every
+step is one bounded, indexed statement in its own transaction; a step that hit its bound runs
+again at once.
 
 Leadership is a session-level Postgres advisory lock held on a dedicated connection: a
 second scheduler waits until the leader's session ends (exit, crash, network loss).
@@ -24,7 +26,7 @@ from core.control import Doorbell, backfills, firing, retention
 from core.control.common import WAKE_UPS, wake_ups
 from core.domain import cron, errors
 from core.domain.auth import ALL_SCOPES, Principal
-from core.ledger import flow
+from core.ledger import flow, rollups
 from core.ledger import jobs as ledger
 from core.ledger import runs as ledger_runs
 from core.ledger import schedules as ledger_schedules
@@ -41,6 +43,8 @@ READY_COUNT_CAP = 10_000
 RING_GRACE_S = 2.0
 #: Seconds between passes while a backfill runs windows (a freed slot waits at most this).
 BACKFILL_PASS_S = 0.2
+#: Seconds between rollups of finished jobs (Scheduler.roll_up).
+ROLLUP_EVERY_S = 5.0
 
 
 @dataclass
@@ -81,6 +85,7 @@ class Scheduler:
         self._last_tick_prune = -1e9
         self._last_watermark_sample = -1e9
         self._last_retention = -1e9
+        self._last_rollup = -1e9
         self._backfills_active = False
         #: Schedules fire and backfills start as the scheduler: every scope, every tenant.
         self.principal = Principal(subject=self.actor, scopes=ALL_SCOPES, tenants=None)
@@ -238,6 +243,19 @@ class Scheduler:
         if not result.complete:
             self._last_retention = -1e9  # more to do: again next pass
 
+    def roll_up(self) -> None:
+        """Every 5 seconds, roll the jobs finished since the last time up into the console's
+        counters (core/ledger/rollups.py), for at most a second a pass; the console's reads
+        add what finished since, so they never wait for this. Two index probes when nothing
+        finished; two schedulers serialise on the rollup mark."""
+        now = time.monotonic()
+        if now - self._last_rollup < ROLLUP_EVERY_S:
+            return
+        self._last_rollup = now
+        result = rollups.roll_up(self.engine, batch=self.settings.scheduler_batch * 10, budget_s=1.0)
+        if not result.complete:
+            self._last_rollup = -1e9  # more to do: again next pass
+
     def release_backpressure(self) -> int:
         """Jobs deferred by backpressure may go as far as their tenant's backlog has room."""
         with self.engine.begin() as conn:
@@ -289,6 +307,7 @@ class Scheduler:
         self.observe_runs()
         self.keep_schedules_tidy()
         self.prune_retention()
+        self.roll_up()
         batch = self.settings.scheduler_batch
         r.full = fire_full or max(r.reaped_leased, r.reaped_running, r.released, r.rerung, r.rerung_released) >= batch
         return r

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import sqlalchemy as sa
+
 
 @dataclass(frozen=True)
 class Visible:
@@ -28,3 +30,24 @@ class Visible:
             clauses.append(f"{alias}.name = ANY(:visible)")
             params["visible"] = sorted(self.tenants)
         return " AND ".join(clauses) or "true", params
+
+
+def custom_plans(conn: sa.Connection) -> None:
+    """Plan this transaction's statements for their parameters. The CLI's and the
+    scheduler's engines keep generic plans (core.ledger.db.create_engine), which cannot see
+    that a time bound or a rollup mark leaves a few rows of an index: a read whose cost turns
+    on that asks for custom plans first (set_config(..., true): until the transaction ends)."""
+    conn.execute(sa.text("SELECT set_config('plan_cache_mode', 'force_custom_plan', true)"))
+
+
+def rollup_mark(conn: sa.Connection) -> Any:
+    """rollup_marks.until of the finished-job rollups (core/ledger/rollups.py), with custom
+    plans for the rest of the transaction: reads pass it on as the lower bound of their scan
+    of the jobs finished since, and check it again in their own statement."""
+    sql = """SELECT set_config('plan_cache_mode', 'force_custom_plan', true),
+                    coalesce((SELECT until FROM rollup_marks WHERE name = 'job_finish'), timestamptz 'epoch')"""
+    return conn.execute(sa.text(sql)).one()[1]
+
+
+#: The rollup mark inside a read's own statement (its snapshot agrees with the rollups read).
+MARK_SQL = "(SELECT coalesce((SELECT until FROM rollup_marks WHERE name = 'job_finish'), timestamptz 'epoch') AS until)"

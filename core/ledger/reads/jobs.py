@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import sqlalchemy as sa
 
-from core.ledger.reads import Visible
+from core.domain.states import State
+from core.ledger.reads import MARK_SQL, Visible, rollup_mark
 
 Row = sa.RowMapping
 
@@ -110,15 +112,42 @@ def list_jobs(
     )
 
 
+#: Job states that never change again (retention aside): counted from job_state_totals and the
+#: jobs finished since its mark. Every other state is counted from jobs_tenant_state_idx: live
+#: jobs are a few thousand whatever the history, dead letters stay until an operator acts.
+COUNTED_STATES = ("succeeded", "canceled")
+INDEXED_STATES = tuple(s.value for s in State if s.value not in COUNTED_STATES)
+
+
 def count_by_state(conn: sa.Connection, visible: Visible) -> dict[str, int]:
+    """Jobs per state now, without counting the history (docs/design.md, "Reads on a big
+    ledger"): each visible tenant's range of jobs_tenant_state_idx for the states in
+    INDEXED_STATES; the totals for COUNTED_STATES plus the jobs that finished since they
+    were rolled up."""
     where, params = visible.where()
+    hint = rollup_mark(conn)
     rows = conn.execute(
         sa.text(
-            f"SELECT j.state, count(*) FROM jobs j JOIN tenants t ON t.id = j.tenant_id WHERE {where} GROUP BY j.state"
+            f"""WITH m AS {MARK_SQL}, seen AS (SELECT t.id FROM tenants t WHERE {where})
+               SELECT x.state, count(*) AS n FROM seen CROSS JOIN LATERAL (
+                   SELECT j.state FROM jobs j
+                   WHERE j.tenant_id = seen.id AND j.state = ANY(CAST(:indexed AS text[]))) AS x
+               GROUP BY 1
+               UNION ALL
+               SELECT k.state, sum(k.jobs) FROM job_state_totals k WHERE k.tenant_id IN (SELECT id FROM seen)
+               GROUP BY 1
+               UNION ALL
+               SELECT j.state, count(*) FROM jobs j, m
+               WHERE j.finished_at >= :hint AND j.finished_at >= m.until AND j.state IN ('succeeded', 'canceled')
+                 AND j.tenant_id IN (SELECT id FROM seen)
+               GROUP BY 1"""
         ),
-        params,
+        {**params, "indexed": list(INDEXED_STATES), "hint": hint},
     )
-    return {str(state): int(count) for state, count in rows}
+    out: dict[str, int] = {}
+    for state, count in rows:
+        out[str(state)] = out.get(str(state), 0) + int(count)
+    return {k: v for k, v in out.items() if v}
 
 
 def tenant_names(conn: sa.Connection, visible: Visible) -> list[str]:
@@ -169,18 +198,35 @@ def throughput_series(
     )
 
 
+#: Points a time series of samples returns at most per line, whatever the range.
+SERIES_POINTS = 120
+#: The scheduler samples queue depth this often (Scheduler.sample_depth).
+DEPTH_SAMPLE_S = 10
+
+
+def series_bucket_s(since_s: float, sample_s: int) -> int:
+    """Bucket width of a sample series over `since_s`: the sample period, or wider so that
+    it has at most SERIES_POINTS points."""
+    return max(sample_s, math.ceil(since_s / SERIES_POINTS))
+
+
 def queue_depth_series(conn: sa.Connection, visible: Visible, *, since_s: float) -> list[Row]:
-    """Queue depth over time per queue and state, from the scheduler's samples."""
+    """Queue depth over time per queue and state, from the scheduler's samples: per bucket
+    (series_bucket_s), the largest total of the visible tenants' samples in it."""
     where, params = visible.where()
+    bucket_s = series_bucket_s(since_s, DEPTH_SAMPLE_S)
     return list(
         conn.execute(
             sa.text(
-                f"""SELECT q.at, q.queue, q.state, sum(q.count) AS count
-               FROM queue_depth_samples q JOIN tenants t ON t.id = q.tenant_id
-               WHERE q.at > now() - make_interval(secs => :since) AND {where}
+                f"""SELECT date_bin(make_interval(secs => :b), s.at, timestamptz 'epoch') AS at, s.queue, s.state,
+                      max(s.count) AS count
+               FROM (SELECT q.at, q.queue, q.state, sum(q.count) AS count
+                     FROM queue_depth_samples q JOIN tenants t ON t.id = q.tenant_id
+                     WHERE q.at > now() - make_interval(secs => :since) AND {where}
+                     GROUP BY 1, 2, 3) AS s
                GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"""
             ),
-            {**params, "since": since_s},
+            {**params, "since": since_s, "b": bucket_s},
         ).mappings()
     )
 

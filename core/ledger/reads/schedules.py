@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import sqlalchemy as sa
@@ -109,11 +110,22 @@ def backfill_window_rows(conn: sa.Connection, backfill_id: int, limit: int) -> l
     return _all(conn, sql, {"id": backfill_id, "limit": limit})
 
 
+#: Points of the watermark lag chart per stream at most; samples come once a minute.
+WATERMARK_POINTS = 120
+WATERMARK_SAMPLE_S = 60
+
+
 def watermark_series(conn: sa.Connection, visible: Visible, *, since_s: float) -> list[Row]:
+    """Per watermark and bucket (a sample a minute, or wider so that a line has at most
+    WATERMARK_POINTS points): the last sample time, the lowest watermark and the largest lag."""
     where, params = visible.where()
-    sql = f"""SELECT ws.at, t.name AS tenant, coalesce(src.name, '-') AS source, w.job_type, ws.watermark, ws.lag_s
+    bucket_s = max(WATERMARK_SAMPLE_S, math.ceil(since_s / WATERMARK_POINTS))
+    sql = f"""SELECT max(ws.at) AS at, t.name AS tenant, coalesce(src.name, '-') AS source, w.job_type,
+                     min(ws.watermark) AS watermark, max(ws.lag_s) AS lag_s
               FROM watermark_samples AS ws JOIN watermarks AS w ON w.id = ws.watermark_id
               JOIN tenants AS t ON t.id = w.tenant_id LEFT JOIN sources AS src ON src.id = w.source_id
               WHERE ws.at > now() - make_interval(secs => :since) AND {where}
-              ORDER BY ws.at"""
-    return _all(conn, sql, {**params, "since": since_s})
+              GROUP BY w.id, t.name, src.name, w.job_type,
+                       date_bin(make_interval(secs => :b), ws.at, timestamptz 'epoch')
+              ORDER BY 1"""
+    return _all(conn, sql, {**params, "since": since_s, "b": bucket_s})

@@ -37,7 +37,8 @@ SELECT id FROM jobs WHERE run_id = ANY(CAST(:runs AS bigint[]));
 
 -- name: delete_jobs
 -- The jobs and everything hanging off them, in one statement (foreign keys are checked at
--- its end, when all of it is gone). Returns how many rows of each kind went.
+-- its end, when all of it is gone). Returns how many rows of each kind went. The updates of
+-- the rollups run though no SELECT reads them (every data-modifying WITH runs to its end).
 WITH ids AS (SELECT unnest(CAST(:ids AS bigint[])) AS id),
 h AS (DELETE FROM job_history WHERE job_id IN (SELECT id FROM ids) RETURNING 1),
 l AS (DELETE FROM job_logs WHERE job_id IN (SELECT id FROM ids) RETURNING 1),
@@ -46,7 +47,23 @@ r AS (DELETE FROM job_results WHERE job_id IN (SELECT id FROM ids) RETURNING 1),
 rj AS (DELETE FROM run_jobs WHERE job_id IN (SELECT id FROM ids) RETURNING 1),
 e AS (DELETE FROM dag_edges WHERE parent_id IN (SELECT id FROM ids) OR child_id IN (SELECT id FROM ids) RETURNING 1),
 d AS (DELETE FROM dag_released WHERE job_id IN (SELECT id FROM ids) RETURNING 1),
-j AS (DELETE FROM jobs WHERE id IN (SELECT id FROM ids) RETURNING 1)
+j AS (DELETE FROM jobs WHERE id IN (SELECT id FROM ids) RETURNING tenant_id, job_type, state, finished_at),
+-- The console's rollups (rollups.sql) hold the jobs that finished before their mark: those
+-- deleted come off them. The mark's lock orders this against the rollup step.
+m AS (SELECT coalesce((SELECT until FROM rollup_marks WHERE name = 'job_finish' FOR UPDATE), timestamptz 'epoch')
+             AS until),
+gone AS (SELECT j.tenant_id, j.job_type, j.state, date_bin('5 minutes', j.finished_at, timestamptz 'epoch') AS bucket
+         FROM j, m WHERE j.finished_at < m.until AND j.state IN ('succeeded', 'dead_lettered', 'canceled')),
+rb AS (UPDATE job_finish_rollups AS ro
+       SET succeeded = ro.succeeded - g.s, dead_lettered = ro.dead_lettered - g.d, canceled = ro.canceled - g.c
+       FROM (SELECT tenant_id, job_type, bucket, count(*) FILTER (WHERE state = 'succeeded') AS s,
+                    count(*) FILTER (WHERE state = 'dead_lettered') AS d,
+                    count(*) FILTER (WHERE state = 'canceled') AS c
+             FROM gone GROUP BY 1, 2, 3) AS g
+       WHERE ro.tenant_id = g.tenant_id AND ro.job_type = g.job_type AND ro.bucket = g.bucket RETURNING 1),
+rt AS (UPDATE job_state_totals AS k SET jobs = k.jobs - g.n
+       FROM (SELECT tenant_id, state, count(*) AS n FROM gone WHERE state IN ('succeeded', 'canceled') GROUP BY 1, 2) AS g
+       WHERE k.tenant_id = g.tenant_id AND k.state = g.state RETURNING 1)
 SELECT (SELECT count(*) FROM j) AS jobs, (SELECT count(*) FROM h) AS history, (SELECT count(*) FROM l) AS logs,
        (SELECT count(*) FROM a) AS artifacts, (SELECT count(*) FROM r) AS results;
 
