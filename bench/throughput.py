@@ -31,7 +31,6 @@ import argparse
 import contextlib
 import dataclasses
 import json
-import multiprocessing
 import os
 import shutil
 import signal
@@ -39,7 +38,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -51,88 +49,16 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
-# -- bare Dramatiq ------------------------------------------------------------------------
-
-
-def _bare_worker(redis_url: str, namespace: str, threads: int, out: str, ready: object) -> None:
-    import dramatiq
-    from dramatiq.brokers.redis import RedisBroker
-
-    broker = RedisBroker(url=redis_url, namespace=namespace, middleware=[])
-    stamps = {"first": None, "last": None, "count": 0}
-    lock = threading.Lock()
-
-    def nothing(i: int) -> None:
-        now = time.time()
-        with lock:
-            if stamps["first"] is None:
-                stamps["first"] = now
-            stamps["last"] = now
-            stamps["count"] += 1
-
-    dramatiq.Actor(nothing, broker=broker, actor_name="bench.nothing", queue_name="bench", priority=0, options={})
-    worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=100)
-    worker.start()
-    ready.set()  # type: ignore[attr-defined]
-    stop = threading.Event()
-    import signal
-
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    stop.wait()
-    worker.stop(timeout=5000)
-    Path(out).write_text(json.dumps(stamps))
-
-
-def run_bare(redis_url: str, n: int, processes: int, threads: int) -> float:
-    import dramatiq
-    from dramatiq.brokers.redis import RedisBroker
-
-    namespace = f"bench-bare-{uuid.uuid4().hex[:8]}"
-    broker = RedisBroker(url=redis_url, namespace=namespace, middleware=[])
-    pipe = broker.client.pipeline(transaction=False)
-    key = f"{namespace}:bench"
-    for start in range(0, n, 2000):
-        ids, mapping = [], {}
-        for i in range(start, min(n, start + 2000)):
-            mid = str(uuid.uuid4())
-            msg = dramatiq.Message(
-                queue_name="bench", actor_name="bench.nothing", args=(i,), kwargs={}, options={"redis_message_id": mid}
-            )
-            ids.append(mid)
-            mapping[mid] = msg.encode()
-        pipe.hset(key + ".msgs", mapping=mapping)
-        pipe.rpush(key, *ids)
-    pipe.execute()
-    ctx = multiprocessing.get_context("spawn")
-    tmp = Path(tempfile.mkdtemp(prefix="orch-bench-"))
-    procs, readies = [], []
-    for p in range(processes):
-        ready = ctx.Event()
-        readies.append(ready)  # keep it alive until the child has unpickled it
-        proc = ctx.Process(target=_bare_worker, args=(redis_url, namespace, threads, str(tmp / f"{p}.json"), ready))
-        proc.start()
-        procs.append(proc)
-    for ready in readies:
-        ready.wait(60)
-    deadline = time.monotonic() + 600
-    while broker.client.hlen(key + ".msgs") > 0 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    for proc in procs:
-        proc.terminate()
-    for proc in procs:
-        proc.join(30)
-    stamps = [json.loads((tmp / f"{p}.json").read_text()) for p in range(processes)]
-    broker.client.delete(*broker.client.keys(f"{namespace}:*") or ["-"])
-    count = sum(s["count"] for s in stamps)
-    first = min(s["first"] for s in stamps if s["first"])
-    last = max(s["last"] for s in stamps if s["last"])
-    if count != n:
-        print(f"warning: bare dramatiq processed {count} of {n} messages", file=sys.stderr)
-    return count / (last - first)
-
-
 # -- Orch ---------------------------------------------------------------------------------
 
+
+#: Jobs of the measured batch not finished yet (queued, running, waiting), read through the
+#: partial indexes of those states.
+LEFT_SQL = (
+    "SELECT (SELECT count(*) FROM jobs WHERE queue = 'bench' AND state = 'queued' AND id BETWEEN :lo AND :hi)"
+    " + (SELECT count(*) FROM jobs WHERE state IN ('leased', 'running') AND id BETWEEN :lo AND :hi)"
+    " + (SELECT count(*) FROM jobs WHERE state IN ('retrying', 'throttled') AND id BETWEEN :lo AND :hi)"
+)
 
 #: --limits: a bucket that never denies and a quota that never binds, so only their cost shows.
 GENEROUS_RATE = 1_000_000.0
@@ -145,6 +71,7 @@ def run_orch(
 ) -> dict[str, float]:
     import sqlalchemy as sa
 
+    from bench import pgcpu
     from core import control
     from core.domain.auth import local_principal
     from core.ledger import db
@@ -213,22 +140,34 @@ def run_orch(
     try:
         lo, hi = min(ids), max(ids)
         deadline = time.monotonic() + 900
-        done = 0
+        done = done0 = 0
+        meter: pgcpu.PgMeter | None = None
+        cpu0: float | None = None
         while time.monotonic() < deadline:
             with engine.connect() as conn:
-                done = conn.execute(
-                    sa.text("SELECT count(*) FROM jobs WHERE id BETWEEN :lo AND :hi AND state = 'succeeded'"),
-                    {"lo": lo, "hi": hi},
-                ).scalar_one()
+                # What is left, from the partial indexes of live states: the poll must not
+                # cost the server what a count over every finished job would.
+                done = n - conn.execute(sa.text(LEFT_SQL), {"lo": lo, "hi": hi}).scalar_one()
             if done >= n:
                 break
+            if meter is None and done > 0:
+                # From the first finished jobs on, so the workers' start-up is not counted.
+                meter, done0, cpu0 = pgcpu.PgMeter.start(engine), done, pgcpu.processes_cpu(sup.pids())
             time.sleep(0.1)
         with engine.connect() as conn:
+            done = conn.execute(
+                sa.text("SELECT count(*) FROM jobs WHERE id BETWEEN :lo AND :hi AND state = 'succeeded'"),
+                {"lo": lo, "hi": hi},
+            ).scalar_one()
             first, last = conn.execute(
                 sa.text("SELECT min(started_at), max(finished_at) FROM jobs WHERE id BETWEEN :lo AND :hi"),
                 {"lo": lo, "hi": hi},
             ).one()
         orch_rate = done / (last - first).total_seconds()
+        pg = meter.stop() if meter is not None else {"pg_cpu_s": None, "statements": []}
+        cpu1 = pgcpu.processes_cpu(sup.pids())
+        workers_cpu = None if cpu0 is None or cpu1 is None else cpu1 - cpu0
+        measured = max(1, done - done0)
 
         # Dispatch latency: the pool is idle now; one probe at a time.
         probe_spec = control.JobSpec(tenant, "bench.probe", source=source)
@@ -265,6 +204,10 @@ def run_orch(
         if latencies
         else float("nan"),
         "completed": done,
+        "pg_cpu_ms_per_1k_jobs": None if pg["pg_cpu_s"] is None else pg["pg_cpu_s"] * 1e6 / measured,
+        "workers_cpu_ms_per_1k_jobs": None if workers_cpu is None else workers_cpu * 1e6 / measured,
+        "pg_statements": pg["statements"],
+        "measured_jobs": measured,
     }
 
 
@@ -513,13 +456,7 @@ def run_limits(db_url: str, redis_url: str, a: argparse.Namespace) -> None:
                 print(f"[{r}/{a.rounds}] orch {label}: {a.jobs} noop jobs, {a.processes}x{a.threads} ...", flush=True)
                 orch = run_orch(scratch, redis_url, a.jobs, a.processes, a.threads, a.probes, limits=limits)
                 got[limits] = orch["orch_jobs_per_s"]
-                print(f"  submit   {orch['submit_jobs_per_s']:,.0f} jobs/s (batch insert + doorbells)")
-                print(f"  run      {orch['orch_jobs_per_s']:,.0f} jobs/s ({orch['completed']} succeeded)")
-                print(
-                    f"  dispatch p50 {orch['dispatch_p50_ms']:.1f} ms, p99 {orch['dispatch_p99_ms']:.1f} ms"
-                    f" (idle, {a.probes} probes)",
-                    flush=True,
-                )
+                print_round(orch, a.probes, keyed=False)
             with_limits.append(got[True])
             without.append(got[False])
             ratios.append(got[True] / got[False])
@@ -559,6 +496,8 @@ def main() -> None:
             if embedded is not None:
                 embedded.stop()  # type: ignore[attr-defined]
         return
+    from bench import bare
+
     bares: list[float] = []
     orchs: list[dict[str, float]] = []
     try:
@@ -566,19 +505,12 @@ def main() -> None:
             # Alternate the two in each round so drift on a noisy machine hits both alike.
             if not a.skip_bare:
                 print(f"[{r}/{a.rounds}] bare dramatiq: {a.jobs} messages, {a.processes}x{a.threads} ...", flush=True)
-                bares.append(run_bare(redis_url, a.jobs, a.processes, a.threads))
+                bares.append(bare.run_bare(redis_url, a.jobs, a.processes, a.threads))
                 print(f"  {bares[-1]:,.0f} messages/s", flush=True)
             print(f"[{r}/{a.rounds}] orch: {a.jobs} noop jobs, {a.processes}x{a.threads} ...", flush=True)
             orch = run_orch(db_url, redis_url, a.jobs, a.processes, a.threads, a.probes)
             orchs.append(orch)
-            print(f"  submit   {orch['submit_jobs_per_s']:,.0f} jobs/s (batch insert + doorbells)")
-            print(f"  keyed    {orch['submit_keyed_jobs_per_s']:,.0f} jobs/s (an idempotency key per job)")
-            print(f"  run      {orch['orch_jobs_per_s']:,.0f} jobs/s ({orch['completed']} succeeded)")
-            print(
-                f"  dispatch p50 {orch['dispatch_p50_ms']:.1f} ms, p99 {orch['dispatch_p99_ms']:.1f} ms"
-                f" (idle, {a.probes} probes)",
-                flush=True,
-            )
+            print_round(orch, a.probes, keyed=True)
     finally:
         if embedded is not None:
             embedded.stop()  # type: ignore[attr-defined]
@@ -599,8 +531,38 @@ def main() -> None:
         "submit_keyed_jobs_per_s": round(med("submit_keyed_jobs_per_s"), 1),
         "dispatch_p50_ms": round(med("dispatch_p50_ms"), 2),
         "dispatch_p99_ms": round(med("dispatch_p99_ms"), 2),
+        "pg_cpu_ms_per_1k_jobs": _med_or_none([o["pg_cpu_ms_per_1k_jobs"] for o in orchs]),
+        "workers_cpu_ms_per_1k_jobs": _med_or_none([o["workers_cpu_ms_per_1k_jobs"] for o in orchs]),
     }
     print(json.dumps(result))
+
+
+def print_round(orch: dict[str, Any], probes: int, *, keyed: bool) -> None:
+    from bench import pgcpu
+
+    print(f"  submit   {orch['submit_jobs_per_s']:,.0f} jobs/s (batch insert + doorbells)")
+    if keyed:
+        print(f"  keyed    {orch['submit_keyed_jobs_per_s']:,.0f} jobs/s (an idempotency key per job)")
+    print(f"  run      {orch['orch_jobs_per_s']:,.0f} jobs/s ({orch['completed']} succeeded)")
+    print(
+        f"  cpu      {_ms(orch['pg_cpu_ms_per_1k_jobs'])} PostgreSQL, {_ms(orch['workers_cpu_ms_per_1k_jobs'])}"
+        " workers (per 1,000 jobs, from the first finished jobs on; the workers' whole processes)"
+    )
+    pgcpu.print_statements(orch["pg_statements"], orch["measured_jobs"])
+    print(
+        f"  dispatch p50 {orch['dispatch_p50_ms']:.1f} ms, p99 {orch['dispatch_p99_ms']:.1f} ms"
+        f" (idle, {probes} probes)",
+        flush=True,
+    )
+
+
+def _ms(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:,.0f} ms"
+
+
+def _med_or_none(values: list[float | None]) -> float | None:
+    got = [v for v in values if v is not None]
+    return round(statistics.median(got), 1) if got else None
 
 
 if __name__ == "__main__":

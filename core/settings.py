@@ -36,6 +36,10 @@ class Settings(BaseSettings):
     #: How long a worker's writer waits for more outcomes when it has only a few: larger
     #: batches, no latency any handler sees (outcomes are asynchronous).
     write_linger_s: float = Field(default=0.002, ge=0, le=0.1)
+    #: How long a worker's claimer waits for more of its threads to ask for work, only while
+    #: ready work remains and handlers are running (an idle pool never waits): fewer, larger
+    #: claim statements under load (docs/adr/0017).
+    claim_linger_s: float = Field(default=0.001, ge=0, le=0.1)
     #: Dramatiq namespace in Redis.
     broker_namespace: str = "orch"
     #: Where /metrics is served (orch up, orch exporter).

@@ -227,6 +227,8 @@ class ActiveJob:
     cancel_requested: bool = False
     lease_lost: bool = False
     next_renew: float = 0.0
+    #: Its success rides on the thread's next claim (heartbeats stop: it is over).
+    finishing: bool = False
     #: Log lines written so far in this attempt (each line's number is its key).
     log_lines: int = 0
     #: The run the job belongs to and its key there (None for a job of no run).

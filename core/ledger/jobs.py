@@ -133,6 +133,35 @@ def claim_and_start_jobs(
     )
 
 
+def succeed_and_claim_jobs(
+    conn: sa.Connection,
+    ids: Sequence[int],
+    leases: Sequence[uuid.UUID],
+    *,
+    queue: str,
+    limit: int,
+    owner: str,
+    job_types: Sequence[str],
+) -> tuple[set[int], list[Row]]:
+    """running -> succeeded for these jobs (no results), then claim_and_start_jobs, in one
+    statement. Returns the ids that took the success and the claimed rows."""
+    got = _rows(
+        conn,
+        transition("succeed_and_claim_jobs"),
+        {
+            "id": list(ids),
+            "lease_id": list(leases),
+            "queue": queue,
+            "limit": limit,
+            "owner": owner,
+            "actor": owner,
+            "job_types": list(job_types),
+        },
+    )
+    succeeded = set(got[0]["succeeded"] or ()) if got else set()
+    return succeeded, [r for r in got if r["id"] is not None]
+
+
 def ack_jobs(conn: sa.Connection, ids: Sequence[int], leases: Sequence[uuid.UUID], *, actor: str) -> list[Row]:
     """leased -> running; counts the attempt."""
     return _rows(conn, transition("ack_jobs"), {"id": list(ids), "lease_id": list(leases), "actor": actor})

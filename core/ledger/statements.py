@@ -12,6 +12,7 @@ Files are read and statements rendered on first use, not at import.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import sys
 from pathlib import Path
@@ -81,6 +82,9 @@ STARTED = (
     ("progress_message", "NULL"),
 )
 
+# A success: finished, the lease given up.
+SUCCEEDED = (("finished_at", "now()"), ("lease_expires_at", "NULL"), ("progress", "1"))
+
 
 def _specs() -> list[TransitionSpec]:
     admit = sqlfiles.statement("claim_candidates")
@@ -96,6 +100,29 @@ def _specs() -> list[TransitionSpec]:
         sets=(("wait_reason", "src.wait_reason"), ("not_before", "src.not_before")),
         history=(("wait_reason", "src.wait_reason"),),
         reason=f"src.wait_reason || ' until ' || {UNTIL} || ' UTC'",
+    )
+    claim_and_start = TransitionSpec(
+        name="claim_and_start_jobs",
+        event=E.CLAIM,
+        from_states=(S.QUEUED,),
+        to_states=(S.LEASED,),
+        then=((E.ACK, S.RUNNING),),
+        head=admit,
+        select=admitted,
+        companions=(deny,),
+        sets=NEW_LEASE + STARTED,
+        returning=JOB_COLUMNS,
+    )
+    # The successes a worker thread's claim carries (result-less, releasing nothing): the
+    # "succeed" companion of succeed_and_claim_jobs.
+    succeed = TransitionSpec(
+        name="succeed",
+        event=E.SUCCEED,
+        from_states=(S.RUNNING,),
+        to_states=(S.SUCCEEDED,),
+        inputs=(("id", "bigint"), ("lease_id", "uuid")),
+        match_lease=True,
+        sets=SUCCEEDED,
     )
     return [
         # Take up to :limit ready jobs of :queue, best priority first, that admission lets
@@ -114,17 +141,19 @@ def _specs() -> list[TransitionSpec]:
         # What a worker does: claim and start in one statement (two history rows), for a
         # handler that starts at once. The attempt is counted and committed before it runs,
         # so a job that crashes its worker still uses up its attempts.
-        TransitionSpec(
-            name="claim_and_start_jobs",
-            event=E.CLAIM,
-            from_states=(S.QUEUED,),
-            to_states=(S.LEASED,),
-            then=((E.ACK, S.RUNNING),),
-            head=admit,
-            select=admitted,
-            companions=(deny,),
-            sets=NEW_LEASE + STARTED,
-            returning=JOB_COLUMNS,
+        claim_and_start,
+        # A worker thread that finished a job records its success and claims its next job
+        # in one round trip (docs/adr/0017). The claim's rows, each with `succeeded`: the
+        # ids of the successes written (the same array on every row; one row of NULLs when
+        # nothing was claimed). The claim does not see what the successes release.
+        dataclasses.replace(
+            claim_and_start,
+            name="succeed_and_claim_jobs",
+            companions=(deny, succeed),
+            final=(
+                "SELECT s.succeeded, m.*\n"
+                "FROM (SELECT array_agg(id) AS succeeded FROM succeed_moved) AS s LEFT JOIN moved AS m ON true"
+            ),
         ),
         # A claimed job's handler starts: one more attempt is counted.
         TransitionSpec(
@@ -144,7 +173,7 @@ def _specs() -> list[TransitionSpec]:
             to_states=(S.SUCCEEDED,),
             inputs=(("id", "bigint"), ("lease_id", "uuid"), ("result", "text")),
             match_lease=True,
-            sets=(("finished_at", "now()"), ("lease_expires_at", "NULL"), ("progress", "1")),
+            sets=SUCCEEDED,
             returning=("j.queue",),
             # What the handler returned, for its children (JobContext.parent), committed
             # with the success that releases them.
@@ -332,10 +361,21 @@ def specs() -> dict[str, TransitionSpec]:
     return {spec.name: spec for spec in _specs()}
 
 
+#: psycopg caches its parse of a query's placeholders only for queries up to this length
+#: (psycopg._queries.MAX_CACHED_STATEMENT_LENGTH); a longer hot statement is parsed again on
+#: every execution (14% of a worker's claimer time, measured: docs/adr/0017).
+CLIENT_CACHED_LENGTH = 4096
+
+
+def compact(text: str) -> str:
+    """The statement as sent: each line without its indentation (docs/sql/ keeps it)."""
+    return "\n".join(line.strip() for line in text.splitlines())
+
+
 @functools.cache
 def transition(name: str) -> sa.TextClause:
-    """The rendered statement of the TransitionSpec called `name`."""
-    return sa.text(build(specs()[name]))
+    """The rendered statement of the TransitionSpec called `name`, as sent (compact)."""
+    return sa.text(compact(build(specs()[name])))
 
 
 def named(name: str, body: str) -> sa.TextClause:

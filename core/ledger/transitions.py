@@ -50,6 +50,8 @@ class TransitionSpec:
     #: Other transitions run in the same statement (their CTEs prefixed with their name);
     #: the statement returns the rows of this one.
     companions: tuple[TransitionSpec, ...] = ()
+    #: What the statement returns (over the CTEs); by default the rows this one moved.
+    final: str = "SELECT * FROM moved"
 
     def __post_init__(self) -> None:
         if len(self.to_states) > 1 and self.to_expr is None:
@@ -86,7 +88,7 @@ def build(spec: TransitionSpec) -> str:
     body = ",\n".join(parts)
     return f"""/* {spec.name} */
 WITH {body}
-SELECT * FROM moved"""
+{spec.final}"""
 
 
 def _ctes(spec: TransitionSpec, p: str) -> str:
@@ -100,11 +102,14 @@ def _ctes(spec: TransitionSpec, p: str) -> str:
         extra = [n for n, _ in spec.inputs if n != "id"]
         cols = "".join(f", i.{n}" for n in extra)
         lock = "\n        ORDER BY j.id\n        FOR UPDATE OF j" if spec.lock else ""
+        # The state test is wrapped in IS TRUE so that it cannot select a partial index of
+        # those states (all running jobs, say) to drive the join: the jobs are reached from
+        # the input ids by primary key, however many others are in those states.
         src = (
             f"SELECT j.id, j.state AS from_state{cols}\n"
             f"        FROM unnest({arrays}) AS i({names})\n"
             f"        JOIN jobs AS j ON j.id = i.id\n"
-            f"        WHERE j.state IN ({from_list}){lease}{lock}"
+            f"        WHERE (j.state IN ({from_list})) IS TRUE{lease}{lock}"
         )
     to = spec.to_expr if spec.to_expr is not None else _quote(spec.final_state)
     sets = "".join(f",\n        {col} = {expr}" for col, expr in spec.sets)

@@ -3,7 +3,7 @@ WITH src AS (
         SELECT j.id, j.state AS from_state
         FROM unnest(CAST(:id AS bigint[])) AS i(id)
         JOIN jobs AS j ON j.id = i.id
-        WHERE j.state IN ('pending', 'queued', 'throttled', 'retrying')
+        WHERE (j.state IN ('pending', 'queued', 'throttled', 'retrying')) IS TRUE
         ORDER BY j.id
         FOR UPDATE OF j
 ), moved AS (

@@ -3,7 +3,7 @@ WITH src AS (
         SELECT j.id, j.state AS from_state, i.lease_id, i.delay_s, i.message, i.fingerprint
         FROM unnest(CAST(:id AS bigint[]), CAST(:lease_id AS uuid[]), CAST(:delay_s AS float8[]), CAST(:message AS text[]), CAST(:fingerprint AS text[])) AS i(id, lease_id, delay_s, message, fingerprint)
         JOIN jobs AS j ON j.id = i.id
-        WHERE j.state IN ('running') AND j.lease_id = i.lease_id
+        WHERE (j.state IN ('running')) IS TRUE AND j.lease_id = i.lease_id
 ), moved AS (
     UPDATE jobs AS j SET
         state = 'throttled',

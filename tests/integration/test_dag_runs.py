@@ -228,6 +228,31 @@ def test_a_parent_ending_while_another_commits_is_counted(ledger: sa.Engine, pri
     assert states(ledger, r.run_id)["child"] == "queued"
 
 
+def test_a_run_ended_by_two_finishers_at_once_sees_both(ledger: sa.Engine, principal: Principal) -> None:
+    """The last two jobs of a run end in two transactions at once, a dead letter and a
+    success: the one that ends the run waits for the other's lock on the run and judges it on
+    what both committed (failed), not on the snapshot it took before the wait."""
+    r = submit(ledger, principal, job("a"), job("b"))
+    rows = {row["id"]: row for row in claim(ledger)}
+    a, b = rows[r.jobs["a"]], rows[r.jobs["b"]]
+    done = threading.Event()
+
+    def second() -> None:
+        with ledger.begin() as conn:
+            L.succeed_jobs(conn, [b["id"]], [b["lease_id"]], actor=WORKER)
+        done.set()
+
+    t = threading.Thread(target=second)
+    with ledger.begin() as conn:
+        L.fail_final_jobs(conn, [a["id"]], [a["lease_id"]], ["unknown"], ["boom"], ["fatal"], actor=WORKER)
+        t.start()
+        time.sleep(0.6)
+        assert not done.is_set(), "the second finisher should wait for the first's lock on the run"
+    t.join()
+    assert states(ledger, r.run_id) == {"a": "dead_lettered", "b": "succeeded"}
+    assert run_state(ledger, r.run_id) == "failed"
+
+
 def test_failures_and_skips_propagate_by_each_childs_rule(ledger: sa.Engine, principal: Principal) -> None:
     r = submit(
         ledger,

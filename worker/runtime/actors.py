@@ -42,31 +42,39 @@ class Runtime:
         waiting for this thread get their turn and the work goes on. A doorbell that finds
         nothing costs one empty claim."""
         job: sdk.ActiveJob | None = None
+        done: sdk.ActiveJob | None = None  # its success rides on the next claim
         for n in range(DRAIN_MAX):
             try:
-                job = self.pump.claim(queue)
+                job = self.pump.claim(queue, done)
             except (errors.Unavailable, TimeoutError) as exc:
-                # The doorbell is acknowledged anyway; the scheduler re-rings ready jobs.
+                # The doorbell is acknowledged anyway; the scheduler re-rings. The pump
+                # writes `done`'s success whatever became of the claim.
                 log.warning("claim on %s failed: %s", queue, exc)
                 return
+            done = None
             if job is None:
                 if n == 0:
                     log.debug("doorbell on %s: nothing to claim", queue)
                 return
-            self.run(job)
+            done = self.run(job, defer=True)
+        if done is not None:
+            self.pump.finish(done, Succeeded())
         if job is not None:
             ring(self.pump.doorbell, [(job.id, queue)])
 
-    def run(self, job: sdk.ActiveJob) -> None:
+    def run(self, job: sdk.ActiveJob, *, defer: bool = False) -> sdk.ActiveJob | None:
+        """Run the job's handler and hand its outcome to the pump. With `defer`, a success
+        that may ride on this thread's next claim (Pump.can_finish_with_claim) is not handed
+        over: the job is returned, for the caller to pass to its next claim."""
         spec = self.handlers.get(job.job_type)
         if spec is None:  # claims filter on our types, so only a registry change gets here
             self.pump.finish(
                 job, FailedFinal(ErrorClass.UNKNOWN, f"no handler for job type {job.job_type!r}", "no handler")
             )
-            return
+            return None
         if job.cancel_requested:
             self.pump.finish(job, CanceledOutcome())
-            return
+            return None
         m = exporter.metrics()
         m.attempt_started(job.job_type, job.queue, job.queue_wait_s)
         if job.release_s is not None and job.attempt == 1:
@@ -74,10 +82,14 @@ class Runtime:
         ctx = sdk.JobContext(job, self.pump)
         started = time.perf_counter()
         outcome = self._execute(spec, ctx, job)
-        if outcome is not None:
+        if outcome is None:
+            return None
+        deferred = defer and self.pump.can_finish_with_claim(job, outcome)
+        if not deferred:
             self.pump.finish(job, outcome)
-            label, error_class = _outcome_label(outcome)
-            m.attempt_ended(job.tenant, job.job_type, job.queue, label, time.perf_counter() - started, error_class)
+        label, error_class = _outcome_label(outcome)
+        m.attempt_ended(job.tenant, job.job_type, job.queue, label, time.perf_counter() - started, error_class)
+        return job if deferred else None
 
     def _execute(self, spec: sdk.HandlerSpec, ctx: sdk.JobContext, job: sdk.ActiveJob) -> Outcome | None:
         try:

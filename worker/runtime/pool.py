@@ -96,6 +96,8 @@ def worker_main(slot: int, config: PoolConfig, ready: multiprocessing.synchroniz
         job_types=lambda: list(handlers),
         lease_policy=lambda t: (handlers[t].lease_s, handlers[t].heartbeat_s) if t in handlers else (30.0, 10.0),
         write_linger_s=settings.write_linger_s,
+        threads=config.threads,
+        claim_linger_s=settings.claim_linger_s,
         doorbell=broker_mod.RedisDoorbell(broker),
     )
     from core import control

@@ -28,7 +28,6 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -40,6 +39,7 @@ from core.ledger import flow
 from core.ledger import jobs as ledger
 from core.ledger import runs as ledger_runs
 from worker.runtime import dagport, windowport
+from worker.runtime.lanes import Batch, Claim, Finish, Lane, LogLine
 from worker.runtime.outcomes import (
     CIRCUIT_FAILURES,
     TARGET_STATES,
@@ -60,80 +60,6 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 500
 
 
-@dataclass(frozen=True, slots=True)
-class _LogLine:
-    job: ActiveJob
-    #: Its number within the job's attempt (1, 2, ...): the key that makes a rewrite harmless.
-    seq: int
-    at: dt.datetime
-    level: str
-    message: str
-
-
-@dataclass(slots=True)
-class _Finish:
-    job: ActiveJob
-    outcome: Outcome
-    #: True once a write of it failed with its fate unknown: a retry checks whether it did commit.
-    tried: bool = False
-
-
-@dataclass(slots=True)
-class _Batch:
-    """One writer cycle's work; each step removes its part once written."""
-
-    finishes: list[_Finish]
-    progress: list[tuple[ActiveJob, float, str | None]]
-    logs: list[_LogLine]
-    renew_now: list[tuple[ActiveJob, Future[None]]]
-
-
-@dataclass
-class _Claim:
-    queue: str
-    future: Future[ActiveJob | None]
-
-
-class _Lane:
-    """A thread with its own connection, retrying through ledger outages."""
-
-    def __init__(self, pump: Pump, name: str, cycle: Callable[[sa.Connection], bool]) -> None:
-        self.pump = pump
-        self.name = name
-        self.cycle = cycle
-        self.thread = threading.Thread(target=self.run, name=name, daemon=True)
-        self.failures = 0
-
-    def run(self) -> None:
-        conn: sa.Connection | None = None
-        while True:
-            try:
-                if conn is None:
-                    conn = self.pump.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-                if not self.cycle(conn):
-                    break
-                self.failures = 0
-            except sa.exc.OperationalError as exc:
-                self.failures += 1
-                delay = min(2.0, 0.05 * 2 ** min(self.failures, 6))
-                log.warning(
-                    "%s: ledger unavailable (%s); retrying in %.2fs",
-                    self.name,
-                    str(exc.orig).strip().splitlines()[0][:200] if exc.orig else exc,
-                    delay,
-                )
-                if conn is not None:
-                    conn.invalidate()
-                    conn.close()
-                    conn = None
-                time.sleep(delay)
-            except Exception:  # a bug, not an outage: log it, do not spin on it
-                log.exception("%s cycle failed", self.name)
-                time.sleep(0.5)
-        if conn is not None:
-            conn.close()
-
-
 class Pump:
     def __init__(
         self,
@@ -144,6 +70,8 @@ class Pump:
         lease_policy: Callable[[str], tuple[float, float]],
         write_linger_s: float = 0.0,
         doorbell: Doorbell | None = None,
+        threads: int = 0,
+        claim_linger_s: float = 0.0,
     ) -> None:
         """`job_types` lists the types this process can run (claims take only those);
         `lease_policy(job_type)` gives (lease_s, heartbeat_s); `write_linger_s` is how long
@@ -152,21 +80,27 @@ class Pump:
         self.engine = engine
         self.doorbell: Doorbell = doorbell or NoDoorbell()
         self.write_linger_s = write_linger_s
+        # The claimer's linger (see _gather): with `threads` worker threads, while ready work
+        # remains and handlers are running, a claim waits up to `claim_linger_s` for the
+        # others to come back, so one statement serves more of them.
+        self.threads = threads
+        self.claim_linger_s = claim_linger_s
+        self._backlog = False
         self.owner = owner
         self._job_types = job_types
         self._lease_policy = lease_policy
         self._claim_cond = threading.Condition()
-        self._claims: list[_Claim] = []
+        self._claims: list[Claim] = []
         self._write_cond = threading.Condition()
-        self._finishes: list[_Finish] = []
+        self._finishes: list[Finish] = []
         self._progress: dict[int, tuple[ActiveJob, float, str | None]] = {}
-        self._logs: list[_LogLine] = []
+        self._logs: list[LogLine] = []
         self._renew_now: list[tuple[ActiveJob, Future[None]]] = []
         self._active_lock = threading.Lock()
         self._active: dict[int, ActiveJob] = {}
         self._stopping = False
-        self._claimer = _Lane(self, "orch-claimer", self._claim_cycle)
-        self._writer = _Lane(self, "orch-writer", self._write_cycle)
+        self._claimer = Lane(engine, "orch-claimer", self._claim_cycle)
+        self._writer = Lane(engine, "orch-writer", self._write_cycle)
         self.stats: dict[str, int] = defaultdict(int)
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -202,21 +136,48 @@ class Pump:
 
     # -- called from worker threads ----------------------------------------------------
 
-    def claim(self, queue: str, timeout: float = 30.0) -> ActiveJob | None:
+    def claim(self, queue: str, done: ActiveJob | None = None, timeout: float = 30.0) -> ActiveJob | None:
         """Claim and start the next ready job of `queue` (queued -> leased -> running).
-        None when nothing is ready or the process is stopping. Raises Unavailable when the
-        ledger cannot be reached, TimeoutError when no answer came within `timeout`."""
+        None when nothing is ready or the process is stopping. `done` is this thread's
+        previous job, finished with a success that takes no result and releases nothing
+        (`can_finish_with_claim`): it is written in the claim's own statement, one round trip
+        for both (docs/adr/0017); it is written even when this raises. Raises Unavailable
+        when the ledger cannot be reached, TimeoutError when no answer came within `timeout`."""
         fut: Future[ActiveJob | None] = Future()
+        finish = None if done is None else Finish(done, Succeeded())
         with self._claim_cond:
             if self._stopping:
+                if finish is not None:
+                    self._hand_to_writer([finish])
                 return None
-            self._claims.append(_Claim(queue, fut))
+            if done is not None:
+                done.finishing = True
+            self._claims.append(Claim(queue, fut, finish))
             self._claim_cond.notify()
-        return fut.result(timeout)
+        try:
+            return fut.result(timeout)
+        except TimeoutError:
+            # Abandoned: a job claimed for it after all is given back (Pump._claim); if the
+            # claimer is handing one over right now, take it.
+            if fut.cancel():
+                raise
+            return fut.result(1.0)
+
+    @staticmethod
+    def can_finish_with_claim(job: ActiveJob, outcome: Outcome) -> bool:
+        """Whether this outcome may ride on the thread's next claim: a success without a
+        result, of a job whose end releases nothing and teaches its source nothing."""
+        return (
+            type(outcome) is Succeeded
+            and outcome.result is None
+            and not job.has_children
+            and not job.learns
+            and not job.lease_lost
+        )
 
     def finish(self, job: ActiveJob, outcome: Outcome) -> None:
         with self._write_cond:
-            self._finishes.append(_Finish(job, outcome))
+            self._finishes.append(Finish(job, outcome))
             self._write_cond.notify()
 
     def renew_now(self, job: ActiveJob) -> None:
@@ -236,7 +197,7 @@ class Pump:
     def log(self, job: ActiveJob, level: str, message: str) -> None:
         with self._write_cond:
             job.log_lines += 1
-            self._logs.append(_LogLine(job, job.log_lines, dt.datetime.now(dt.UTC), level, message[:10_000]))
+            self._logs.append(LogLine(job, job.log_lines, dt.datetime.now(dt.UTC), level, message[:10_000]))
             self._write_cond.notify()
 
     def source(self, job: ActiveJob) -> SourceInfo | None:
@@ -279,48 +240,121 @@ class Pump:
 
     # -- the claimer -------------------------------------------------------------------
 
+    def _gather(self) -> None:
+        """Under load, wait a moment for more claims (called holding _claim_cond). Only
+        while the last claim statement found ready work for every claim it served (so more
+        is likely ready) and some of this process's jobs are still in their handlers (so
+        their threads are coming back): then the wait turns several statements into one.
+        An idle pool never waits: its last claim found nothing, or nothing is running."""
+        if not self._backlog or self.claim_linger_s <= 0 or len(self._claims) >= self.threads:
+            return
+        deadline = time.monotonic() + self.claim_linger_s
+        while len(self._claims) < self.threads and not self._stopping:
+            with self._active_lock:
+                finishing = sum(1 for c in self._claims if c.finish is not None)
+                in_handlers = len(self._active) - finishing
+            if in_handlers <= 0:
+                return
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self._claim_cond.wait(left)
+
     def _claim_cycle(self, conn: sa.Connection) -> bool:
         with self._claim_cond:
             while not self._claims and not self._stopping:
                 self._claim_cond.wait()
+            self._gather()
             if self._stopping:
+                self._hand_to_writer([c.finish for c in self._claims if c.finish is not None])
                 for c in self._claims:
-                    c.future.set_result(None)
+                    if c.future.set_running_or_notify_cancel():
+                        c.future.set_result(None)
                 self._claims = []
                 return False
             claims, self._claims = self._claims[:MAX_BATCH], self._claims[MAX_BATCH:]
         try:
             self._claim(conn, claims)
         except sa.exc.OperationalError as exc:
-            # Fail fast: the doorbells are acknowledged and the scheduler re-rings.
+            # Fail fast: the doorbells are acknowledged and the scheduler re-rings. The
+            # successes the claims carried may or may not have committed: the writer
+            # writes them again and recognises those that did.
+            self._hand_to_writer([c.finish for c in claims if c.finish is not None and not c.written], tried=True)
             for c in claims:
                 if not c.future.done():
                     c.future.set_exception(errors.Unavailable(str(exc.orig or exc)))
             raise
         except Exception as exc:
+            self._hand_to_writer([c.finish for c in claims if c.finish is not None and not c.written])
             for c in claims:
                 if not c.future.done():
                     c.future.set_exception(exc)
             raise
         return True
 
-    def _claim(self, conn: sa.Connection, claims: list[_Claim]) -> None:
-        by_queue: dict[str, list[_Claim]] = defaultdict(list)
+    def _hand_to_writer(self, finishes: list[Finish], *, tried: bool = False) -> None:
+        if not finishes:
+            return
+        for f in finishes:
+            f.tried = f.tried or tried
+        with self._write_cond:
+            self._finishes.extend(finishes)
+            self._write_cond.notify()
+
+    def _claim(self, conn: sa.Connection, claims: list[Claim]) -> None:
+        by_queue: dict[str, list[Claim]] = defaultdict(list)
         for c in claims:
             by_queue[c.queue].append(c)
         types = list(self._job_types())
         for queue, waiting in sorted(by_queue.items()):
-            rows = ledger.claim_and_start_jobs(conn, queue=queue, limit=len(waiting), owner=self.owner, job_types=types)
+            finishes = sorted((c.finish for c in waiting if c.finish is not None), key=lambda f: f.job.id)
+            limit = sum(1 for c in waiting if not c.future.cancelled())
+            if finishes:
+                done, rows = ledger.succeed_and_claim_jobs(
+                    conn,
+                    [f.job.id for f in finishes],
+                    [f.job.lease_id for f in finishes],
+                    queue=queue,
+                    limit=limit,
+                    owner=self.owner,
+                    job_types=types,
+                )
+                for c in waiting:
+                    c.written = True
+                self._finished_with_claims(finishes, done)
+            else:
+                rows = ledger.claim_and_start_jobs(conn, queue=queue, limit=limit, owner=self.owner, job_types=types)
             got = [self._active_job(r) for r in rows]
             now = time.monotonic()
             with self._active_lock:
                 for job in got:
                     job.next_renew = now + job.heartbeat_s
                     self._active[job.id] = job
-            for i, c in enumerate(waiting):
-                c.future.set_result(got[i] if i < len(got) else None)
-            self.stats["claimed"] += len(got)
+            unclaimed: list[ActiveJob] = []
+            for c in waiting:
+                if c.future.cancelled() or not c.future.set_running_or_notify_cancel():
+                    continue
+                c.future.set_result(got.pop(0) if got else None)
+            unclaimed += got  # claims abandoned while the statement ran
+            if unclaimed:
+                with self._active_lock:
+                    for job in unclaimed:
+                        self._active.pop(job.id, None)
+                ledger.expire_leases(conn, [j.id for j in unclaimed], [j.lease_id for j in unclaimed])
+                log.warning("gave back %d job(s) claimed for threads that stopped waiting", len(unclaimed))
+            self._backlog = len(rows) >= limit > 0
+            self.stats["claimed"] += len(rows) - len(unclaimed)
             self.stats["claim_statements"] += 1
+
+    def _finished_with_claims(self, finishes: list[Finish], done: set[int]) -> None:
+        with self._active_lock:
+            for f in finishes:
+                self._active.pop(f.job.id, None)
+        for f in finishes:
+            if f.job.id not in done:
+                log.warning("job %d: lease lost before its outcome was written; the outcome is discarded", f.job.id)
+        self.stats["finished"] += len(done)
+        self.stats["finished_with_claims"] += len(done)
 
     def _active_job(self, row: sa.RowMapping) -> ActiveJob:
         lease_s, heartbeat_s = self._lease_policy(row["job_type"])
@@ -352,7 +386,7 @@ class Pump:
 
     def _due_renewals(self, now: float) -> list[ActiveJob]:
         with self._active_lock:
-            return [j for j in self._active.values() if j.next_renew <= now]
+            return [j for j in self._active.values() if j.next_renew <= now and not j.finishing]
 
     def _next_wake(self, now: float) -> float:
         with self._active_lock:
@@ -375,7 +409,7 @@ class Pump:
             # of them costs no latency a handler sees and makes batches larger.
             time.sleep(self.write_linger_s)
         with self._write_cond:
-            batch = _Batch(
+            batch = Batch(
                 finishes=self._finishes[:MAX_BATCH],
                 progress=list(self._progress.values()),
                 logs=self._logs[:MAX_BATCH],
@@ -410,7 +444,7 @@ class Pump:
             raise
         return True
 
-    def _write(self, conn: sa.Connection, batch: _Batch, renewals: list[ActiveJob]) -> None:
+    def _write(self, conn: sa.Connection, batch: Batch, renewals: list[ActiveJob]) -> None:
         """Write the batch step by step; each step empties its part of `batch` once its
         statement has committed, so what is left after an error is what did not."""
         if batch.logs:
@@ -461,17 +495,17 @@ class Pump:
                 if jid in held:
                     job.cancel_requested = job.cancel_requested or held[jid]
                     job.next_renew = now + job.heartbeat_s
-                else:
+                elif not job.finishing:  # else its success committed since the renewal was read
                     job.lease_lost = True
                     self._active.pop(jid, None)
                     log.warning("job %d: lease lost (expired or taken over); the handler should stop", jid)
 
-    def _write_finishes(self, conn: sa.Connection, batch: _Batch) -> None:
+    def _write_finishes(self, conn: sa.Connection, batch: Batch) -> None:
         """One statement per kind of outcome, then the lessons for circuits and buckets."""
-        groups: dict[type, list[_Finish]] = defaultdict(list)
+        groups: dict[type, list[Finish]] = defaultdict(list)
         for f in sorted(batch.finishes, key=lambda f: f.job.id):
             groups[type(f.outcome)].append(f)
-        written: list[_Finish] = []
+        written: list[Finish] = []
         for kind, group in groups.items():
             done = self._write_group(conn, kind, group)
             if any(f.tried for f in group):
@@ -517,7 +551,7 @@ class Pump:
         ring(self.doorbell, rung)
         self.stats["released_rung"] += len(rung)
 
-    def _write_group(self, conn: sa.Connection, kind: type, group: list[_Finish]) -> set[int]:
+    def _write_group(self, conn: sa.Connection, kind: type, group: list[Finish]) -> set[int]:
         """Write outcomes of one kind; the ids whose job took the outcome."""
         actor = self.owner
         ids = [f.job.id for f in group]

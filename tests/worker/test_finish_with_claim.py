@@ -1,0 +1,160 @@
+"""A worker thread's success rides on its next claim (docs/adr/0017): one statement records
+the success and claims the next job. Nothing may be lost or written twice: a lease lost
+meanwhile discards the success, a blip with the statement's fate unknown hands the success
+to the writer, which recognises it when it did commit."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from core import control
+from core.domain import errors
+from core.domain.auth import Principal
+from core.ledger import jobs as ledger_jobs
+from tests.conftest import wait_until
+from worker.runtime import pump as pump_mod
+from worker.runtime.pump import FailedRetryable, Pump, Succeeded
+
+
+@pytest.fixture
+def pump(ledger: sa.Engine) -> Iterator[Pump]:
+    p = Pump(ledger, owner="tests:ride", job_types=lambda: ["noop"], lease_policy=lambda t: (30.0, 10.0))
+    p.start()
+    yield p
+    p.stop(timeout=5)
+
+
+def _submit(ledger: sa.Engine, principal: Principal, n: int, tenant: str = "ride") -> list[int]:
+    specs = [control.JobSpec(tenant, "noop")] * n
+    return control.submit_many(ledger, principal, specs, doorbell=control.NoDoorbell()).job_ids
+
+
+def _events(ledger: sa.Engine, job_id: int) -> list[str]:
+    with ledger.connect() as conn:
+        return [
+            r[0]
+            for r in conn.execute(
+                sa.text("SELECT event FROM job_history WHERE job_id = :id ORDER BY id"), {"id": job_id}
+            )
+        ]
+
+
+def _state(ledger: sa.Engine, job_id: int) -> str:
+    with ledger.connect() as conn:
+        return conn.execute(sa.text("SELECT state FROM jobs WHERE id = :id"), {"id": job_id}).scalar_one()
+
+
+def test_the_statement_succeeds_what_it_carries_and_claims_the_next(ledger: sa.Engine, principal: Principal) -> None:
+    a, b, c = _submit(ledger, principal, 3)
+    with ledger.begin() as conn:
+        first = ledger_jobs.claim_and_start_jobs(conn, queue="default", limit=2, owner="w", job_types=["noop"])
+        assert sorted(r["id"] for r in first) == [a, b]
+        leases = {r["id"]: r["lease_id"] for r in first}
+        # b's lease is not the caller's any more (taken over): its success must not land.
+        done, rows = ledger_jobs.succeed_and_claim_jobs(
+            conn, [a, b], [leases[a], uuid.uuid4()], queue="default", limit=1, owner="w", job_types=["noop"]
+        )
+        assert done == {a}
+        assert [r["id"] for r in rows] == [c]
+        assert rows[0]["attempt"] == 1 and rows[0]["tenant"] == "ride"
+        # Nothing left to claim: the success is written all the same, no claimed row comes back.
+        done, rows = ledger_jobs.succeed_and_claim_jobs(
+            conn, [c], [rows[0]["lease_id"]], queue="default", limit=1, owner="w", job_types=["noop"]
+        )
+        assert (done, rows) == ({c}, [])
+    assert [_state(ledger, j) for j in (a, b, c)] == ["succeeded", "running", "succeeded"]
+    assert _events(ledger, a) == ["submit", "claim", "ack", "succeed"]
+    assert _events(ledger, b) == ["submit", "claim", "ack"]
+
+
+def test_a_thread_claim_carries_its_previous_success(ledger: sa.Engine, principal: Principal, pump: Pump) -> None:
+    a, b = _submit(ledger, principal, 2)
+    job = pump.claim("default")
+    assert job is not None and job.id == a
+    assert Pump.can_finish_with_claim(job, Succeeded())
+    nxt = pump.claim("default", job)
+    assert nxt is not None and nxt.id == b
+    assert _state(ledger, a) == "succeeded"
+    assert pump.stats["finished_with_claims"] == 1
+    assert pump.active_count() == 1  # b only: a's success is committed
+    last = pump.claim("default", nxt)
+    assert last is None
+    assert _state(ledger, b) == "succeeded"
+    assert pump.active_count() == 0
+    assert pump.stats["claim_statements"] == 3 and pump.stats["finished"] == 2
+
+
+def test_what_cannot_ride_on_a_claim_goes_to_the_writer(ledger: sa.Engine, principal: Principal, pump: Pump) -> None:
+    (a,) = _submit(ledger, principal, 1)
+    job = pump.claim("default")
+    assert job is not None
+    assert not Pump.can_finish_with_claim(job, Succeeded('{"rows": 3}'))  # a result is stored with it
+    assert not Pump.can_finish_with_claim(job, FailedRetryable(1.0, "http_5xx", "boom"))
+    job.has_children = True
+    assert not Pump.can_finish_with_claim(job, Succeeded())  # its end releases children: rung after
+    job.has_children, job.learns = False, True
+    assert not Pump.can_finish_with_claim(job, Succeeded())  # its source learns from it
+    job.learns = False
+    assert Pump.can_finish_with_claim(job, Succeeded())
+    assert _state(ledger, a) == "running"
+
+
+def test_a_lease_lost_before_the_claim_discards_the_success(
+    ledger: sa.Engine, principal: Principal, pump: Pump, caplog: pytest.LogCaptureFixture
+) -> None:
+    (a,) = _submit(ledger, principal, 1)
+    job = pump.claim("default")
+    assert job is not None
+    with ledger.begin() as conn:  # the reaper took it: its lease ran out, another attempt follows
+        conn.execute(
+            sa.text("UPDATE jobs SET lease_expires_at = now() - interval '1 second' WHERE id = :id"), {"id": a}
+        )
+        ledger_jobs.reap_running_jobs(conn, limit=10, actor="tests")
+    caplog.set_level(logging.WARNING, logger="worker.runtime.pump")
+    assert pump.claim("default", job) is None
+    assert _state(ledger, a) == "retrying"
+    assert "lease lost before its outcome was written" in caplog.text
+    assert pump.stats["finished"] == 0 and pump.active_count() == 0
+
+
+def _cut(real: Callable[..., Any]) -> Callable[..., Any]:
+    """`real`, whose first call commits and then loses the connection before the answer."""
+    calls = {"n": 0}
+
+    def once_then_lost(*args: Any, **kw: Any) -> Any:
+        calls["n"] += 1
+        result = real(*args, **kw)
+        if calls["n"] == 1:
+            raise sa.exc.OperationalError("(simulated)", {}, Exception("server closed the connection unexpectedly"))
+        return result
+
+    return once_then_lost
+
+
+def test_a_blip_after_the_statement_committed_writes_the_success_once(
+    ledger: sa.Engine,
+    principal: Principal,
+    pump: Pump,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    a, b = _submit(ledger, principal, 2)
+    job = pump.claim("default")
+    assert job is not None and job.id == a
+    monkeypatch.setattr(pump_mod.ledger, "succeed_and_claim_jobs", _cut(pump_mod.ledger.succeed_and_claim_jobs))
+    caplog.set_level(logging.WARNING, logger="worker.runtime.pump")
+    with pytest.raises(errors.Unavailable):
+        pump.claim("default", job)
+    # The statement committed (a succeeded, b claimed for nobody): the writer recognises a's
+    # success as written, and b's lease runs out to the reaper, which starts it again.
+    wait_until(lambda: pump.stats["finished"] >= 1 and not pump._write_pending(), timeout=20, what="the success")
+    assert _state(ledger, a) == "succeeded"
+    assert _events(ledger, a).count("succeed") == 1
+    assert "lease lost" not in caplog.text, caplog.text
+    assert _state(ledger, b) == "running"
