@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
@@ -18,6 +17,7 @@ from core.domain import errors
 from core.domain.auth import Principal
 from core.ledger import jobs as ledger_jobs
 from tests.conftest import wait_until
+from tests.worker.test_pump_blip import _blip
 from worker.runtime import pump as pump_mod
 from worker.runtime.pump import FailedRetryable, Pump, Succeeded
 
@@ -123,20 +123,6 @@ def test_a_lease_lost_before_the_claim_discards_the_success(
     assert pump.stats["finished"] == 0 and pump.active_count() == 0
 
 
-def _cut(real: Callable[..., Any]) -> Callable[..., Any]:
-    """`real`, whose first call commits and then loses the connection before the answer."""
-    calls = {"n": 0}
-
-    def once_then_lost(*args: Any, **kw: Any) -> Any:
-        calls["n"] += 1
-        result = real(*args, **kw)
-        if calls["n"] == 1:
-            raise sa.exc.OperationalError("(simulated)", {}, Exception("server closed the connection unexpectedly"))
-        return result
-
-    return once_then_lost
-
-
 def test_a_blip_after_the_statement_committed_writes_the_success_once(
     ledger: sa.Engine,
     principal: Principal,
@@ -147,7 +133,7 @@ def test_a_blip_after_the_statement_committed_writes_the_success_once(
     a, b = _submit(ledger, principal, 2)
     job = pump.claim("default")
     assert job is not None and job.id == a
-    monkeypatch.setattr(pump_mod.ledger, "succeed_and_claim_jobs", _cut(pump_mod.ledger.succeed_and_claim_jobs))
+    monkeypatch.setattr(pump_mod.ledger, "succeed_and_claim_jobs", _blip(pump_mod.ledger.succeed_and_claim_jobs))
     caplog.set_level(logging.WARNING, logger="worker.runtime.pump")
     with pytest.raises(errors.Unavailable):
         pump.claim("default", job)
