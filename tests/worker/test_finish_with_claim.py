@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import pytest
 import sqlalchemy as sa
@@ -96,13 +96,42 @@ def test_what_cannot_ride_on_a_claim_goes_to_the_writer(ledger: sa.Engine, princ
     assert job is not None
     assert not Pump.can_finish_with_claim(job, Succeeded('{"rows": 3}'))  # a result is stored with it
     assert not Pump.can_finish_with_claim(job, FailedRetryable(1.0, "http_5xx", "boom"))
-    job.has_children = True
-    assert not Pump.can_finish_with_claim(job, Succeeded())  # its end releases children: rung after
-    job.has_children, job.learns = False, True
+    job.learns = True
     assert not Pump.can_finish_with_claim(job, Succeeded())  # its source learns from it
     job.learns = False
     assert Pump.can_finish_with_claim(job, Succeeded())
     assert _state(ledger, a) == "running"
+
+
+class _Bell:
+    def __init__(self) -> None:
+        self.rung: list[tuple[int, str]] = []
+
+    def ring(self, jobs: Sequence[tuple[int, str]]) -> None:
+        self.rung.extend(jobs)
+
+
+def test_a_carried_success_that_releases_children_rings_them(ledger: sa.Engine, principal: Principal) -> None:
+    bell = _Bell()
+    p = Pump(ledger, owner="tests:ride", job_types=lambda: ["noop"], lease_policy=lambda t: (30.0, 10.0), doorbell=bell)
+    p.start()
+    try:
+        specs = [control.JobSpec("ride", "noop", key="a"), control.JobSpec("ride", "noop", key="b", after=["a"])]
+        run = control.submit_run(ledger, principal, control.RunSpec("ride", "carry", jobs=specs), control.NoDoorbell())
+        a, b = run.jobs["a"], run.jobs["b"]
+        job = p.claim("default")
+        assert job is not None and job.id == a and job.has_children
+        assert Pump.can_finish_with_claim(job, Succeeded())
+        # The statement that records a's success releases b, but its claim cannot see b
+        # (one snapshot): b is rung right after, so a thread wakes for it.
+        assert p.claim("default", job) is None
+        assert _state(ledger, a) == "succeeded" and _state(ledger, b) == "queued"
+        assert bell.rung == [(b, "default")]
+        assert p.stats["finished_with_claims"] == 1 and p.stats["released_rung"] == 1
+        nxt = p.claim("default")
+        assert nxt is not None and nxt.id == b
+    finally:
+        p.stop(timeout=5)
 
 
 def test_a_lease_lost_before_the_claim_discards_the_success(

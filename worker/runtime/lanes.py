@@ -1,5 +1,6 @@
-"""The pump's parts: the records its threads hand each other, and the lane (a thread with its
-own connection that retries through ledger outages) its claimer and writer run in."""
+"""The pump's parts: the records its threads hand each other, the lane (a thread with its own
+connection that retries through ledger outages) its claimer and writer run in, and the
+statement each kind of outcome is written with."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 
-from worker.runtime.outcomes import Outcome
+from core.ledger import jobs as ledger
+from worker.runtime.outcomes import CanceledOutcome, FailedFinal, FailedRetryable, Outcome, Succeeded
 from worker.sdk import ActiveJob
 
 log = logging.getLogger(__name__)
@@ -95,3 +98,47 @@ class Lane:
                 time.sleep(0.5)
         if conn is not None:
             conn.close()
+
+
+def write_group(conn: sa.Connection, kind: type, group: list[Finish], *, actor: str) -> set[int]:
+    """Write outcomes of one kind (one statement); the ids whose job took the outcome."""
+    ids = [f.job.id for f in group]
+    leases = [f.job.lease_id for f in group]
+    outcomes: list[Any] = [f.outcome for f in group]
+    if kind is Succeeded:
+        results = [o.result for o in outcomes]
+        rows = ledger.succeed_jobs(conn, ids, leases, actor=actor, results=results if any(results) else None)
+    elif kind is FailedRetryable:
+        rows = ledger.fail_retryable_jobs(
+            conn,
+            ids,
+            leases,
+            [o.delay_s for o in outcomes],
+            [o.error_class for o in outcomes],
+            [o.message for o in outcomes],
+            actor=actor,
+            fingerprints=[o.fingerprint for o in outcomes],
+        )
+    elif kind is FailedFinal:
+        rows = ledger.fail_final_jobs(
+            conn,
+            ids,
+            leases,
+            [o.error_class for o in outcomes],
+            [o.message for o in outcomes],
+            [o.why for o in outcomes],
+            actor=actor,
+            fingerprints=[o.fingerprint for o in outcomes],
+        )
+    elif kind is CanceledOutcome:
+        rows = ledger.cancel_running_jobs(conn, ids, leases, actor=actor)
+    else:
+        rows = ledger.throttle_jobs(
+            conn,
+            ids,
+            leases,
+            [o.delay_s for o in outcomes],
+            [o.message for o in outcomes],
+            actor=actor,
+        )
+    return {int(r["id"]) for r in rows}

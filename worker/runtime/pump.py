@@ -28,7 +28,6 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from typing import Any
 
 import sqlalchemy as sa
 
@@ -39,7 +38,7 @@ from core.ledger import flow
 from core.ledger import jobs as ledger
 from core.ledger import runs as ledger_runs
 from worker.runtime import dagport, windowport
-from worker.runtime.lanes import Batch, Claim, Finish, Lane, LogLine
+from worker.runtime.lanes import Batch, Claim, Finish, Lane, LogLine, write_group
 from worker.runtime.outcomes import (
     CIRCUIT_FAILURES,
     TARGET_STATES,
@@ -166,14 +165,9 @@ class Pump:
     @staticmethod
     def can_finish_with_claim(job: ActiveJob, outcome: Outcome) -> bool:
         """Whether this outcome may ride on the thread's next claim: a success without a
-        result, of a job whose end releases nothing and teaches its source nothing."""
-        return (
-            type(outcome) is Succeeded
-            and outcome.result is None
-            and not job.has_children
-            and not job.learns
-            and not job.lease_lost
-        )
+        result, of a job whose end teaches its source nothing. Children it releases are
+        released by the same statement and rung right after it (Pump._claim)."""
+        return type(outcome) is Succeeded and outcome.result is None and not job.learns and not job.lease_lost
 
     def finish(self, job: ActiveJob, outcome: Outcome) -> None:
         with self._write_cond:
@@ -306,6 +300,7 @@ class Pump:
         for c in claims:
             by_queue[c.queue].append(c)
         types = list(self._job_types())
+        released: set[int] = set()
         for queue, waiting in sorted(by_queue.items()):
             finishes = sorted((c.finish for c in waiting if c.finish is not None), key=lambda f: f.job.id)
             limit = sum(1 for c in waiting if not c.future.cancelled())
@@ -322,6 +317,11 @@ class Pump:
                 for c in waiting:
                     c.written = True
                 self._finished_with_claims(finishes, done)
+                released.update(
+                    f.job.run_id
+                    for f in finishes
+                    if f.job.id in done and f.job.run_id is not None and f.job.has_children
+                )
             else:
                 rows = ledger.claim_and_start_jobs(conn, queue=queue, limit=limit, owner=self.owner, job_types=types)
             got = [self._active_job(r) for r in rows]
@@ -345,6 +345,8 @@ class Pump:
             self._backlog = len(rows) >= limit > 0
             self.stats["claimed"] += len(rows) - len(unclaimed)
             self.stats["claim_statements"] += 1
+        # After every waiting thread has its job: the children these successes released.
+        self._ring_released(conn, released)
 
     def _finished_with_claims(self, finishes: list[Finish], done: set[int]) -> None:
         with self._active_lock:
@@ -507,7 +509,7 @@ class Pump:
             groups[type(f.outcome)].append(f)
         written: list[Finish] = []
         for kind, group in groups.items():
-            done = self._write_group(conn, kind, group)
+            done = write_group(conn, kind, group, actor=self.owner)
             if any(f.tried for f in group):
                 missing = [f for f in group if f.job.id not in done]
                 if missing:
@@ -550,50 +552,6 @@ class Pump:
             return
         ring(self.doorbell, rung)
         self.stats["released_rung"] += len(rung)
-
-    def _write_group(self, conn: sa.Connection, kind: type, group: list[Finish]) -> set[int]:
-        """Write outcomes of one kind; the ids whose job took the outcome."""
-        actor = self.owner
-        ids = [f.job.id for f in group]
-        leases = [f.job.lease_id for f in group]
-        outcomes: list[Any] = [f.outcome for f in group]
-        if kind is Succeeded:
-            results = [o.result for o in outcomes]
-            rows = ledger.succeed_jobs(conn, ids, leases, actor=actor, results=results if any(results) else None)
-        elif kind is FailedRetryable:
-            rows = ledger.fail_retryable_jobs(
-                conn,
-                ids,
-                leases,
-                [o.delay_s for o in outcomes],
-                [o.error_class for o in outcomes],
-                [o.message for o in outcomes],
-                actor=actor,
-                fingerprints=[o.fingerprint for o in outcomes],
-            )
-        elif kind is FailedFinal:
-            rows = ledger.fail_final_jobs(
-                conn,
-                ids,
-                leases,
-                [o.error_class for o in outcomes],
-                [o.message for o in outcomes],
-                [o.why for o in outcomes],
-                actor=actor,
-                fingerprints=[o.fingerprint for o in outcomes],
-            )
-        elif kind is CanceledOutcome:
-            rows = ledger.cancel_running_jobs(conn, ids, leases, actor=actor)
-        else:
-            rows = ledger.throttle_jobs(
-                conn,
-                ids,
-                leases,
-                [o.delay_s for o in outcomes],
-                [o.message for o in outcomes],
-                actor=actor,
-            )
-        return {int(r["id"]) for r in rows}
 
     def _record_outcomes(self, conn: sa.Connection, finished: list[tuple[ActiveJob, Outcome]]) -> None:
         """What sources' jobs taught us goes to their circuits and buckets, in finishing order."""
