@@ -140,30 +140,41 @@ def submit_in(
         checked.append((canon[0], canon[1], max_attempts))
     tenant_ids = catalog.tenant_ids(conn, str(conn.engine.url), {s.tenant for s in specs})
     source_ids = _source_ids(conn, {(s.tenant, s.source) for s in specs if s.source is not None})
-    deferred = _backpressure(conn, specs, tenant_ids)
     # One job: the sequence assigns its id (RETURNING gives it back). Several: ids are
     # allocated up front so input rows map to jobs without trusting RETURNING order.
     ids: list[int | None] = [None] if len(specs) == 1 else list(ledger.allocate_job_ids(conn, len(specs)))
-    rows = [
-        ledger.NewJob(
-            id=job_id,
-            tenant_id=tenant_ids[spec.tenant],
-            job_type=spec.job_type,
-            queue=types[spec.job_type].queue,
-            priority=spec.priority,
-            payload_json=text,
-            digest=digest,
-            idempotency_key=spec.idempotency_key,
-            state=State.THROTTLED if n in deferred else State.QUEUED,
-            max_attempts=max_attempts,
-            correlation_id=spec.correlation_id,
-            source_id=None if spec.source is None else source_ids[(spec.tenant, spec.source)],
-            wait_reason=WaitReason.BACKPRESSURE if n in deferred else None,
-            window_id=None if window_ids is None else window_ids[n],
-        )
-        for n, (job_id, spec, (text, digest, max_attempts)) in enumerate(zip(ids, specs, checked, strict=True))
-    ]
-    inserted = ledger.insert_jobs(conn, rows, actor=principal.subject, reason=reason)
+
+    def new_jobs(deferred: set[int]) -> list[ledger.NewJob]:
+        return [
+            ledger.NewJob(
+                id=job_id,
+                tenant_id=tenant_ids[spec.tenant],
+                job_type=spec.job_type,
+                queue=types[spec.job_type].queue,
+                priority=spec.priority,
+                payload_json=text,
+                digest=digest,
+                idempotency_key=spec.idempotency_key,
+                state=State.THROTTLED if n in deferred else State.QUEUED,
+                max_attempts=max_attempts,
+                correlation_id=spec.correlation_id,
+                source_id=None if spec.source is None else source_ids[(spec.tenant, spec.source)],
+                wait_reason=WaitReason.BACKPRESSURE if n in deferred else None,
+                window_id=None if window_ids is None else window_ids[n],
+            )
+            for n, (job_id, spec, (text, digest, max_attempts)) in enumerate(zip(ids, specs, checked, strict=True))
+        ]
+
+    # Optimistic: a tenant without a backlog limit needs no count (nothing is deferred); the
+    # insert checks that itself and inserts nothing when a tenant has one.
+    rows = new_jobs(set())
+    got = ledger.insert_jobs_unless_limited(
+        conn, rows, actor=principal.subject, reason=reason, tenant_ids=sorted(set(tenant_ids.values()))
+    )
+    if got is None:
+        rows = new_jobs(_backpressure(conn, specs, tenant_ids))
+        got = ledger.insert_jobs(conn, rows, actor=principal.subject, reason=reason)
+    inserted = got
     if ids == [None]:
         if inserted:
             rows = [dataclasses.replace(rows[0], id=next(iter(inserted)))]

@@ -64,19 +64,51 @@ def row_hash(
     return hashlib.sha256((prev_hash + body).encode()).hexdigest()
 
 
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def body_parts(e: AuditEntry, chain: str) -> tuple[str, str, str]:
+    """row_hash's canonical JSON of a chained row in three parts, around the two values only
+    the chain's head decides: head + <at, isoformat in UTC> + mid + <seq> + tail is the body
+    row_hash hashes (keys in sorted order, as json.dumps(sort_keys=True) writes them)."""
+    head = '{"action":' + _json(e.action) + ',"at":"'
+    mid = (
+        '","chain":'
+        + _json(chain)
+        + ',"details":'
+        + _json(e.details)
+        + ',"reason":'
+        + _json(e.reason)
+        + ',"scopes":'
+        + _json(sorted(e.scopes))
+        + ',"seq":'
+    )
+    tail = (
+        ',"subject":'
+        + _json(e.subject)
+        + ',"target":'
+        + _json(e.target)
+        + ',"tenant":'
+        + _json(e.tenant)
+        + ',"ticket":'
+        + _json(e.ticket)
+        + "}"
+    )
+    return head, mid, tail
+
+
 def append(conn: sa.Connection, entry: AuditEntry) -> int:
     """Append one row to its chain in the caller's transaction (which must commit for it to
-    count). Holds the chain's head row until commit: appends of one tenant take turns, other
-    tenants' never wait."""
+    count), in one round trip: the server takes the chain's head row and holds it until
+    commit (appends of one tenant take turns, other tenants' never wait), reads the time and
+    hashes the row as row_hash does (orch_audit_append)."""
     chain = chain_of(entry.tenant)
-    head = conn.execute(stmt("lock_audit_chain"), {"chain": chain}).mappings().one()
-    seq = int(head["head_seq"]) + 1
-    prev_hash, at = str(head["head_hash"]), head["at"]
-    digest = row_hash(prev_hash, at, entry, chain=chain, seq=seq)
+    head, mid, tail = body_parts(entry, chain)
     row_id = conn.execute(
         stmt("append_audit"),
         {
-            "at": at,
+            "chain": chain,
             "subject": entry.subject,
             "scopes": sorted(entry.scopes),
             "action": entry.action,
@@ -85,10 +117,9 @@ def append(conn: sa.Connection, entry: AuditEntry) -> int:
             "reason": entry.reason,
             "ticket": entry.ticket,
             "details": json.dumps(entry.details, sort_keys=True, default=str),
-            "prev_hash": prev_hash,
-            "hash": digest,
-            "chain": chain,
-            "seq": seq,
+            "head": head,
+            "mid": mid,
+            "tail": tail,
         },
     ).scalar_one()
     return int(row_id)

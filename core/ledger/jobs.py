@@ -70,6 +70,16 @@ def allocate_job_ids(conn: sa.Connection, n: int) -> list[int]:
 def insert_jobs(conn: sa.Connection, jobs: Sequence[NewJob], *, actor: str, reason: str | None) -> set[int]:
     """Insert jobs, their creation history and a jobs.submitted event per tenant; returns
     the ids actually inserted (a job whose idempotency key already exists is skipped)."""
+    got = insert_jobs_unless_limited(conn, jobs, actor=actor, reason=reason, tenant_ids=())
+    assert got is not None  # nothing to check: always inserts
+    return got
+
+
+def insert_jobs_unless_limited(
+    conn: sa.Connection, jobs: Sequence[NewJob], *, actor: str, reason: str | None, tenant_ids: Sequence[int]
+) -> set[int] | None:
+    """insert_jobs, unless one of `tenant_ids` has a backlog limit: then nothing is inserted
+    and None comes back (the caller counts the backlog and inserts with insert_jobs)."""
     rows = json.dumps(
         [
             [
@@ -98,8 +108,10 @@ def insert_jobs(conn: sa.Connection, jobs: Sequence[NewJob], *, actor: str, reas
         "payloads": "[" + ",".join(j.payload_json for j in jobs) + "]",
         "actor": actor,
         "reason": reason,
+        "limited_check": list(tenant_ids),
     }
-    return {r[0] for r in conn.execute(stmt("insert_jobs"), params)}
+    ids = {r[0] for r in conn.execute(stmt("insert_jobs"), params)}
+    return None if None in ids else ids
 
 
 def find_idempotent_jobs(conn: sa.Connection, keys: Sequence[tuple[int, str]]) -> dict[tuple[int, str], Row]:

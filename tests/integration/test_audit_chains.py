@@ -100,3 +100,55 @@ def test_a_tenants_chain_verifies_from_its_own_rows(ledger: sa.Engine, principal
     assert not bad.ok and bad.first_bad_id == rows[0]["id"] and "altered" in (bad.problem or "")
     moved, _ = audit.verify_rows([rows[0], rows[2]], chain="p", anchor_hash=anchor)
     assert not moved.ok and moved.first_bad_id == rows[2]["id"] and "missing" in (moved.problem or "")
+
+
+AWKWARD = [
+    audit.AuditEntry("s", ["orch:operate"], "submit", "job 1", "awk", None, None, {}),
+    audit.AuditEntry(
+        "sé\x01",
+        ["orch:read", "orch:operate"],
+        "retry",
+        'job "2"',
+        "awk",
+        'why\n\\u0001,"seq":9',
+        "T-1",
+        {"z": [1, 2.5, None, True], "a": {"ü": "\x02x"}, "n": 10**20},
+    ),
+    audit.AuditEntry("s", ["orch:admin"], "set_quota", "quota", None, "r" * 256, "t" * 128, {"when": "x"}),
+]
+
+
+def test_the_server_hashes_a_row_as_verify_recomputes_it(ledger: sa.Engine) -> None:
+    """orch_audit_append builds the hashed body from the three parts audit.body_parts sends;
+    awkward content (escapes, non-ASCII, control characters, big numbers, no tenant) must
+    hash the same on both sides."""
+    with ledger.begin() as conn:
+        ids = [audit.append(conn, e) for e in AWKWARD]
+    with ledger.connect() as conn:
+        rows = conn.execute(sa.text("SELECT * FROM audit_log WHERE id = ANY(:ids) ORDER BY id"), {"ids": ids})
+        for row in rows.mappings():
+            entry = audit.AuditEntry(
+                row["subject"],
+                row["scopes"],
+                row["action"],
+                row["target"],
+                row["tenant"],
+                row["reason"],
+                row["ticket"],
+                row["details"],
+            )
+            again = audit.row_hash(row["prev_hash"], row["at"], entry, chain=row["chain"], seq=row["chain_seq"])
+            assert again == row["hash"]
+        assert audit.verify(conn).ok
+
+
+def test_body_parts_join_into_row_hash_s_body() -> None:
+    import datetime as dt
+    import hashlib
+
+    at = dt.datetime(2026, 12, 2, 15, 0, tzinfo=dt.UTC)
+    for e in AWKWARD:
+        chain = audit.chain_of(e.tenant)
+        head, mid, tail = audit.body_parts(e, chain)
+        body = head + at.isoformat() + mid + "7" + tail
+        assert hashlib.sha256(("p" + body).encode()).hexdigest() == audit.row_hash("p", at, e, chain=chain, seq=7)

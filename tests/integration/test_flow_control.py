@@ -960,6 +960,11 @@ def test_backpressure_defer_accepts_the_excess_as_waiting(ledger: sa.Engine, pri
     assert {got[i]["wait_reason"] for i in ids[3:]} == {"backpressure"}
     assert all(got[i]["not_before"] is not None for i in ids[3:])
     with ledger.connect() as conn:
+        # The insert that found the limit (and inserted nothing) left no trace either.
+        submits = conn.execute(
+            sa.text("SELECT count(*) FROM job_history WHERE event = 'submit' AND job_id = ANY(:ids)"), {"ids": ids}
+        ).scalar_one()
+        assert submits == 5
         assert queries.waiting_by_reason(conn, principal, tenant=TENANT)["backpressure"] == 2
         [limits] = queries.backlog_limits(conn, principal, tenant=TENANT)
     assert (limits["backlog"], limits["deferred"], limits["backlog_policy"]) == (3, 2, "defer")

@@ -1,28 +1,11 @@
 -- The audit log and API tokens: one statement per name, called by the function of that
 -- name in core/ledger/audit.py.
 
--- name: lock_audit_chain
--- Take a chain's head row (created at the first action of its tenant, anchored on the last
--- hash of the single chain the log had before chains were per tenant) and hold it until
--- commit: appends to one chain take turns, appends to different chains never wait on each
--- other. The time is read after the lock, so a chain's times never go back.
-INSERT INTO audit_chains (chain, anchor_hash, head_seq, head_hash)
-SELECT :chain, l.last_hash, 0, l.last_hash FROM audit_legacy AS l
-ON CONFLICT (chain) DO UPDATE SET chain = EXCLUDED.chain
-RETURNING head_seq, head_hash, date_trunc('microseconds', clock_timestamp()) AS at;
-
 -- name: append_audit
--- The row, and the chain's head moved onto it, in one statement.
-WITH added AS (
-    INSERT INTO audit_log (at, subject, scopes, action, target, tenant, reason, ticket, details,
-                           prev_hash, hash, chain, chain_seq)
-    VALUES (:at, :subject, :scopes, :action, :target, :tenant, :reason, :ticket, CAST(:details AS jsonb),
-            :prev_hash, :hash, :chain, :seq)
-    RETURNING id
-)
-UPDATE audit_chains SET head_seq = :seq, head_hash = :hash, head_id = (SELECT id FROM added)
-WHERE chain = :chain
-RETURNING head_id;
+-- One row on its chain, the head locked until commit and the hash computed by the server
+-- (orch_audit_append; core/ledger/audit.py, body_parts).
+SELECT orch_audit_append(:chain, :subject, :scopes, :action, :target, :tenant, :reason, :ticket,
+                         CAST(:details AS jsonb), :head, :mid, :tail);
 
 -- name: audit_legacy
 -- Where the single chain of the log before per-tenant chains ended (recorded by migration

@@ -16,7 +16,15 @@ SELECT array_agg(nextval(s.seq)) FROM s, generate_series(1, :n);
 -- digests. A NULL id takes the next value of the sequence (the one-job fast path).
 -- Rows come as one JSON array of arrays (and payloads as a parallel JSON array): encoding
 -- that is a single C call, where binding thirteen text arrays costs a regex per element.
-WITH ins AS (
+-- :limited_check names tenants whose backlog limit the caller has not counted: when one of
+-- them has a limit, nothing is inserted and one NULL id comes back (the caller counts that
+-- backlog, locked, and inserts again), so a submit of a tenant without a limit needs no
+-- round trip of its own for the check. An empty array inserts unconditionally.
+WITH limited AS (
+    SELECT t.id FROM tenants AS t
+    WHERE t.id = ANY(CAST(:limited_check AS bigint[])) AND t.backlog_limit IS NOT NULL
+    LIMIT 1
+), ins AS (
     INSERT INTO jobs (id, tenant_id, job_type, queue, priority, payload, payload_digest,
                       idempotency_key, state, max_attempts, correlation_id, replay_of,
                       run_id, rung_at, source_id, wait_reason, not_before, window_id)
@@ -30,6 +38,7 @@ WITH ins AS (
            (r.v->>14)::bigint
     FROM jsonb_array_elements(CAST(:rows AS jsonb)) WITH ORDINALITY AS r(v, n)
     JOIN jsonb_array_elements(CAST(:payloads AS jsonb)) WITH ORDINALITY AS p(v, n) USING (n)
+    WHERE NOT EXISTS (SELECT 1 FROM limited)
     ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id, state, tenant_id, job_type
 ), counted AS (
@@ -45,7 +54,9 @@ WITH ins AS (
            jsonb_build_object('count', count(*), 'first_id', min(id), 'last_id', max(id), 'actor', :actor)
     FROM ins GROUP BY tenant_id
 )
-SELECT id FROM ins;
+SELECT id FROM ins
+UNION ALL
+SELECT NULL FROM limited;
 
 -- name: find_idempotent_jobs
 SELECT j.id, j.tenant_id, j.idempotency_key, j.payload_digest, j.job_type
