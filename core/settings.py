@@ -9,6 +9,7 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.domain import errors
+from core.domain.incidents import Policy as IncidentPolicy
 
 
 class Settings(BaseSettings):
@@ -59,6 +60,19 @@ class Settings(BaseSettings):
     retention_days: int = Field(default=30, ge=1, le=3650)
     #: Days the outbox (events) is kept: the event stream's resume window.
     outbox_retention_days: int = Field(default=7, ge=1, le=3650)
+    #: Incidents (docs/design.md, "Incidents"): a condition must hold this long before it
+    #: opens one...
+    incident_for_s: float = Field(default=60.0, ge=0, le=86_400)
+    #: ... and an incident resolves itself once its condition has been clear this long.
+    incident_quiet_s: float = Field(default=300.0, ge=0, le=86_400)
+    #: dlq_growth: a tenant's dead letters within this window; more than
+    #: incident_dlq_warning is a warning (fewer clears it), more than incident_dlq_critical
+    #: critical.
+    incident_dlq_window_s: float = Field(default=1800.0, gt=0, le=7 * 86_400)
+    incident_dlq_warning: int = Field(default=10, ge=1)
+    incident_dlq_critical: int = Field(default=50, ge=1)
+    #: circuit_open: a source's circuit not closed for longer than this.
+    incident_circuit_open_s: float = Field(default=300.0, ge=0, le=86_400)
     #: The job-success SLO target (docs/design.md, "Observability").
     slo_target: float = Field(default=0.99, gt=0, lt=1)
 
@@ -83,6 +97,16 @@ class Settings(BaseSettings):
         if not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must be a Redis URL such as redis://127.0.0.1:6379/0")
         return value
+
+    def incident_policy(self) -> IncidentPolicy:
+        return IncidentPolicy(
+            for_s=self.incident_for_s,
+            quiet_s=self.incident_quiet_s,
+            dlq_window_s=self.incident_dlq_window_s,
+            dlq_warning=self.incident_dlq_warning,
+            dlq_critical=max(self.incident_dlq_critical, self.incident_dlq_warning),
+            circuit_open_s=self.incident_circuit_open_s,
+        )
 
     def queue_list(self) -> list[str]:
         return [q.strip() for q in self.queues.split(",") if q.strip()]

@@ -39,6 +39,9 @@ from core.control.flow import (
     set_quota,
     throttle_source,
 )
+from core.control.incidents import acknowledge as acknowledge_incident
+from core.control.incidents import evaluate as evaluate_incidents
+from core.control.incidents import resolve as resolve_incident
 from core.control.jobs import (
     JobSpec,
     SubmitResult,
@@ -116,6 +119,7 @@ __all__ = [
     "SourceChange",
     "SubmitResult",
     "Target",
+    "acknowledge_incident",
     "add_blackout",
     "add_schedule",
     "add_source",
@@ -126,6 +130,7 @@ __all__ = [
     "cancel_run",
     "create_backfill",
     "create_token",
+    "evaluate_incidents",
     "forget_cached_catalog",
     "grant_every_scope",
     "pause",
@@ -139,6 +144,7 @@ __all__ = [
     "replay_run",
     "report_watermark",
     "reset_circuit",
+    "resolve_incident",
     "resume",
     "resume_backfill",
     "resume_schedule",

@@ -18,6 +18,7 @@ from core.queries.flow import (
     throttles,
     waiting_by_reason,
 )
+from core.queries.incidents import critical_incidents_open, get_incident, list_incidents
 from core.queries.jobs import (
     dead_letters,
     get_job,
@@ -60,11 +61,13 @@ __all__ = [
     "backlog_limits",
     "blackouts",
     "burn_rates",
+    "critical_incidents_open",
     "dead_letter_clusters",
     "dead_letters",
     "error_clusters",
     "error_trend",
     "get_backfill",
+    "get_incident",
     "get_job",
     "get_run",
     "get_schedule",
@@ -77,6 +80,7 @@ __all__ = [
     "job_stats",
     "job_types",
     "list_backfills",
+    "list_incidents",
     "list_jobs",
     "list_runs",
     "list_schedules",

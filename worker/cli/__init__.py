@@ -1,6 +1,7 @@
 """`orch`: the command line, one module per command group (jobs, runs, schedules, flow,
-access, processes, up, devtools), each registering its commands on the parser built here. Commands are thin over
-core.control and core.queries; errors print one line that says what to fix, never a traceback.
+access, processes, up, incidents, devtools), each registering its commands on the parser
+built here. Commands are thin over core.control and core.queries; errors print one line
+that says what to fix, never a traceback.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ from typing import NoReturn
 import sqlalchemy as sa
 
 from core.domain import errors
-from worker.cli import access, devtools, flow, jobs, processes, runs, schedules, up
+from worker.cli import access, devtools, flow, incidents, jobs, processes, runs, schedules, up
 from worker.cli.common import EXIT_CODES, Context
 
-GROUPS = (jobs, runs, schedules, access, processes, up, flow, devtools)
+GROUPS = (jobs, runs, schedules, access, processes, up, flow, incidents, devtools)
 
 
 def build_parser() -> argparse.ArgumentParser:

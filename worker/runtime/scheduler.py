@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from core.control import Doorbell, backfills, firing, retention
+from core.control import Doorbell, backfills, firing, incidents, retention
 from core.control.common import WAKE_UPS, wake_ups
 from core.domain import cron, errors
 from core.domain.auth import ALL_SCOPES, Principal
@@ -256,6 +256,13 @@ class Scheduler:
         if not result.complete:
             self._last_rollup = -1e9  # more to do: again next pass
 
+    def evaluate_incidents(self) -> None:
+        """Every pass: open, bump and resolve incidents from what is wrong now
+        (core/control/incidents.py); two index probes and two small reads when nothing is."""
+        result = incidents.evaluate(self.engine, self.settings.incident_policy())
+        if result.opened or result.resolved:
+            log.info("incidents: opened %s, resolved %s", result.opened or "-", result.resolved or "-")
+
     def release_backpressure(self) -> int:
         """Jobs deferred by backpressure may go as far as their tenant's backlog has room."""
         with self.engine.begin() as conn:
@@ -308,6 +315,7 @@ class Scheduler:
         self.keep_schedules_tidy()
         self.prune_retention()
         self.roll_up()
+        self.evaluate_incidents()
         batch = self.settings.scheduler_batch
         r.full = fire_full or max(r.reaped_leased, r.reaped_running, r.released, r.rerung, r.rerung_released) >= batch
         return r

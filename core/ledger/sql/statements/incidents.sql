@@ -1,0 +1,94 @@
+-- Incidents (docs/design.md, "Incidents"): one statement per name, called by the function of
+-- that name in core/ledger/incidents.py. The condition reads go through small partial
+-- indexes, so a pass over a ledger where nothing is wrong reads next to nothing.
+
+-- name: dead_letter_counts
+-- Per tenant, the dead letters of the window (at least :min of them), the newest ids first.
+SELECT t.id AS tenant_id, t.name AS tenant, count(*) AS n, (array_agg(j.id ORDER BY j.id DESC))[1:10] AS job_ids
+FROM jobs AS j JOIN tenants AS t ON t.id = j.tenant_id
+WHERE j.state = 'dead_lettered' AND j.finished_at > now() - make_interval(secs => :window_s)
+GROUP BY t.id, t.name
+HAVING count(*) >= :min;
+
+-- name: open_circuits
+-- Sources whose circuit has not been closed for longer than :open_s.
+SELECT s.tenant_id, t.name AS tenant, s.id AS source_id, s.name AS source, s.host, s.circuit_state,
+       s.circuit_since, extract(epoch FROM now() - s.circuit_since) AS open_s
+FROM sources AS s JOIN tenants AS t ON t.id = s.tenant_id
+WHERE s.circuit_state <> 'closed' AND s.circuit_since < now() - make_interval(secs => :open_s);
+
+-- name: lock_incidents
+-- Two schedulers take turns over the incidents (a transaction-scoped advisory lock).
+SELECT pg_advisory_xact_lock(hashtext('orch:incidents'));
+
+-- name: unresolved_incidents
+SELECT id, dedup_key, tenant_id, kind, severity, state, clear_since,
+       extract(epoch FROM now() - clear_since) AS clear_s
+FROM incidents WHERE state <> 'resolved';
+
+-- name: pending_incidents
+SELECT dedup_key, tenant_id, kind, scope, severity, evidence,
+       extract(epoch FROM now() - first_seen_at) AS held_s
+FROM incident_pending;
+
+-- name: upsert_pending
+-- Conditions seen: a new one starts its `for` period now, a known one keeps its start.
+INSERT INTO incident_pending (dedup_key, tenant_id, kind, scope, severity, evidence)
+SELECT * FROM unnest(CAST(:keys AS text[]), CAST(:tenant_ids AS bigint[]), CAST(:kinds AS text[]),
+                     CAST(:scopes AS text[]), CAST(:severities AS text[]), CAST(:evidence AS jsonb[]))
+ON CONFLICT (dedup_key) DO UPDATE SET
+    last_seen_at = now(), severity = EXCLUDED.severity, evidence = EXCLUDED.evidence;
+
+-- name: forget_pending
+-- Conditions gone (or grown into an incident).
+DELETE FROM incident_pending WHERE dedup_key = ANY(CAST(:keys AS text[]));
+
+-- name: open_incidents
+-- Conditions that held for their `for` period; none of their keys has an unresolved incident
+-- (the partial unique index makes that so under two schedulers as well).
+INSERT INTO incidents (tenant_id, kind, scope, dedup_key, severity, evidence)
+SELECT * FROM unnest(CAST(:tenant_ids AS bigint[]), CAST(:kinds AS text[]), CAST(:scopes AS text[]),
+                     CAST(:keys AS text[]), CAST(:severities AS text[]), CAST(:evidence AS jsonb[]))
+ON CONFLICT (dedup_key) WHERE state <> 'resolved' DO NOTHING
+RETURNING id, tenant_id, kind, dedup_key, severity;
+
+-- name: bump_incidents
+-- Unresolved incidents whose condition holds: seen now, with the newest evidence and
+-- severity; one occurrence more when the condition had cleared in between.
+UPDATE incidents AS i SET
+    last_seen_at = now(),
+    severity = b.severity,
+    evidence = b.evidence,
+    occurrences = i.occurrences + CASE WHEN i.clear_since IS NULL THEN 0 ELSE 1 END,
+    clear_since = NULL
+FROM unnest(CAST(:ids AS bigint[]), CAST(:severities AS text[]), CAST(:evidence AS jsonb[])) AS b(id, severity, evidence)
+WHERE i.id = b.id AND i.state <> 'resolved';
+
+-- name: clear_incidents
+-- Unresolved incidents whose condition is gone: the quiet period starts (or goes on); those
+-- clear for :quiet_s are resolved.
+UPDATE incidents SET
+    clear_since = coalesce(clear_since, now()),
+    state = CASE WHEN clear_since <= now() - make_interval(secs => CAST(:quiet_s AS double precision)) THEN 'resolved' ELSE state END,
+    resolved_at = CASE WHEN clear_since <= now() - make_interval(secs => CAST(:quiet_s AS double precision)) THEN now() END,
+    resolved_by = CASE WHEN clear_since <= now() - make_interval(secs => CAST(:quiet_s AS double precision)) THEN :actor END,
+    resolve_reason = CASE WHEN clear_since <= now() - make_interval(secs => CAST(:quiet_s AS double precision))
+                          THEN 'condition clear for ' || CAST(:quiet_s AS double precision) || ' s' END
+WHERE id = ANY(CAST(:ids AS bigint[])) AND state <> 'resolved'
+RETURNING id, tenant_id, kind, dedup_key, severity, state;
+
+-- name: lock_incident
+SELECT i.*, t.name AS tenant FROM incidents AS i LEFT JOIN tenants AS t ON t.id = i.tenant_id
+WHERE i.id = :id FOR UPDATE OF i;
+
+-- name: acknowledge_incident
+UPDATE incidents SET state = 'acknowledged', acknowledged_by = :actor, acknowledged_at = now(), ack_reason = :reason
+WHERE id = :id AND state = 'open';
+
+-- name: resolve_incident
+UPDATE incidents SET state = 'resolved', resolved_at = now(), resolved_by = :actor, resolve_reason = :reason
+WHERE id = :id AND state <> 'resolved';
+
+-- name: incident_event
+INSERT INTO events (tenant_id, kind, payload)
+SELECT * FROM unnest(CAST(:tenant_ids AS bigint[]), CAST(:kinds AS text[]), CAST(:payloads AS jsonb[]));

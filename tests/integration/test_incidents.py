@@ -1,0 +1,235 @@
+"""Incidents open and resolve themselves (core/control/incidents.py): a condition opens one
+only after holding for its `for` period, bumps it while it holds, resolves it after the quiet
+period, and a new incident opens for the same key after that. Operators acknowledge and
+resolve with a reason, audited. Periods are passed by moving the recorded times back, not by
+sleeping."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from core import control, queries
+from core.domain import errors
+from core.domain.auth import Principal, Scope
+from core.domain.incidents import Policy
+from core.ledger import jobs as ledger_jobs
+from tests.integration.test_cli import ok_json, orch
+
+TENANT = "inc"
+POLICY = Policy(for_s=60, quiet_s=300, dlq_window_s=1800, dlq_warning=10, dlq_critical=50, circuit_open_s=300)
+VIEWER = Principal(subject="viewer", scopes=frozenset({Scope.READ}))
+
+
+def dead_letters(ledger: sa.Engine, principal: Principal, n: int, tenant: str = TENANT) -> list[int]:
+    ids = control.submit_many(
+        ledger, principal, [control.JobSpec(tenant, "noop")] * n, doorbell=control.NoDoorbell()
+    ).job_ids
+    with ledger.begin() as conn:
+        rows = ledger_jobs.claim_and_start_jobs(conn, queue="default", limit=n, owner="w", job_types=["noop"])
+        ledger_jobs.fail_final_jobs(
+            conn,
+            [r["id"] for r in rows],
+            [r["lease_id"] for r in rows],
+            ["http_5xx"] * len(rows),
+            ["upstream 503"] * len(rows),
+            ["fatal error"] * len(rows),
+            actor="w",
+            fingerprints=["f"] * len(rows),
+        )
+    return ids
+
+
+def backdate(ledger: sa.Engine, sql: str, seconds: float) -> None:
+    with ledger.begin() as conn:
+        conn.execute(sa.text(sql), {"s": seconds})
+
+
+def held_through_for(ledger: sa.Engine) -> None:
+    backdate(ledger, "UPDATE incident_pending SET first_seen_at = first_seen_at - make_interval(secs => :s)", 61)
+
+
+def quiet_through(ledger: sa.Engine) -> None:
+    backdate(ledger, "UPDATE incidents SET clear_since = clear_since - make_interval(secs => :s)", 301)
+
+
+def out_of_window(ledger: sa.Engine) -> None:
+    backdate(ledger, "UPDATE jobs SET finished_at = finished_at - make_interval(secs => :s)", 1801)
+
+
+def incidents(ledger: sa.Engine, principal: Principal) -> list[dict[str, Any]]:
+    with ledger.connect() as conn:
+        return queries.list_incidents(conn, principal)
+
+
+def events(ledger: sa.Engine) -> list[str]:
+    with ledger.connect() as conn:
+        return [r[0] for r in conn.execute(sa.text("SELECT kind FROM events WHERE kind LIKE 'incident.%' ORDER BY id"))]
+
+
+def test_dead_letter_growth_opens_after_its_for_period_and_resolves_after_the_quiet_one(
+    ledger: sa.Engine, principal: Principal
+) -> None:
+    assert control.evaluate_incidents(ledger, POLICY).conditions == 0
+    dead_letters(ledger, principal, 11)
+    first = control.evaluate_incidents(ledger, POLICY)
+    assert (first.conditions, first.opened) == (1, [])
+    assert incidents(ledger, principal) == [], "opened before the condition held for its period"
+    held_through_for(ledger)
+    opened = control.evaluate_incidents(ledger, POLICY).opened
+    [inc] = incidents(ledger, principal)
+    assert [inc["id"]] == opened
+    assert (inc["kind"], inc["state"], inc["severity"], inc["tenant"]) == ("dlq_growth", "open", "warning", TENANT)
+    assert inc["dedup_key"] == f"{TENANT}:dlq_growth:dead_letters" and inc["occurrences"] == 1
+    assert inc["evidence"]["dead_letters"] == 11 and len(inc["evidence"]["job_ids"]) == 10
+    # It holds and grows: the same incident, now critical.
+    dead_letters(ledger, principal, 40)
+    assert control.evaluate_incidents(ledger, POLICY).opened == []
+    [inc] = incidents(ledger, principal)
+    assert (inc["severity"], inc["evidence"]["dead_letters"], inc["occurrences"]) == ("critical", 51, 1)
+    # Clear: the quiet period starts; it resolves only once that has passed.
+    out_of_window(ledger)
+    assert control.evaluate_incidents(ledger, POLICY).resolved == []
+    [inc] = incidents(ledger, principal)
+    assert inc["state"] == "open" and inc["clear_since"] is not None
+    quiet_through(ledger)
+    assert control.evaluate_incidents(ledger, POLICY).resolved == [inc["id"]]
+    [inc] = incidents(ledger, principal)
+    assert (inc["state"], inc["resolved_by"]) == ("resolved", "orch:incidents")
+    assert events(ledger) == ["incident.opened", "incident.resolved"]
+    # The same condition again opens a new incident (after its own for period).
+    dead_letters(ledger, principal, 12)
+    control.evaluate_incidents(ledger, POLICY)
+    held_through_for(ledger)
+    [new] = control.evaluate_incidents(ledger, POLICY).opened
+    assert new != inc["id"]
+    assert [(i["id"], i["state"]) for i in incidents(ledger, principal)] == [(new, "open"), (inc["id"], "resolved")]
+
+
+def test_a_condition_back_within_the_quiet_period_bumps_the_incident(ledger: sa.Engine, principal: Principal) -> None:
+    dead_letters(ledger, principal, 11)
+    control.evaluate_incidents(ledger, POLICY)
+    held_through_for(ledger)
+    control.evaluate_incidents(ledger, POLICY)
+    out_of_window(ledger)
+    control.evaluate_incidents(ledger, POLICY)  # clear: the quiet period runs
+    dead_letters(ledger, principal, 11)
+    assert control.evaluate_incidents(ledger, POLICY).opened == []
+    [inc] = incidents(ledger, principal)
+    assert (inc["state"], inc["occurrences"], inc["clear_since"]) == ("open", 2, None)
+
+
+def test_at_the_threshold_nothing_opens_and_nothing_clears(ledger: sa.Engine, principal: Principal) -> None:
+    dead_letters(ledger, principal, 10)
+    control.evaluate_incidents(ledger, POLICY)
+    held_through_for(ledger)
+    assert control.evaluate_incidents(ledger, POLICY).opened == []
+    assert incidents(ledger, principal) == []
+    # Above it, the incident opens once held; back at exactly 10 it stays (fewer clears it).
+    dead_letters(ledger, principal, 1)
+    control.evaluate_incidents(ledger, POLICY)
+    held_through_for(ledger)
+    assert len(control.evaluate_incidents(ledger, POLICY).opened) == 1
+    with ledger.begin() as conn:
+        conn.execute(
+            sa.text(
+                "UPDATE jobs SET finished_at = finished_at - interval '1 hour'"
+                " WHERE id = (SELECT min(id) FROM jobs WHERE state = 'dead_lettered')"
+            )
+        )
+    control.evaluate_incidents(ledger, POLICY)
+    [inc] = incidents(ledger, principal)
+    assert inc["state"] == "open" and inc["clear_since"] is None
+
+
+def test_two_schedulers_at_once_open_one_incident(ledger: sa.Engine, principal: Principal) -> None:
+    dead_letters(ledger, principal, 11)
+    control.evaluate_incidents(ledger, POLICY)
+    held_through_for(ledger)
+    results: list[list[int]] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(control.evaluate_incidents(ledger, POLICY).opened))
+        for _ in range(2)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(len(r) for r in results) == [0, 1]
+    assert len(incidents(ledger, principal)) == 1
+
+
+def test_an_open_circuit_opens_a_critical_incident_for_its_source(ledger: sa.Engine, principal: Principal) -> None:
+    control.add_source(ledger, principal, tenant=TENANT, name="feed", host="feed.example", reason="tests")
+    with ledger.begin() as conn:
+        conn.execute(
+            sa.text(
+                "UPDATE sources SET circuit_state = 'open', circuit_since = now() - interval '10 minutes',"
+                " circuit_until = now() + interval '1 minute' WHERE name = 'feed'"
+            )
+        )
+    control.evaluate_incidents(ledger, POLICY)
+    held_through_for(ledger)
+    control.evaluate_incidents(ledger, POLICY)
+    [inc] = incidents(ledger, principal)
+    assert (inc["kind"], inc["severity"], inc["dedup_key"]) == (
+        "circuit_open",
+        "critical",
+        f"{TENANT}:circuit_open:source:feed",
+    )
+    assert inc["evidence"]["host"] == "feed.example" and inc["evidence"]["circuit_state"] == "open"
+    with ledger.connect() as conn:
+        assert queries.critical_incidents_open(conn, principal) == 1
+
+
+def test_operators_acknowledge_and_resolve_with_a_reason(ledger: sa.Engine, principal: Principal) -> None:
+    dead_letters(ledger, principal, 11)
+    control.evaluate_incidents(ledger, POLICY)
+    held_through_for(ledger)
+    [iid] = control.evaluate_incidents(ledger, POLICY).opened
+    with pytest.raises(errors.ReasonRequired):
+        control.acknowledge_incident(ledger, principal, iid, reason=None)
+    with pytest.raises(errors.Forbidden):
+        control.acknowledge_incident(ledger, VIEWER, iid, reason="mine")
+    with pytest.raises(errors.NotFound):
+        control.acknowledge_incident(ledger, principal, iid + 100, reason="mine")
+    assert control.acknowledge_incident(ledger, principal, iid, reason="looking at the feed") == "acknowledged"
+    with pytest.raises(errors.InvalidTransition):
+        control.acknowledge_incident(ledger, principal, iid, reason="again")
+    # Acknowledging mutes nothing: the condition still bumps it.
+    dead_letters(ledger, principal, 1)
+    control.evaluate_incidents(ledger, POLICY)
+    [inc] = incidents(ledger, principal)
+    assert (inc["state"], inc["acknowledged_by"]) == ("acknowledged", principal.subject)
+    assert inc["evidence"]["dead_letters"] == 12
+    assert control.resolve_incident(ledger, principal, iid, reason="feed fixed") == "resolved"
+    with pytest.raises(errors.InvalidTransition):
+        control.resolve_incident(ledger, principal, iid, reason="again")
+    with ledger.connect() as conn:
+        actions = [r["action"] for r in queries.audit_log(conn, principal, tenant=TENANT)]
+    assert "incident_acknowledge" in actions and "incident_resolve" in actions
+    assert events(ledger) == ["incident.opened", "incident.acknowledged", "incident.resolved"]
+
+
+def test_cli_lists_shows_acks_and_resolves(services: Any, ledger: sa.Engine, principal: Principal) -> None:
+    dead_letters(ledger, principal, 11)
+    control.evaluate_incidents(ledger, POLICY)
+    held_through_for(ledger)
+    [iid] = control.evaluate_incidents(ledger, POLICY).opened
+    listed = ok_json(orch(services, "incidents", "list", "--json"))["incidents"]
+    assert [(i["id"], i["kind"], i["state"], i["tenant"]) for i in listed] == [(iid, "dlq_growth", "open", TENANT)]
+    assert {"severity", "dedup_key", "opened_at", "resolved_at", "occurrences"} <= set(listed[0])
+    assert ok_json(orch(services, "incidents", "show", str(iid), "--json"))["evidence"]["dead_letters"] == 11
+    missing = orch(services, "incidents", "ack", str(iid))
+    assert missing.returncode != 0 and "--reason" in missing.stderr and "Traceback" not in missing.stderr
+    assert (
+        ok_json(orch(services, "incidents", "ack", str(iid), "--reason", "mine", "--json"))["state"] == "acknowledged"
+    )
+    done = orch(services, "incidents", "resolve", str(iid), "--reason", "fixed")
+    assert done.returncode == 0 and "resolved" in done.stdout
+    assert ok_json(orch(services, "incidents", "list", "--state", "open", "--json"))["incidents"] == []
+    bad = orch(services, "incidents", "show", "999999")
+    assert bad.returncode != 0 and bad.stderr.startswith("orch: error: no incident 999999")
