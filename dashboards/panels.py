@@ -12,7 +12,7 @@ from typing import Any
 import plotly.graph_objects as go
 
 from core.domain import metrics, slo
-from dashboards import figures, schedule_panels
+from dashboards import figures, incident_panels, schedule_panels
 from dashboards.panel_types import (
     CHART,
     GRID_COLUMNS,
@@ -497,6 +497,7 @@ PANELS: tuple[Panel, ...] = (
         read_model=None,
         figure=None,
     ),
+    *incident_panels.PANELS,
     *schedule_panels.PANELS,
 )
 
@@ -539,6 +540,7 @@ DASHBOARDS: tuple[Dashboard, ...] = (
             ("failures_by_class", "error_trend"),
             ("dead_letter_depth", "lease_expirations"),
             ("error_clusters",),
+            ("incidents_open",),
         ),
     ),
     Dashboard(

@@ -114,6 +114,12 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("orch_oldest_ready_age_seconds", Kind.GAUGE, "Age of the oldest ready (queued) job.", ("queue",)),
     MetricSpec("orch_dead_letter_depth", Kind.GAUGE, "Dead-lettered jobs per tenant.", ("tenant",)),
     MetricSpec(
+        "orch_incidents_open",
+        Kind.GAUGE,
+        "Incidents not resolved yet (open or acknowledged), by kind and severity.",
+        ("kind", "severity"),
+    ),
+    MetricSpec(
         "orch_slo_burn_rate",
         Kind.GAUGE,
         "Error-budget burn rate (error ratio / (1 - target)) from the ledger.",

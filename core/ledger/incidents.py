@@ -76,6 +76,11 @@ def clear(conn: sa.Connection, ids: Sequence[int], *, quiet_s: float, actor: str
     )
 
 
+def unresolved_counts(conn: sa.Connection) -> list[Row]:
+    """(kind, severity, n) of the incidents not resolved yet."""
+    return _all(conn, "unresolved_counts")
+
+
 def lock_incident(conn: sa.Connection, incident_id: int) -> Row | None:
     return conn.execute(stmt("lock_incident"), {"id": incident_id}).mappings().first()
 

@@ -233,3 +233,19 @@ def test_cli_lists_shows_acks_and_resolves(services: Any, ledger: sa.Engine, pri
     assert ok_json(orch(services, "incidents", "list", "--state", "open", "--json"))["incidents"] == []
     bad = orch(services, "incidents", "show", "999999")
     assert bad.returncode != 0 and bad.stderr.startswith("orch: error: no incident 999999")
+
+
+def test_the_exporter_counts_unresolved_incidents_by_kind_and_severity(ledger: sa.Engine, principal: Principal) -> None:
+    from tests.dashboards.test_ledger_metrics import _scrape, _value
+
+    scraped = _scrape(ledger)
+    assert _value(scraped, "orch_incidents_open", kind="dlq_growth", severity="critical") == 0
+    dead_letters(ledger, principal, 51)
+    control.evaluate_incidents(ledger, POLICY)
+    held_through_for(ledger)
+    [iid] = control.evaluate_incidents(ledger, POLICY).opened
+    scraped = _scrape(ledger)
+    assert _value(scraped, "orch_incidents_open", kind="dlq_growth", severity="critical") == 1
+    assert _value(scraped, "orch_incidents_open", kind="circuit_open", severity="critical") == 0
+    control.resolve_incident(ledger, principal, iid, reason="fixed")
+    assert _value(_scrape(ledger), "orch_incidents_open", kind="dlq_growth", severity="critical") == 0

@@ -25,10 +25,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from core.domain import incidents as incident_kinds
 from core.domain import metrics as decl
 from core.domain import slo
 from core.domain.auth import local_principal
 from core.ledger import flow
+from core.ledger import incidents as ledger_incidents
 from core.ledger import jobs as ledger
 from core.ledger import runs as ledger_runs
 
@@ -253,6 +255,19 @@ def _schedule_families(conn: sa.Connection) -> list[Any]:
     return [c, g, lag]
 
 
+def _incident_family(conn: sa.Connection) -> Any:
+    """orch_incidents_open for every kind and severity (0 where none), so an alert can tell
+    "none" from "not scraped"."""
+    from prometheus_client.core import GaugeMetricFamily
+
+    counts = {(r["kind"], r["severity"]): int(r["n"]) for r in ledger_incidents.unresolved_counts(conn)}
+    g = GaugeMetricFamily("orch_incidents_open", decl.BY_NAME["orch_incidents_open"].help, labels=["kind", "severity"])
+    for kind in incident_kinds.KINDS:
+        for severity in incident_kinds.SEVERITIES:
+            g.add_metric([kind, severity], counts.get((kind, severity), 0))
+    return g
+
+
 class LedgerCollector:
     """Gauges and the ledger's running totals (submissions, rate-limit denials, upstream 429s,
     circuit openings, schedule ticks), read from the ledger when Prometheus scrapes."""
@@ -285,6 +300,10 @@ class LedgerCollector:
                 except sa.exc.SQLAlchemyError as exc:
                     log.warning("schedule metrics unavailable: %s", str(exc).splitlines()[0])
                     scheduled = []
+                try:
+                    scheduled.append(_incident_family(conn))
+                except sa.exc.SQLAlchemyError as exc:  # a ledger not yet at revision 0011
+                    log.warning("incident metrics unavailable: %s", str(exc).splitlines()[0])
         except sa.exc.SQLAlchemyError as exc:
             log.warning("ledger metrics unavailable: %s", str(exc).splitlines()[0])
             return

@@ -17,6 +17,10 @@ SELECT s.tenant_id, t.name AS tenant, s.id AS source_id, s.name AS source, s.hos
 FROM sources AS s JOIN tenants AS t ON t.id = s.tenant_id
 WHERE s.circuit_state <> 'closed' AND s.circuit_since < now() - make_interval(secs => :open_s);
 
+-- name: unresolved_counts
+-- The orch_incidents_open gauge (the partial unique index holds just these rows).
+SELECT kind, severity, count(*) AS n FROM incidents WHERE state <> 'resolved' GROUP BY kind, severity;
+
 -- name: lock_incidents
 -- Two schedulers take turns over the incidents (a transaction-scoped advisory lock).
 SELECT pg_advisory_xact_lock(hashtext('orch:incidents'));
