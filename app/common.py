@@ -71,12 +71,25 @@ def page(title: str) -> Session:
     engine = _engine(_database_url())
     principal = _signed_in(engine)
     st.title(title)
-    _show_outcome()
     session = Session(engine, principal)
+    _critical_banner(session)
+    _show_outcome()
     pending = st.session_state.get(PENDING_KEY)
     if isinstance(pending, Action):
         _confirm(session, pending)
     return session
+
+
+def _critical_banner(session: Session) -> None:
+    """On every page while a critical incident is unresolved (one small index read)."""
+    try:
+        with session.engine.connect() as conn:
+            n = queries.critical_incidents_open(conn, session.principal)
+    except (sa.exc.SQLAlchemyError, errors.OrchError):
+        return  # the page itself says what is wrong with the ledger
+    if n:
+        st.error(labels.critical_incidents(n))
+        st.page_link("pages/11_Incidents.py", label=labels.SEE_INCIDENTS)
 
 
 def _signed_in(engine: sa.Engine) -> Principal:
@@ -246,7 +259,18 @@ SOURCE_ACTIONS: dict[str, Scope] = {
     "throttle": Scope.QUOTA,
     "blackout": Scope.QUOTA,
 }
-ActionKind = Literal["cancel", "retry", "replay_cluster", "pause", "resume", "reset_circuit", "throttle", "blackout"]
+ActionKind = Literal[
+    "cancel",
+    "retry",
+    "replay_cluster",
+    "pause",
+    "resume",
+    "reset_circuit",
+    "throttle",
+    "blackout",
+    "ack_incident",
+    "resolve_incident",
+]
 
 
 @dataclass(frozen=True)
@@ -264,6 +288,8 @@ class Action:
     label: str | None = None
     #: The source a flow-control action acts on.
     source: str | None = None
+    #: The incident an ack_incident or resolve_incident acts on.
+    incident_id: int | None = None
     #: The throttle dialog's starting rate and burst (the bucket's configured values).
     rate: float | None = None
     burst: float | None = None
@@ -334,6 +360,8 @@ def perform(
         return _source_action(session, action, reason=reason, ticket=ticket, inputs=inputs or {})
     if action.kind == "replay_cluster":
         return _replay_cluster(session, action, reason=reason, ticket=ticket)
+    if action.kind in ("ack_incident", "resolve_incident"):
+        return _incident_action(session, action, reason=reason)
     done: list[str] = []
     failed: list[str] = []
     for i, job_id in enumerate(action.job_ids):
@@ -381,6 +409,19 @@ def _replay_cluster(session: Session, action: Action, *, reason: str, ticket: st
     if len(pairs) > SHOWN_REPLAYS:
         shown += f"; and {len(pairs) - SHOWN_REPLAYS} more"
     return "success", f"{action.title}: {len(pairs)} jobs replayed ({shown})"
+
+
+def _incident_action(session: Session, action: Action, *, reason: str) -> tuple[str, str]:
+    do = control.acknowledge_incident if action.kind == "ack_incident" else control.resolve_incident
+    try:
+        state = do(session.engine, session.principal, int(action.incident_id or 0), reason=reason)
+    except errors.InvalidInput:
+        raise
+    except errors.OrchError as exc:
+        return "error", f"{action.title} failed: {exc}"
+    except sa.exc.SQLAlchemyError as exc:
+        return "error", f"{action.title} failed: the ledger is unavailable ({str(exc).splitlines()[0]})"
+    return "success", f"{action.title}: incident {action.incident_id} is {state}"
 
 
 def _perform_one(session: Session, kind: str, job_id: int, *, reason: str, ticket: str | None) -> str:

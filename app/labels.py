@@ -342,3 +342,14 @@ def cluster_title(error_class: str | None, message: str | None) -> str:
 def cluster_target(error_class: str | None, fingerprint: str | None, count: int) -> str:
     """The audit target of a cluster replay."""
     return f"{count} dead-lettered jobs of error cluster {error_class or 'unknown'}/{(fingerprint or '-')[:16]}"
+
+
+# -- incidents ------------------------------------------------------------------------------
+
+SEE_INCIDENTS = "See the incidents"
+INCIDENT_STATES = ["unresolved", "open", "acknowledged", "resolved", "all"]
+NO_INCIDENTS = "No incident: nothing the scheduler watches for is wrong."
+
+
+def critical_incidents(n: int) -> str:
+    return f"{n} critical incident{'s' if n != 1 else ''} open: the scheduler found something wrong that has held."

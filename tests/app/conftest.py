@@ -29,6 +29,7 @@ PAGES = {
     "schedules": "pages/8_Schedules.py",
     "backfills": "pages/9_Backfills.py",
     "watermarks": "pages/10_Watermarks.py",
+    "incidents": "pages/11_Incidents.py",
 }
 JOB_TYPE = "test.report"
 QUEUE = "default"
