@@ -73,6 +73,11 @@ class Settings(BaseSettings):
     incident_dlq_critical: int = Field(default=50, ge=1)
     #: circuit_open: a source's circuit not closed for longer than this.
     incident_circuit_open_s: float = Field(default=300.0, ge=0, le=86_400)
+    #: sustained_throttling: a source with jobs waiting on its rate limit or open circuit
+    #: without a break for this long.
+    incident_throttled_s: float = Field(default=600.0, ge=0, le=7 * 86_400)
+    #: stuck_job: a job running (heartbeating or not) for longer than this.
+    incident_running_s: float = Field(default=3600.0, gt=0, le=30 * 86_400)
     #: The job-success SLO target (docs/design.md, "Observability").
     slo_target: float = Field(default=0.99, gt=0, lt=1)
 
@@ -106,6 +111,8 @@ class Settings(BaseSettings):
             dlq_warning=self.incident_dlq_warning,
             dlq_critical=max(self.incident_dlq_critical, self.incident_dlq_warning),
             circuit_open_s=self.incident_circuit_open_s,
+            throttled_s=self.incident_throttled_s,
+            running_s=self.incident_running_s,
         )
 
     def queue_list(self) -> list[str]:

@@ -66,6 +66,40 @@ def conditions(conn: sa.Connection, policy: Policy) -> list[Condition]:
                 },
             )
         )
+    for r in ledger.throttled_sources(conn):
+        found.append(
+            Condition(
+                "sustained_throttling",
+                int(r["tenant_id"]),
+                r["tenant"],
+                f"source:{r['source']}",
+                "warning",
+                {
+                    "source": r["source"],
+                    "source_id": int(r["source_id"]),
+                    "host": r["host"],
+                    "job_ids": list(r["job_ids"]),
+                },
+                hold_s=policy.throttled_s,
+            )
+        )
+    for r in ledger.long_running(conn, running_s=policy.running_s):
+        found.append(
+            Condition(
+                "stuck_job",
+                int(r["tenant_id"]),
+                r["tenant"],
+                f"job_type:{r['job_type']}",
+                "warning",
+                {
+                    "job_type": r["job_type"],
+                    "running": int(r["n"]),
+                    "job_ids": list(r["job_ids"]),
+                    "longest_s": round(float(r["longest_s"]), 1),
+                    "limit_s": policy.running_s,
+                },
+            )
+        )
     return found
 
 
@@ -92,7 +126,12 @@ def evaluate(engine: sa.Engine, policy: Policy) -> PassResult:
         # sustains keeps a period going but starts none).
         waiting = [c for k, c in seen.items() if k not in open_by_key and (k in pending or not c.sustains_only)]
         ledger.upsert_pending(conn, [_row(c) for c in waiting])
-        due = [c for c in waiting if c.dedup_key in pending and float(pending[c.dedup_key]["held_s"]) >= policy.for_s]
+        due = [
+            c
+            for c in waiting
+            if c.dedup_key in pending
+            and float(pending[c.dedup_key]["held_s"]) >= (policy.for_s if c.hold_s is None else c.hold_s)
+        ]
         opened = ledger.open_incidents(conn, [_row(c) for c in due])
         result.opened = [int(r["id"]) for r in opened]
         gone = [k for k in pending if k not in seen]

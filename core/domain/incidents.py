@@ -10,7 +10,7 @@ from typing import Any
 
 KINDS = ("stuck_job", "sustained_throttling", "dlq_growth", "circuit_open", "fast_burn")
 #: The kinds the scheduler evaluates today; the others are not built yet.
-EVALUATED = ("dlq_growth", "circuit_open")
+EVALUATED = ("dlq_growth", "circuit_open", "sustained_throttling", "stuck_job")
 SEVERITIES = ("warning", "critical")
 STATES = ("open", "acknowledged", "resolved")
 #: Who opens, bumps and resolves incidents by themselves (in history and events).
@@ -33,6 +33,11 @@ class Policy:
     dlq_critical: int = 50
     #: circuit_open: a source's circuit not closed for longer than this.
     circuit_open_s: float = 300.0
+    #: sustained_throttling: a source with jobs waiting on its rate limit or open circuit
+    #: without a break for this long (in place of for_s).
+    throttled_s: float = 600.0
+    #: stuck_job: a job running (heartbeating or not) for longer than this.
+    running_s: float = 3600.0
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,8 @@ class Condition:
     #: True when the condition only keeps an open incident (or a pending one) alive and
     #: would not start one (dead letters exactly at the warning threshold, say).
     sustains_only: bool = False
+    #: How long the condition must hold before it opens an incident (None: Policy.for_s).
+    hold_s: float | None = None
 
     @property
     def dedup_key(self) -> str:

@@ -27,6 +27,14 @@ def open_circuits(conn: sa.Connection, *, open_s: float) -> list[Row]:
     return _all(conn, "open_circuits", {"open_s": open_s})
 
 
+def throttled_sources(conn: sa.Connection) -> list[Row]:
+    return _all(conn, "throttled_sources")
+
+
+def long_running(conn: sa.Connection, *, running_s: float) -> list[Row]:
+    return _all(conn, "long_running", {"running_s": running_s})
+
+
 def lock(conn: sa.Connection) -> None:
     conn.execute(stmt("lock_incidents"))
 

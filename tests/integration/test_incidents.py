@@ -249,3 +249,37 @@ def test_the_exporter_counts_unresolved_incidents_by_kind_and_severity(ledger: s
     assert _value(scraped, "orch_incidents_open", kind="circuit_open", severity="critical") == 0
     control.resolve_incident(ledger, principal, iid, reason="fixed")
     assert _value(_scrape(ledger), "orch_incidents_open", kind="dlq_growth", severity="critical") == 0
+
+
+def test_a_source_throttled_without_a_break_opens_sustained_throttling(ledger: sa.Engine, principal: Principal) -> None:
+    control.add_source(ledger, principal, tenant=TENANT, name="slow", host="slow.example", rate=0.001, burst=1.0)
+    control.submit_many(
+        ledger, principal, [control.JobSpec(TENANT, "noop", source="slow")] * 3, doorbell=control.NoDoorbell()
+    )
+    with ledger.begin() as conn:
+        started = ledger_jobs.claim_and_start_jobs(conn, queue="default", limit=3, owner="w", job_types=["noop"])
+    assert len(started) == 1  # the bucket holds one token: two wait as rate_limited
+    control.evaluate_incidents(ledger, POLICY)
+    held_through_for(ledger)  # the general for period is not enough: throttling must last throttled_s
+    assert control.evaluate_incidents(ledger, POLICY).opened == []
+    backdate(ledger, "UPDATE incident_pending SET first_seen_at = first_seen_at - make_interval(secs => :s)", 600)
+    control.evaluate_incidents(ledger, POLICY)
+    [inc] = incidents(ledger, principal)
+    assert (inc["kind"], inc["severity"], inc["scope"]) == ("sustained_throttling", "warning", "source:slow")
+    assert len(inc["evidence"]["job_ids"]) == 2 and inc["evidence"]["host"] == "slow.example"
+
+
+def test_a_job_running_past_its_limit_opens_stuck_job(ledger: sa.Engine, principal: Principal) -> None:
+    control.submit_many(ledger, principal, [control.JobSpec(TENANT, "noop")] * 2, doorbell=control.NoDoorbell())
+    with ledger.begin() as conn:
+        rows = ledger_jobs.claim_and_start_jobs(conn, queue="default", limit=2, owner="w", job_types=["noop"])
+    stuck = rows[0]["id"]
+    assert control.evaluate_incidents(ledger, POLICY).conditions == 0  # running, but not for long
+    with ledger.begin() as conn:
+        conn.execute(sa.text("UPDATE jobs SET started_at = now() - interval '2 hours' WHERE id = :id"), {"id": stuck})
+    control.evaluate_incidents(ledger, POLICY)
+    held_through_for(ledger)
+    control.evaluate_incidents(ledger, POLICY)
+    [inc] = incidents(ledger, principal)
+    assert (inc["kind"], inc["scope"], inc["evidence"]["job_ids"]) == ("stuck_job", "job_type:noop", [stuck])
+    assert inc["evidence"]["longest_s"] >= 7200

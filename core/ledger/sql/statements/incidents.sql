@@ -21,6 +21,32 @@ WHERE s.circuit_state <> 'closed' AND s.circuit_since < now() - make_interval(se
 -- The orch_incidents_open gauge (the partial unique index holds just these rows).
 SELECT kind, severity, count(*) AS n FROM incidents WHERE state <> 'resolved' GROUP BY kind, severity;
 
+-- name: throttled_sources
+-- Sources with jobs waiting on their rate limit or open circuit now (one probe per source
+-- through jobs_throttled_source_idx); how long that has gone on is the pending condition's
+-- age.
+SELECT s.tenant_id, t.name AS tenant, s.id AS source_id, s.name AS source, s.host, w.n, w.job_ids
+FROM sources AS s JOIN tenants AS t ON t.id = s.tenant_id
+CROSS JOIN LATERAL (
+    SELECT count(*) AS n, array_agg(x.id ORDER BY x.id) AS job_ids FROM (
+        SELECT j.id FROM jobs AS j
+        WHERE j.state = 'throttled' AND j.source_id = s.id AND j.wait_reason IN ('rate_limited', 'circuit_open')
+        LIMIT 10
+    ) AS x
+) AS w
+WHERE w.n > 0;
+
+-- name: long_running
+-- Job types with jobs running for longer than :running_s (live jobs: jobs_lease_expiry_idx),
+-- heartbeating or not: a handler that never returns renews its lease for ever.
+SELECT j.tenant_id, t.name AS tenant, j.job_type, count(*) AS n,
+       (array_agg(j.id ORDER BY j.started_at))[1:10] AS job_ids,
+       extract(epoch FROM now() - min(j.started_at)) AS longest_s
+FROM jobs AS j JOIN tenants AS t ON t.id = j.tenant_id
+WHERE j.state IN ('leased', 'running') AND j.lease_expires_at IS NOT NULL
+  AND j.started_at < now() - make_interval(secs => :running_s)
+GROUP BY j.tenant_id, t.name, j.job_type;
+
 -- name: lock_incidents
 -- Two schedulers take turns over the incidents (a transaction-scoped advisory lock).
 SELECT pg_advisory_xact_lock(hashtext('orch:incidents'));
