@@ -8,6 +8,7 @@ resolve with a reason (scope orch:operate), audited; acknowledging mutes nothing
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,11 +16,13 @@ import sqlalchemy as sa
 
 from core.control import common
 from core.control.common import append_audit
-from core.domain import errors
+from core.domain import errors, slo
 from core.domain import incidents as domain
 from core.domain.auth import Principal, Scope
 from core.domain.incidents import Condition, Policy
 from core.ledger import incidents as ledger
+from core.ledger.reads import Visible
+from core.ledger.reads import failures as reads
 
 
 @dataclass
@@ -103,11 +106,49 @@ def conditions(conn: sa.Connection, policy: Policy) -> list[Condition]:
     return found
 
 
-def evaluate(engine: sa.Engine, policy: Policy) -> PassResult:
-    """One pass: read the conditions, then move pending conditions and incidents on."""
+def burn_conditions(engine: sa.Engine, objective: slo.Slo) -> list[Condition]:
+    """fast_burn: per tenant and job type, the error budget burning at the fast-burn alert's
+    rate (core.domain.slo.ALERTS[0]: 14.4x over both 1 h and 5 min). Reads up to a rollup
+    bucket of finished jobs per window, so the scheduler runs it every FAST_BURN_EVERY_S and
+    passes the result to each `evaluate` in between."""
+    long_w, short_w, threshold, _ = slo.ALERTS[0]
+    windows = {long_w: slo.WINDOWS[long_w], short_w: slo.WINDOWS[short_w]}
+    with engine.connect() as conn:
+        rows = reads.finished_by_window(conn, Visible(), job_type=None, windows=windows)
+        ids = {r["name"]: int(r["id"]) for r in conn.execute(sa.text("SELECT id, name FROM tenants")).mappings()}
+    found = []
+    for r in rows:
+        rates = {
+            w: slo.burn_rate(int(r[f"failed_{w}"]), int(r[f"total_{w}"]), objective.target) for w in (long_w, short_w)
+        }
+        if min(rates.values()) >= threshold and r["tenant"] in ids:
+            found.append(
+                Condition(
+                    "fast_burn",
+                    ids[r["tenant"]],
+                    r["tenant"],
+                    f"job_type:{r['job_type']}",
+                    "critical",
+                    {
+                        "job_type": r["job_type"],
+                        "slo": objective.name,
+                        "target": objective.target,
+                        "threshold": threshold,
+                        **{f"burn_rate_{w}": round(rate, 2) for w, rate in rates.items()},
+                        **{f"failed_{w}": int(r[f"failed_{w}"]) for w in rates},
+                        **{f"total_{w}": int(r[f"total_{w}"]) for w in rates},
+                    },
+                )
+            )
+    return found
+
+
+def evaluate(engine: sa.Engine, policy: Policy, extra: Sequence[Condition] = ()) -> PassResult:
+    """One pass: read the conditions (plus `extra`, read less often by the caller: the fast
+    burn), then move pending conditions and incidents on."""
     result = PassResult()
     with engine.begin() as conn:
-        now = conditions(conn, policy)
+        now = conditions(conn, policy) + list(extra)
         result.conditions = len(now)
         ledger.lock(conn)
         open_by_key = {r["dedup_key"]: r for r in ledger.unresolved(conn)}

@@ -10,7 +10,7 @@ from typing import Any
 
 KINDS = ("stuck_job", "sustained_throttling", "dlq_growth", "circuit_open", "fast_burn")
 #: The kinds the scheduler evaluates today; the others are not built yet.
-EVALUATED = ("dlq_growth", "circuit_open", "sustained_throttling", "stuck_job")
+EVALUATED = KINDS
 SEVERITIES = ("warning", "critical")
 STATES = ("open", "acknowledged", "resolved")
 #: Who opens, bumps and resolves incidents by themselves (in history and events).

@@ -283,3 +283,31 @@ def test_a_job_running_past_its_limit_opens_stuck_job(ledger: sa.Engine, princip
     [inc] = incidents(ledger, principal)
     assert (inc["kind"], inc["scope"], inc["evidence"]["job_ids"]) == ("stuck_job", "job_type:noop", [stuck])
     assert inc["evidence"]["longest_s"] >= 7200
+
+
+def test_a_fast_burn_of_the_error_budget_opens_a_critical_incident(ledger: sa.Engine, principal: Principal) -> None:
+    from core.domain import slo
+
+    objective = slo.Slo(target=0.99)
+    ids = control.submit_many(
+        ledger, principal, [control.JobSpec(TENANT, "noop")] * 200, doorbell=control.NoDoorbell()
+    ).job_ids
+    with ledger.begin() as conn:
+        rows = ledger_jobs.claim_and_start_jobs(conn, queue="default", limit=200, owner="w", job_types=["noop"])
+        ledger_jobs.succeed_jobs(conn, [r["id"] for r in rows], [r["lease_id"] for r in rows], actor="w")
+    assert len(ids) == 200
+    # 2 dead letters in 202 finished: a burn rate of about 1, no fast burn.
+    dead_letters(ledger, principal, 2)
+    assert control.incidents.burn_conditions(ledger, objective) == []
+    # 30 in 230: about 13x the budget, still under 14.4; 40 in 240: 16.7x.
+    dead_letters(ledger, principal, 28)
+    assert control.incidents.burn_conditions(ledger, objective) == []
+    dead_letters(ledger, principal, 10)
+    [burn] = control.incidents.burn_conditions(ledger, objective)
+    assert (burn.kind, burn.severity, burn.scope, burn.tenant) == ("fast_burn", "critical", "job_type:noop", TENANT)
+    assert burn.evidence["burn_rate_1h"] == burn.evidence["burn_rate_5m"] == round(40 / 240 / 0.01, 2)
+    control.evaluate_incidents(ledger, POLICY, [burn])
+    held_through_for(ledger)
+    opened = control.evaluate_incidents(ledger, POLICY, [burn]).opened
+    # 40 dead letters in 30 minutes are also dead-letter growth: two incidents, two keys.
+    assert sorted(i["kind"] for i in incidents(ledger, principal) if i["id"] in opened) == ["dlq_growth", "fast_burn"]

@@ -24,8 +24,9 @@ import sqlalchemy as sa
 
 from core.control import Doorbell, backfills, firing, incidents, retention
 from core.control.common import WAKE_UPS, wake_ups
-from core.domain import cron, errors
+from core.domain import cron, errors, slo
 from core.domain.auth import ALL_SCOPES, Principal
+from core.domain.incidents import Condition
 from core.ledger import flow, rollups
 from core.ledger import jobs as ledger
 from core.ledger import runs as ledger_runs
@@ -45,6 +46,9 @@ RING_GRACE_S = 2.0
 BACKFILL_PASS_S = 0.2
 #: Seconds between rollups of finished jobs (Scheduler.roll_up).
 ROLLUP_EVERY_S = 5.0
+#: How often the fast-burn incident condition is read (it reads finished jobs; the other
+#: conditions are read every pass).
+FAST_BURN_EVERY_S = 30.0
 
 
 @dataclass
@@ -86,6 +90,8 @@ class Scheduler:
         self._last_watermark_sample = -1e9
         self._last_retention = -1e9
         self._last_rollup = -1e9
+        self._last_burn = -1e9
+        self._burning: list[Condition] = []
         self._backfills_active = False
         #: Schedules fire and backfills start as the scheduler: every scope, every tenant.
         self.principal = Principal(subject=self.actor, scopes=ALL_SCOPES, tenants=None)
@@ -259,7 +265,11 @@ class Scheduler:
     def evaluate_incidents(self) -> None:
         """Every pass: open, bump and resolve incidents from what is wrong now
         (core/control/incidents.py); two index probes and two small reads when nothing is."""
-        result = incidents.evaluate(self.engine, self.settings.incident_policy())
+        now = time.monotonic()
+        if now - self._last_burn >= FAST_BURN_EVERY_S:
+            self._last_burn = now
+            self._burning = incidents.burn_conditions(self.engine, slo.Slo(target=self.settings.slo_target))
+        result = incidents.evaluate(self.engine, self.settings.incident_policy(), self._burning)
         if result.opened or result.resolved:
             log.info("incidents: opened %s, resolved %s", result.opened or "-", result.resolved or "-")
 
