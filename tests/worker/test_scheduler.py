@@ -99,6 +99,13 @@ def all_succeeded(engine: sa.Engine, ids: list[int]) -> bool:
     return len(got) == len(ids) and set(got.values()) == {"succeeded"}
 
 
+def _events_waiting(ledger: sa.Engine) -> bool:
+    from core.ledger import events
+
+    with ledger.connect() as conn:
+        return events.waiting(conn)
+
+
 def test_one_leader_failover_and_rerung_doorbells(
     services: Services,
     ledger: sa.Engine,
@@ -175,6 +182,12 @@ def test_one_leader_failover_and_rerung_doorbells(
             {"ids": before + after},
         ).scalar_one()
     assert succeeds == 20
+    # The new leader's relay numbered every outbox event, the old leader's too: one gap-free
+    # sequence across the takeover.
+    wait_until(lambda: not _events_waiting(ledger), timeout=10, what="the relay to number the events")
+    with ledger.connect() as conn:
+        seqs = [r[0] for r in conn.execute(sa.text("SELECT seq FROM events ORDER BY seq"))]
+    assert len(seqs) >= 2 and seqs == list(range(seqs[0], seqs[0] + len(seqs)))
     assert standby.poll() is None and worker.poll() is None, logs()
     assert stop_process(standby) == 0, logs()
     assert stop_process(worker) == 0, logs()

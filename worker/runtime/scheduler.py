@@ -33,7 +33,7 @@ from core.ledger import runs as ledger_runs
 from core.ledger import schedules as ledger_schedules
 from core.ledger import windows as ledger_windows
 from core.settings import Settings
-from worker.runtime import exporter
+from worker.runtime import exporter, relay
 from worker.runtime.broker import OrchRedisBroker
 
 log = logging.getLogger(__name__)
@@ -375,6 +375,15 @@ class Scheduler:
                 stop.wait(2.0)
 
     def _lead(self, lock_conn: sa.Connection, stop: threading.Event) -> None:
+        # The outbox relay numbers events while this scheduler leads (worker/runtime/relay.py).
+        thread, relay_stop = relay.Relay(self.engine).start()
+        try:
+            self._passes(lock_conn, stop)
+        finally:
+            relay_stop.set()
+            thread.join(timeout=5)
+
+    def _passes(self, lock_conn: sa.Connection, stop: threading.Event) -> None:
         while not stop.is_set():
             # Our session holds the lock; if it died, another scheduler may lead already.
             # Checked before every pass (one round trip), so two leaders overlap at most
