@@ -385,6 +385,18 @@ def perform(
     )
 
 
+#: What a confirmed action may fail with besides InvalidInput (which the dialog shows, asking
+#: again): control's refusals and an unavailable ledger.
+ACTION_FAILURES = (errors.OrchError, sa.exc.SQLAlchemyError)
+
+
+def failed(title: str, exc: Exception) -> tuple[str, str]:
+    """The outcome of an action that failed with one of ACTION_FAILURES."""
+    if isinstance(exc, sa.exc.SQLAlchemyError):
+        return "error", f"{title} failed: the ledger is unavailable ({str(exc).splitlines()[0]})"
+    return "error", f"{title} failed: {exc}"
+
+
 def _replay_cluster(session: Session, action: Action, *, reason: str, ticket: str | None) -> tuple[str, str]:
     """All the jobs or none: control.replay_many writes one audit row per tenant of the cluster."""
     try:
@@ -400,10 +412,8 @@ def _replay_cluster(session: Session, action: Action, *, reason: str, ticket: st
         )
     except errors.InvalidInput:
         raise
-    except errors.OrchError as exc:
-        return "error", f"{action.title} failed: {exc}"
-    except sa.exc.SQLAlchemyError as exc:
-        return "error", f"{action.title} failed: the ledger is unavailable ({str(exc).splitlines()[0]})"
+    except ACTION_FAILURES as exc:
+        return failed(action.title, exc)
     pairs = [f"job {new} replays job {old}" for old, new in sorted(replayed.items())]
     shown = "; ".join(pairs[:SHOWN_REPLAYS])
     if len(pairs) > SHOWN_REPLAYS:
@@ -417,10 +427,8 @@ def _incident_action(session: Session, action: Action, *, reason: str) -> tuple[
         state = do(session.engine, session.principal, int(action.incident_id or 0), reason=reason)
     except errors.InvalidInput:
         raise
-    except errors.OrchError as exc:
-        return "error", f"{action.title} failed: {exc}"
-    except sa.exc.SQLAlchemyError as exc:
-        return "error", f"{action.title} failed: the ledger is unavailable ({str(exc).splitlines()[0]})"
+    except ACTION_FAILURES as exc:
+        return failed(action.title, exc)
     return "success", f"{action.title}: incident {action.incident_id} is {state}"
 
 
@@ -524,10 +532,8 @@ def _source_action(
             )
     except errors.InvalidInput:
         raise
-    except errors.OrchError as exc:
-        return "error", f"{action.title} failed: {exc}"
-    except sa.exc.SQLAlchemyError as exc:
-        return "error", f"{action.title} failed: the ledger is unavailable ({str(exc).splitlines()[0]})"
+    except ACTION_FAILURES as exc:
+        return failed(action.title, exc)
     return "success", f"{action.title}: {message}"
 
 

@@ -76,10 +76,8 @@ def _perform(action: RunAction, reason: str, ticket: str | None) -> tuple[str, s
         )
     except errors.InvalidInput:
         raise
-    except errors.OrchError as exc:
-        return "error", f"{action.title} failed: {exc}"
-    except sa.exc.SQLAlchemyError as exc:
-        return "error", f"{action.title} failed: the ledger is unavailable ({str(exc).splitlines()[0]})"
+    except common.ACTION_FAILURES as exc:
+        return common.failed(action.title, exc)
     return "success", (
         f"{action.title}: attempt {plan.attempt}, {len(plan.new_jobs)} new jobs ({_keys(sorted(plan.new_jobs))}); "
         f"{len(plan.kept)} jobs kept."
