@@ -119,7 +119,7 @@ LEDGER_TABLES = (
     " submit_counters, queue_depth_samples, buckets, pauses, blackouts, quotas, quota_starts, throttles, audit_chains,"
     " run_jobs, job_results, run_counters, dag_released, watermarks, streams, windows, schedules, schedule_ticks,"
     " schedule_tick_counters, backfills, watermark_samples, prune_counters, rollup_marks, job_finish_rollups,"
-    " job_state_totals, incidents, incident_pending"
+    " job_state_totals, incidents, incident_pending, notifier_cursors"
 )
 
 
@@ -130,6 +130,7 @@ def ledger(engine: sa.Engine) -> sa.Engine:
 
     with engine.begin() as conn:
         conn.execute(sa.text(f"TRUNCATE {LEDGER_TABLES} RESTART IDENTITY CASCADE"))
+        conn.execute(sa.text("UPDATE event_relay SET last_seq = 0"))
     control.forget_cached_catalog()
     return engine
 

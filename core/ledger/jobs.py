@@ -68,7 +68,7 @@ def allocate_job_ids(conn: sa.Connection, n: int) -> list[int]:
 
 
 def insert_jobs(conn: sa.Connection, jobs: Sequence[NewJob], *, actor: str, reason: str | None) -> set[int]:
-    """Insert jobs, their creation history and a jobs.submitted event per tenant; returns
+    """Insert jobs and their creation history (whose trigger writes a job.submitted event per job); returns
     the ids actually inserted (a job whose idempotency key already exists is skipped)."""
     got = insert_jobs_unless_limited(conn, jobs, actor=actor, reason=reason, tenant_ids=())
     assert got is not None  # nothing to check: always inserts

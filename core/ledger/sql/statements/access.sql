@@ -3,9 +3,20 @@
 
 -- name: append_audit
 -- One row on its chain, the head locked until commit and the hash computed by the server
--- (orch_audit_append; core/ledger/audit.py, body_parts).
-SELECT orch_audit_append(:chain, :subject, :scopes, :action, :target, :tenant, :reason, :ticket,
-                         CAST(:details AS jsonb), :head, :mid, :tail);
+-- (orch_audit_append; core/ledger/audit.py, body_parts), and the control action's outbox
+-- event (orch.action.<action>, dots as underscores) in the same round trip.
+WITH appended AS (
+    SELECT orch_audit_append(:chain, :subject, :scopes, :action, :target, :tenant, :reason, :ticket,
+                             CAST(:details AS jsonb), :head, :mid, :tail) AS id
+), announce AS (
+    INSERT INTO events (tenant_id, kind, payload)
+    SELECT (SELECT t.id FROM tenants AS t WHERE t.name = :tenant), 'action.' || replace(:action, '.', '_'),
+           jsonb_build_object('audit_id', a.id, 'action', CAST(:action AS text), 'target', CAST(:target AS text),
+                              'reason', CAST(:reason AS text), 'ticket', CAST(:ticket AS text),
+                              'details', CAST(:details AS jsonb), 'actor', CAST(:subject AS text))
+    FROM appended AS a
+)
+SELECT id FROM appended;
 
 -- name: audit_legacy
 -- Where the single chain of the log before per-tenant chains ended (recorded by migration

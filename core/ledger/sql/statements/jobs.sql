@@ -48,11 +48,6 @@ WITH limited AS (
 ), history AS (
     INSERT INTO job_history (job_id, from_state, event, to_state, at, actor, reason, attempt)
     SELECT id, NULL, 'submit', state, now(), :actor, :reason, 0 FROM ins
-), announce AS (
-    INSERT INTO events (tenant_id, kind, payload)
-    SELECT tenant_id, 'jobs.submitted',
-           jsonb_build_object('count', count(*), 'first_id', min(id), 'last_id', max(id), 'actor', :actor)
-    FROM ins GROUP BY tenant_id
 )
 SELECT id FROM ins
 UNION ALL
