@@ -1,5 +1,5 @@
 """`orch up`: everything on one machine with no configuration: embedded PostgreSQL and Redis
-where no URL is set, the migration, /metrics, the console, a worker pool, the scheduler, and
+where no URL is set, the migration, /metrics, the HTTP API, the console, a worker pool, the scheduler, and
 with --demo the upstream simulator and a demo workload. Ctrl-C stops it all.
 
 The local admin token lives in .orch/admin-token (mode 600) and reaches the console's
@@ -22,6 +22,7 @@ from core.domain import auth, errors
 from core.domain.auth import local_principal
 from core.ledger import db
 from core.settings import get_settings
+from worker.cli import api as api_cli
 from worker.cli import processes
 from worker.cli.common import Context, stop_on_signals
 
@@ -73,6 +74,7 @@ def cmd_up(ctx: Context) -> int:
     sup: pool.Supervisor | None = None
     metrics_server: Any = None
     console: Any = None
+    api_server: Any = None
     sim: Any = None
     try:
         db_url, redis_url = s.database_url, s.redis_url
@@ -99,6 +101,9 @@ def cmd_up(ctx: Context) -> int:
         token, token_path = admin_token(ctx, s.data_dir)
         print(f"admin token: {token_path} (mode 600; use it as ORCH_TOKEN)")
         metrics_server = processes.serve_metrics(ctx.engine, get_settings())
+        if not a.no_api:
+            api_engine = db.create_engine(db_url, pool_size=5, application_name="orch-api")
+            api_server = api_cli.serve(api_engine, get_settings())
         if not a.no_console:
             command, env = processes.console_command(db_url, get_settings().console_port, token=token)
             console = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -140,6 +145,8 @@ def cmd_up(ctx: Context) -> int:
                 console.kill()
         if metrics_server is not None:
             metrics_server.shutdown()
+        if api_server is not None:
+            api_server.stop()
         if sim is not None:
             sim.stop()
         if embedded is not None:
@@ -196,4 +203,5 @@ def register(sub: Any) -> None:
     processes.add_pool_args(up)
     up.add_argument("--demo", action="store_true", help="keep submitting a mixed demo workload")
     up.add_argument("--no-console", action="store_true", help="do not start the Streamlit console")
+    up.add_argument("--no-api", action="store_true", help="do not start the HTTP API (orch api)")
     up.set_defaults(fn=cmd_up)
