@@ -12,7 +12,7 @@ from typing import Any
 import plotly.graph_objects as go
 
 from core.domain import metrics, slo
-from dashboards import figures, incident_panels, schedule_panels
+from dashboards import figures, incident_panels, schedule_panels, webhook_panels
 from dashboards.panel_types import (
     CHART,
     GRID_COLUMNS,
@@ -498,6 +498,7 @@ PANELS: tuple[Panel, ...] = (
         figure=None,
     ),
     *incident_panels.PANELS,
+    *webhook_panels.PANELS,
     *schedule_panels.PANELS,
 )
 
@@ -541,6 +542,7 @@ DASHBOARDS: tuple[Dashboard, ...] = (
             ("dead_letter_depth", "lease_expirations"),
             ("error_clusters",),
             ("incidents_open",),
+            ("webhook_deliveries", "webhook_backlog"),
         ),
     ),
     Dashboard(

@@ -113,10 +113,34 @@ def _render(conn: sa.Connection) -> None:
     )
 
 
+def _webhook(conn: sa.Connection) -> None:
+    """The webhook notifier's backlog, failures, last error and success (README, "Webhooks"):
+    deployment-wide, so shown to principals who read every tenant."""
+    if principal.tenants is not None:
+        return
+    status = queries.webhook_status(conn, principal)
+    st.subheader("Webhook")
+    if status is None:
+        st.caption("No webhook notifier has run: set ORCH_WEBHOOK_URL for the scheduler.")
+        return
+    cols = st.columns(4)
+    cols[0].metric("Backlog", status["backlog"])
+    cols[1].metric("Delivered", status["delivered"])
+    cols[2].metric("Failed attempts", status["failed"])
+    cols[3].metric("Dropped", status["dropped"])
+    st.caption(
+        f"Cursor at event {status['last_seq']} of {status['newest']}; last success: "
+        f"{status['last_success_at'] or 'never'}; {status['consecutive_failures']} failure(s) in a row."
+    )
+    if status["last_error"]:
+        st.caption(f"Last error ({status['last_error_at']}): {status['last_error']}")
+
+
 @st.fragment(run_every=labels.REFRESH_S)
 def live() -> None:
     with common.shown_errors(), session.engine.connect() as conn:
         _render(conn)
+        _webhook(conn)
 
 
 live()

@@ -57,6 +57,9 @@ ACTIVE_BACKFILL_STATES: tuple[str, ...] = ("planned", "running", "paused")
 BACKFILL_EXPORT_AFTER_END_S = 86400
 #: Watermarks without a source carry this as their `source` label.
 NO_SOURCE = "-"
+#: Values of the `reason` label of orch_webhook_failures_total (every one, zero when none): why
+#: a POST of the webhook notifier failed (worker/runtime/notifier.py).
+WEBHOOK_FAILURE_REASONS: tuple[str, ...] = ("timeout", "connection", "http_3xx", "http_4xx", "http_429", "http_5xx")
 
 METRICS: tuple[MetricSpec, ...] = (
     # Written by worker processes (prometheus multiprocess mode); the submitted counter is a
@@ -202,6 +205,34 @@ METRICS: tuple[MetricSpec, ...] = (
         'Now minus the watermark of a tenant, source ("-" for none) and job type ("run:<name>" for runs); '
         "watermarks never moved are not exported.",
         ("tenant", "source", "job_type"),
+    ),
+    # The webhook notifier (worker/runtime/notifier.py), read from its cursor in the ledger at
+    # scrape time (zero while no notifier ever ran).
+    MetricSpec(
+        "orch_webhook_delivered_total",
+        Kind.COUNTER,
+        "Events the webhook endpoint accepted (2xx).",
+        ledger=True,
+    ),
+    MetricSpec(
+        "orch_webhook_failures_total",
+        Kind.COUNTER,
+        "Failed webhook POSTs by reason (timeout, connection, http_3xx, http_4xx, http_429, http_5xx).",
+        ("reason",),
+        ledger=True,
+    ),
+    MetricSpec(
+        "orch_webhook_dropped_total",
+        Kind.COUNTER,
+        "Events the webhook notifier gave up on: refused by the endpoint (a 4xx it does not retry) or pruned "
+        "before delivery.",
+        ledger=True,
+    ),
+    MetricSpec("orch_webhook_backlog", Kind.GAUGE, "Events numbered after the webhook notifier's cursor."),
+    MetricSpec(
+        "orch_webhook_last_success_timestamp_seconds",
+        Kind.GAUGE,
+        "When the webhook endpoint last accepted an event (Unix time; 0: never).",
     ),
 )
 

@@ -33,6 +33,7 @@ from core.queries.jobs import (
     tenants,
     throughput_series,
 )
+from core.queries.notifier import webhook_status
 from core.queries.runs import (
     get_run,
     graph_dot,
@@ -104,4 +105,5 @@ __all__ = [
     "verify_audit",
     "waiting_by_reason",
     "watermark_series",
+    "webhook_status",
 ]

@@ -32,6 +32,7 @@ from core.domain.auth import local_principal
 from core.ledger import flow
 from core.ledger import incidents as ledger_incidents
 from core.ledger import jobs as ledger
+from core.ledger import notifier as ledger_notifier
 from core.ledger import runs as ledger_runs
 
 log = logging.getLogger(__name__)
@@ -268,6 +269,35 @@ def _incident_family(conn: sa.Connection) -> Any:
     return g
 
 
+def _webhook_families(conn: sa.Connection) -> list[Any]:
+    """The webhook notifier's totals, backlog and last success, from its cursor (zeros while no
+    notifier ever ran; every failure reason, zero when none)."""
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    spec = decl.BY_NAME
+    row = ledger_notifier.status(conn, ledger_notifier.WEBHOOK)
+    failures = dict(row["failures"]) if row is not None else {}
+    out: list[Any] = []
+    for name, column in (("orch_webhook_delivered_total", "delivered"), ("orch_webhook_dropped_total", "dropped")):
+        c = CounterMetricFamily(name.removesuffix("_total"), spec[name].help)
+        c.add_metric([], int(row[column]) if row is not None else 0)
+        out.append(c)
+    f = CounterMetricFamily("orch_webhook_failures", spec["orch_webhook_failures_total"].help, labels=["reason"])
+    for reason in sorted(set(decl.WEBHOOK_FAILURE_REASONS) | set(failures)):
+        f.add_metric([reason], int(failures.get(reason, 0)))
+    out.append(f)
+    g = GaugeMetricFamily("orch_webhook_backlog", spec["orch_webhook_backlog"].help)
+    g.add_metric([], int(row["backlog"]) if row is not None else 0)
+    out.append(g)
+    last = row["last_success_at"] if row is not None else None
+    g = GaugeMetricFamily(
+        "orch_webhook_last_success_timestamp_seconds", spec["orch_webhook_last_success_timestamp_seconds"].help
+    )
+    g.add_metric([], last.timestamp() if last is not None else 0.0)
+    out.append(g)
+    return out
+
+
 class LedgerCollector:
     """Gauges and the ledger's running totals (submissions, rate-limit denials, upstream 429s,
     circuit openings, schedule ticks), read from the ledger when Prometheus scrapes."""
@@ -304,6 +334,10 @@ class LedgerCollector:
                     scheduled.append(_incident_family(conn))
                 except sa.exc.SQLAlchemyError as exc:  # a ledger not yet at revision 0011
                     log.warning("incident metrics unavailable: %s", str(exc).splitlines()[0])
+                try:
+                    scheduled += _webhook_families(conn)
+                except sa.exc.SQLAlchemyError as exc:  # a ledger not yet at revision 0014
+                    log.warning("webhook metrics unavailable: %s", str(exc).splitlines()[0])
         except sa.exc.SQLAlchemyError as exc:
             log.warning("ledger metrics unavailable: %s", str(exc).splitlines()[0])
             return
