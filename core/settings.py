@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.domain import errors
@@ -49,6 +49,24 @@ class Settings(BaseSettings):
     #: The console's address (orch console, orch up); 0.0.0.0 in a container.
     console_host: str = "127.0.0.1"
     console_port: int = Field(default=8501, ge=1, le=65535)
+    #: The HTTP API's address (orch api, orch up): the event stream and the incidents.
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8600, ge=1, le=65535)
+    #: The `source` of every orch.event.v1 envelope: a URI reference naming this deployment.
+    event_source: str = Field(default="urn:orch", min_length=1, max_length=200)
+    #: Whether the leading scheduler runs the outbox relay. Off only to measure what it costs
+    #: (bench/events.py): events then wait unnumbered, and no reader sees them, until a relay runs.
+    event_relay: bool = True
+    #: The webhook notifier (README, "Webhooks"): while set, the leading scheduler POSTs every
+    #: matching event to this http(s) URL, signed with webhook_secret (then required).
+    webhook_url: str | None = None
+    #: The HMAC-SHA256 key of the X-Orch-Signature header: at least 16 characters.
+    webhook_secret: str | None = Field(default=None, validate_default=True, repr=False)
+    #: Comma-separated event types to post: exact (orch.job.dead_lettered) or prefixes ending
+    #: in "." or ".*" (orch.incident.); empty: every event.
+    webhook_types: str = ""
+    #: Seconds one POST may take before it counts as a timeout (and is retried).
+    webhook_timeout_s: float = Field(default=5.0, gt=0, le=60)
     #: Where worker processes of this host write their metric files (multiprocess mode).
     #: Unset: a fresh temporary directory per pool start.
     metrics_dir: Path | None = None
@@ -78,6 +96,9 @@ class Settings(BaseSettings):
     incident_throttled_s: float = Field(default=600.0, ge=0, le=7 * 86_400)
     #: stuck_job: a job running (heartbeating or not) for longer than this.
     incident_running_s: float = Field(default=3600.0, gt=0, le=30 * 86_400)
+    #: stuck_job: a job ready and unclaimed for longer than this while workers of its queue
+    #: are alive (a job of that queue started or finished within the same time).
+    incident_ready_s: float = Field(default=900.0, gt=0, le=30 * 86_400)
     #: The job-success SLO target (docs/design.md, "Observability").
     slo_target: float = Field(default=0.99, gt=0, lt=1)
 
@@ -103,6 +124,29 @@ class Settings(BaseSettings):
             raise ValueError("must be a Redis URL such as redis://127.0.0.1:6379/0")
         return value
 
+    @field_validator("webhook_url")
+    @classmethod
+    def _check_webhook_url(cls, value: str | None) -> str | None:
+        if value is None or value.strip() == "":
+            return None
+        if not value.startswith(("http://", "https://")) or len(value) > 2000:
+            raise ValueError("must be an http:// or https:// URL such as https://hooks.example/orch")
+        return value.strip()
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _check_webhook_secret(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value == "":
+            value = None
+        if value is None and info.data.get("webhook_url"):
+            raise ValueError("required when ORCH_WEBHOOK_URL is set (receivers check the signature with it)")
+        if value is not None and len(value) < 16:
+            raise ValueError("must be at least 16 characters")
+        return value
+
+    def webhook_type_list(self) -> list[str]:
+        return [t.strip() for t in self.webhook_types.split(",") if t.strip()]
+
     def incident_policy(self) -> IncidentPolicy:
         return IncidentPolicy(
             for_s=self.incident_for_s,
@@ -113,6 +157,7 @@ class Settings(BaseSettings):
             circuit_open_s=self.incident_circuit_open_s,
             throttled_s=self.incident_throttled_s,
             running_s=self.incident_running_s,
+            ready_s=self.incident_ready_s,
         )
 
     def queue_list(self) -> list[str]:

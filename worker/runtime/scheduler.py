@@ -33,7 +33,7 @@ from core.ledger import runs as ledger_runs
 from core.ledger import schedules as ledger_schedules
 from core.ledger import windows as ledger_windows
 from core.settings import Settings
-from worker.runtime import exporter, relay
+from worker.runtime import exporter, notifier, relay
 from worker.runtime.broker import OrchRedisBroker
 
 log = logging.getLogger(__name__)
@@ -376,12 +376,23 @@ class Scheduler:
 
     def _lead(self, lock_conn: sa.Connection, stop: threading.Event) -> None:
         # The outbox relay numbers events while this scheduler leads (worker/runtime/relay.py).
-        thread, relay_stop = relay.Relay(self.engine).start()
+        # ORCH_EVENT_RELAY=false leaves events unnumbered until a relay runs (for measuring).
+        thread, relay_stop = relay.Relay(self.engine).start() if self.settings.event_relay else (None, None)
+        # So does the webhook notifier, when ORCH_WEBHOOK_URL is set (worker/runtime/notifier.py):
+        # a thread of its own, so a failing endpoint never holds up the relay or the passes.
+        hook = notifier.from_settings(self.engine, self.settings)
+        hook_thread, hook_stop = hook.start() if hook is not None else (None, None)
         try:
             self._passes(lock_conn, stop)
         finally:
-            relay_stop.set()
-            thread.join(timeout=5)
+            if relay_stop is not None:
+                relay_stop.set()
+            if hook_stop is not None:
+                hook_stop.set()
+            if thread is not None:
+                thread.join(timeout=5)
+            if hook_thread is not None:
+                hook_thread.join(timeout=self.settings.webhook_timeout_s + 1)
 
     def _passes(self, lock_conn: sa.Connection, stop: threading.Event) -> None:
         while not stop.is_set():
