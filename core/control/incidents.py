@@ -103,6 +103,24 @@ def conditions(conn: sa.Connection, policy: Policy) -> list[Condition]:
                 },
             )
         )
+    for r in ledger.long_ready(conn, ready_s=policy.ready_s):
+        found.append(
+            Condition(
+                "stuck_job",
+                int(r["tenant_id"]),
+                r["tenant"],
+                f"ready:job_type:{r['job_type']}",
+                "warning",
+                {
+                    "job_type": r["job_type"],
+                    "queue": r["queue"],
+                    "ready": int(r["n"]),
+                    "job_ids": list(r["job_ids"]),
+                    "longest_s": round(float(r["longest_s"]), 1),
+                    "limit_s": policy.ready_s,
+                },
+            )
+        )
     return found
 
 

@@ -38,6 +38,9 @@ class Policy:
     throttled_s: float = 600.0
     #: stuck_job: a job running (heartbeating or not) for longer than this.
     running_s: float = 3600.0
+    #: stuck_job: a job ready and unclaimed for longer than this while its queue's workers
+    #: are alive (a job of the queue ran within the same time).
+    ready_s: float = 900.0
 
 
 @dataclass(frozen=True)

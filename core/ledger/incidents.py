@@ -35,6 +35,10 @@ def long_running(conn: sa.Connection, *, running_s: float) -> list[Row]:
     return _all(conn, "long_running", {"running_s": running_s})
 
 
+def long_ready(conn: sa.Connection, *, ready_s: float) -> list[Row]:
+    return _all(conn, "long_ready", {"ready_s": ready_s})
+
+
 def lock(conn: sa.Connection) -> None:
     conn.execute(stmt("lock_incidents"))
 

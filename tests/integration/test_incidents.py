@@ -285,6 +285,36 @@ def test_a_job_running_past_its_limit_opens_stuck_job(ledger: sa.Engine, princip
     assert inc["evidence"]["longest_s"] >= 7200
 
 
+def test_a_job_ready_past_its_limit_while_its_queue_works_opens_stuck_job(
+    ledger: sa.Engine, principal: Principal
+) -> None:
+    (waiting,) = control.submit_many(
+        ledger, principal, [control.JobSpec(TENANT, "sleep")], doorbell=control.NoDoorbell()
+    ).job_ids
+    control.submit_many(ledger, principal, [control.JobSpec(TENANT, "noop")], doorbell=control.NoDoorbell())
+    with ledger.begin() as conn:  # a worker of the queue that does not run `sleep` is busy
+        (busy,) = ledger_jobs.claim_and_start_jobs(conn, queue="default", limit=1, owner="w", job_types=["noop"])
+    policy = Policy(for_s=60, quiet_s=300, ready_s=900)
+    assert control.evaluate_incidents(ledger, policy).conditions == 0  # ready, but not for long
+    backdate(
+        ledger,
+        "UPDATE jobs SET created_at = now() - make_interval(secs => :s), rung_at = NULL WHERE state = 'queued'",
+        3600,
+    )
+    control.evaluate_incidents(ledger, policy)
+    held_through_for(ledger)
+    control.evaluate_incidents(ledger, policy)
+    [inc] = incidents(ledger, principal)
+    assert (inc["kind"], inc["scope"], inc["evidence"]["job_ids"]) == ("stuck_job", "ready:job_type:sleep", [waiting])
+    assert inc["evidence"]["queue"] == "default" and inc["evidence"]["longest_s"] >= 3600
+    # With no worker of the queue alive (nothing running, nothing finished lately) a ready
+    # job is not stuck_job: the condition clears.
+    with ledger.begin() as conn:
+        ledger_jobs.succeed_jobs(conn, [busy["id"]], [busy["lease_id"]], actor="w")
+    backdate(ledger, "UPDATE jobs SET finished_at = now() - make_interval(secs => :s) WHERE state = 'succeeded'", 3600)
+    assert control.evaluate_incidents(ledger, policy).conditions == 0
+
+
 def test_a_fast_burn_of_the_error_budget_opens_a_critical_incident(ledger: sa.Engine, principal: Principal) -> None:
     from core.domain import slo
 

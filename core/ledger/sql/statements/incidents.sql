@@ -47,6 +47,53 @@ WHERE j.state IN ('leased', 'running') AND j.lease_expires_at IS NOT NULL
   AND j.started_at < now() - make_interval(secs => :running_s)
 GROUP BY j.tenant_id, t.name, j.job_type;
 
+-- name: long_ready
+-- Job types with jobs ready and unclaimed (queued) for longer than :ready_s on a queue whose
+-- workers are alive: a job of the queue is running, or is among the last 1,000 jobs finished
+-- within :ready_s. Bounded however long the backlog: a skip scan of jobs_claim_idx finds each
+-- (queue, priority) band (claims take a band's lowest ids first), and only the first 10 jobs
+-- of each band are looked at:
+-- the ones waiting longest (a retried job re-enters its band with its old id, so its wait
+-- counts from rung_at).
+WITH RECURSIVE bands AS (
+    (SELECT j.queue, j.priority FROM jobs AS j WHERE j.state = 'queued' ORDER BY j.queue, j.priority DESC LIMIT 1)
+    UNION ALL
+    SELECT n.queue, n.priority
+    FROM bands AS b
+    CROSS JOIN LATERAL (
+        (SELECT j.queue, j.priority FROM jobs AS j
+         WHERE j.state = 'queued' AND j.queue = b.queue AND j.priority < b.priority
+         ORDER BY j.queue, j.priority DESC LIMIT 1)
+        UNION ALL
+        (SELECT j.queue, j.priority FROM jobs AS j
+         WHERE j.state = 'queued' AND j.queue > b.queue
+         ORDER BY j.queue, j.priority DESC LIMIT 1)
+        LIMIT 1
+    ) AS n
+), heads AS (
+    SELECT h.* FROM bands AS b
+    CROSS JOIN LATERAL (
+        SELECT j.id, j.tenant_id, j.job_type, j.queue, coalesce(j.rung_at, j.created_at) AS since
+        FROM jobs AS j
+        WHERE j.state = 'queued' AND j.queue = b.queue AND j.priority = b.priority
+        ORDER BY j.queue, j.priority DESC, j.id LIMIT 10
+    ) AS h
+), waiting AS (
+    SELECT * FROM heads WHERE since < now() - make_interval(secs => :ready_s)
+), alive AS (
+    SELECT q.queue FROM (SELECT DISTINCT queue FROM waiting) AS q
+    WHERE EXISTS (SELECT 1 FROM jobs AS j WHERE j.state IN ('leased', 'running') AND j.queue = q.queue)
+       OR EXISTS (SELECT 1 FROM (SELECT j.queue FROM jobs AS j
+                                 WHERE j.finished_at > now() - make_interval(secs => :ready_s)
+                                 ORDER BY j.finished_at DESC LIMIT 1000) AS f
+                  WHERE f.queue = q.queue)
+)
+SELECT w.tenant_id, t.name AS tenant, w.job_type, w.queue, count(*) AS n,
+       array_agg(w.id ORDER BY w.since) AS job_ids,
+       extract(epoch FROM now() - min(w.since)) AS longest_s
+FROM waiting AS w JOIN alive AS a USING (queue) JOIN tenants AS t ON t.id = w.tenant_id
+GROUP BY w.tenant_id, t.name, w.job_type, w.queue;
+
 -- name: lock_incidents
 -- Two schedulers take turns over the incidents (a transaction-scoped advisory lock).
 SELECT pg_advisory_xact_lock(hashtext('orch:incidents'));
