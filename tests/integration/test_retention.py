@@ -4,6 +4,7 @@ letters, part of a run, a job a kept job replays, windows, the audit log)."""
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from core.domain.auth import Principal, Scope
 from tests.conftest import Services
 from tests.integration.test_backfills import TYPE, claim, finish
 from tests.integration.test_cli import ok_json, orch
+from worker.runtime.relay import Relay
 
 
 def prune(engine: sa.Engine, **kw: Any) -> retention.PruneResult:
@@ -119,8 +121,6 @@ def test_a_replayed_job_stays_while_its_replay_does(ledger: sa.Engine, principal
 
 
 def test_windows_audit_and_recent_events_stay(ledger: sa.Engine, principal: Principal) -> None:
-    import datetime as dt
-
     day = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
     spec = control.BackfillSpec("acme", control.Target.of_job(TYPE), day, day + dt.timedelta(hours=2))
     control.create_backfill(ledger, principal, spec, reason="r", ticket="T")
@@ -134,6 +134,7 @@ def test_windows_audit_and_recent_events_stay(ledger: sa.Engine, principal: Prin
         conn.execute(
             sa.text("UPDATE events SET at = now() - interval '8 days' WHERE id = (SELECT min(id) FROM events)")
         )
+    Relay(ledger).run_once()  # only numbered events are pruned
     audit = count(ledger, "SELECT count(*) FROM audit_log")
     events = count(ledger, "SELECT count(*) FROM events")
     result = prune(ledger)
@@ -143,6 +144,23 @@ def test_windows_audit_and_recent_events_stay(ledger: sa.Engine, principal: Prin
     assert count(ledger, "SELECT count(*) FROM events") == events - 1
     again = control.create_backfill(ledger, principal, spec, reason="r", ticket="T", dry_run=True)
     assert again.skipped_done == 2 and again.to_run == 0
+
+
+def test_events_go_from_the_start_of_the_stream_and_never_leave_a_hole(ledger: sa.Engine) -> None:
+    insert = sa.text("INSERT INTO events (tenant_id, kind, payload, at) VALUES (NULL, :k, '{}', now() - :age)")
+    with ledger.begin() as conn:
+        for kind, age_days in (("old", 9), ("young", 1), ("late", 9)):  # "late" committed after "young"
+            conn.execute(insert, {"k": kind, "age": dt.timedelta(days=age_days)})
+    Relay(ledger).run_once()
+    with ledger.begin() as conn:
+        conn.execute(insert, {"k": "unnumbered", "age": dt.timedelta(days=9)})
+    assert prune(ledger, dry_run=True).removed["events"] == 1
+    assert prune(ledger).removed["events"] == 1
+    with ledger.connect() as conn:
+        kept = conn.execute(sa.text("SELECT kind, seq FROM events ORDER BY id")).all()
+    # "late" stays behind "young" (a hole at its number would be a silent gap), and an event
+    # nobody numbered yet is never pruned.
+    assert [(k, s) for k, s in kept] == [("young", 2), ("late", 3), ("unnumbered", None)]
 
 
 def test_dry_run_counts_and_removes_nothing(ledger: sa.Engine, principal: Principal) -> None:

@@ -71,9 +71,19 @@ SELECT (SELECT count(*) FROM j) AS jobs, (SELECT count(*) FROM h) AS history, (S
 WITH d AS (DELETE FROM runs WHERE id = ANY(CAST(:runs AS bigint[])) RETURNING 1) SELECT count(*) FROM d;
 
 -- name: prune_events
--- The outbox keeps its own window (the event stream's resume window).
-WITH old AS (SELECT id FROM events WHERE at < now() - make_interval(days => :days) ORDER BY at LIMIT :limit),
-d AS (DELETE FROM events WHERE id IN (SELECT id FROM old) RETURNING 1)
+-- The outbox keeps its own window (the event stream's resume window), pruned from the start
+-- of the stream: the numbered rows, in stream order, up to the first one still inside the
+-- window. A row that committed late (an old time, a later number) waits for the rows before
+-- it, so the stream never has a hole a reader could not be told about, and a row the relay
+-- has not numbered yet is never pruned.
+WITH head AS (
+    SELECT id, seq, at < now() - make_interval(days => :days) AS old
+    FROM events WHERE seq IS NOT NULL ORDER BY seq LIMIT :limit
+), d AS (
+    DELETE FROM events WHERE id IN (
+        SELECT id FROM head WHERE old AND seq < coalesce((SELECT min(seq) FROM head WHERE NOT old), 9223372036854775807)
+    ) RETURNING 1
+)
 SELECT count(*) FROM d;
 
 -- name: count_pruned
@@ -85,7 +95,11 @@ ON CONFLICT (kind) DO UPDATE SET removed = prune_counters.removed + EXCLUDED.rem
 SELECT kind, removed FROM prune_counters ORDER BY kind;
 
 -- name: count_old_events
-SELECT count(*) FROM events WHERE at < now() - make_interval(days => :days);
+-- What prune_events would remove: the numbered rows before the first one inside the window.
+SELECT count(*) FROM events
+WHERE seq IS NOT NULL AND seq < coalesce(
+    (SELECT seq FROM events WHERE seq IS NOT NULL AND at >= now() - make_interval(days => :days) ORDER BY seq LIMIT 1),
+    9223372036854775807);
 
 -- name: set_tenant_retention
 UPDATE tenants SET retention_days = :days WHERE name = :tenant RETURNING id;
