@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from core.domain.redaction import redact
+from core.domain.redaction import redact, redact_text
 
 SPECVERSION = "1.0"
 #: The value of every envelope's `source` unless the deployment names itself
@@ -115,8 +115,17 @@ def envelope(row: Mapping[str, Any], *, source: str = DEFAULT_SOURCE, index: int
         "idempotencykey": idem,
         "actor": actor,
         "sequence": str(row["seq"]),
-        "data": redact(payload),
+        "data": _masked(payload),
     }
+
+
+def _masked(payload: dict[str, Any]) -> Any:
+    """Secret-looking keys masked at any depth, and `key=value` secrets in the free-text
+    reason (a failure's message) too."""
+    data = redact(payload)
+    if isinstance(data.get("reason"), str):
+        data["reason"] = redact_text(data["reason"])
+    return data
 
 
 def _time(at: datetime | str) -> str:

@@ -70,3 +70,13 @@ def test_a_submitted_job_names_the_state_it_starts_in() -> None:
     (e,) = events.expand(row)
     assert e["type"] == "orch.job.submitted" and e["data"]["from_state"] is None and e["data"]["state"] == "queued"
     jsonschema.validate(e, SCHEMA)
+
+
+def test_a_secret_in_a_failure_reason_is_masked() -> None:
+    row = {**BATCH, "kind": "job.retrying", "n": 1, "seq": 1}
+    row["payload"] = {
+        "actor": "w",
+        "jobs": [[1, "fetch", None, "fail", "running", "retrying", 1, "http_4xx: token=abc123"]],
+    }
+    (e,) = events.expand(row)
+    assert e["data"]["reason"] == "http_4xx: token=***"
