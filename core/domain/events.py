@@ -67,24 +67,50 @@ def subject(payload: Mapping[str, Any]) -> str | None:
 JOB_FIELDS = ("job_id", "job_type", "run_id", "event", "from_state", "state", "attempt", "reason")
 
 
-def expand(row: Mapping[str, Any], *, after: int = 0, source: str = DEFAULT_SOURCE) -> list[dict[str, Any]]:
+def expand(
+    row: Mapping[str, Any], *, after: int = 0, source: str = DEFAULT_SOURCE, limit: int | None = None
+) -> list[dict[str, Any]]:
     """The envelopes of one numbered outbox row (seq, id, at, tenant, kind, payload, and n:
     how many events it holds, numbered seq - n + 1 .. seq), skipping those numbered at or
-    before `after`. A job batch row (payload `jobs`) holds one change per job."""
+    before `after`, at most `limit` of them. A job batch row (payload `jobs`) holds one
+    change per job."""
     payload = row["payload"] or {}
     seq = int(row["seq"])
     jobs = payload.get("jobs") if str(row["kind"]).startswith("job.") else None
     if jobs is None:
-        return [envelope(row, source=source)] if seq > after else []
+        return [envelope(row, source=source)] if seq > after and limit != 0 else []
     first = seq - len(jobs) + 1
+    start = max(0, after - first + 1)
+    stop = len(jobs) if limit is None else min(len(jobs), start + limit)
+    etype = event_type(str(row["kind"]), payload)
+    common = {
+        "specversion": SPECVERSION,
+        "source": source,
+        "type": etype,
+        "time": _time(row["at"]),
+        "datacontenttype": DATACONTENTTYPE,
+        "tenantid": row.get("tenant"),
+        "actor": payload.get("actor"),
+    }
     out = []
-    for i, item in enumerate(jobs):
-        if first + i <= after:
-            continue
-        data = dict(zip(JOB_FIELDS, item, strict=True))
-        data["actor"] = payload.get("actor")
-        one = {**row, "seq": first + i, "payload": data}
-        out.append(envelope(one, source=source, index=i))
+    for i in range(start, stop):
+        # A job change's keys are JOB_FIELDS, none secret-looking: only its reason (a
+        # failure's message) can carry one.
+        data = dict(zip(JOB_FIELDS, jobs[i], strict=True))
+        if isinstance(data["reason"], str):
+            data["reason"] = redact_text(data["reason"])
+        job_id, run_id = data["job_id"], data["run_id"]
+        out.append(
+            {
+                **common,
+                "id": f"{row['id']}.{i}",
+                "subject": f"job/{job_id}",
+                "correlationid": f"run/{run_id}" if run_id is not None else f"job/{job_id}",
+                "idempotencykey": f"orch-{etype}-{job_id}-{data['attempt']}",
+                "sequence": str(first + i),
+                "data": data,
+            }
+        )
     return out
 
 

@@ -72,7 +72,10 @@ def page(
     no filter) by tenant name, type pattern (type_pattern()) and subject. A row may hold
     several events (a job batch, numbered seq - n + 1 .. seq; the first row may start at or
     before `after`): core.domain.events.expand gives them."""
-    hi = after + span
+    # Numbers are contiguous, so without filters the events a page wants lie within `limit`
+    # numbers of its cursor; rows beyond need not be read (nor their JSON decoded).
+    filtered = tenants is not None or type_patterns is not None or subjects is not None
+    hi = after + (span if filtered else min(span, limit))
     straddling = conn.execute(stmt("straddling_row"), {"hi": hi}).mappings().first()
     if straddling is not None and int(straddling["first"]) <= hi:
         hi = int(straddling["seq"])

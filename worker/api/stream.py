@@ -162,7 +162,7 @@ class Reader:
                 items.append(Item(resume, LOST, domain.lost_event(after, page.oldest)))
                 page = self._page(conn, resume, limit)
             start = after if resume is None else resume
-        envelopes = self._envelopes(page.events, start)
+        envelopes = self._envelopes(page.events, start, limit)
         cursor, full = page.cursor, page.full
         if len(envelopes) > limit:  # rows holding many events: stop inside the last one
             envelopes = envelopes[:limit]
@@ -196,12 +196,17 @@ class Reader:
             subjects=list(f.subjects) or None,
         )
 
-    def _envelopes(self, rows: Sequence[sa.RowMapping], after: int) -> list[dict[str, Any]]:
+    def _envelopes(self, rows: Sequence[sa.RowMapping], after: int, limit: int) -> list[dict[str, Any]]:
         """The events of the rows past `after`, one per job of a job batch row, kept to the
         subjects asked for (a batch row matches when one of its jobs does)."""
-        out = [e for r in rows for e in domain.expand(dict(r), after=after, source=self.source)]
-        if self.filters.subjects:
-            out = [e for e in out if e["subject"] in self.filters.subjects]
+        out: list[dict[str, Any]] = []
+        subjects = self.filters.subjects
+        for r in rows:
+            if len(out) > limit:
+                break
+            # More than `limit` tells read() to stop inside the last row.
+            got = domain.expand(dict(r), after=after, source=self.source, limit=None if subjects else limit + 1)
+            out += [e for e in got if e["subject"] in subjects] if subjects else got
         return out
 
 
