@@ -34,7 +34,7 @@ OPENAPI_URL = "/.well-known/openapi"
 #: Seconds of silence after which an SSE stream sends a keep-alive comment.
 KEEPALIVE_S = 15.0
 #: How often an idle SSE stream looks for new events (a full page is followed at once).
-POLL_S = 0.15
+POLL_S = 0.05
 #: Most events one SSE read takes.
 SSE_PAGE = 500
 #: What an EventSource waits before it reconnects (the `retry:` field), in milliseconds.

@@ -15,7 +15,7 @@ from core.ledger import events
 log = logging.getLogger(__name__)
 
 #: How long the relay waits after finding nothing to number.
-IDLE_S = 0.1
+IDLE_S = 0.05
 #: Most events one relay transaction numbers.
 BATCH = 5000
 
