@@ -6,7 +6,10 @@
 1. Bare Dramatiq: N messages pre-enqueued on the same Redis, consumed by P processes x T
    threads of a plain RedisBroker worker whose actor does nothing.
 2. Orch: N noop jobs batch-submitted (timed: submit rate, doorbells included), then the same
-   P x T worker pool runs them through the ledger (claim, ack, succeed, history).
+   P x T worker pool runs them through the ledger (claim, ack, succeed, history). As deployed:
+   an `orch scheduler` holds the lead throughout, and every run uses a fresh scratch database
+   (rounds share it), so jobs left in ORCH_DATABASE_URL's database by earlier runs count for
+   nothing.
    Throughput is N / (last finish - first start), both from the ledger's clock.
 3. Dispatch latency on the idle pool: one probe job at a time, submit -> handler start.
 
@@ -95,104 +98,108 @@ def run_orch(
     principal = local_principal("bench")
     tenant = f"bench-{uuid.uuid4().hex[:6]}"
 
-    # Every round starts from a vacuumed ledger (the flow-control rows too: a bucket row is
-    # updated by every claim), so rounds compare alike even on a server with autovacuum off
-    # (this machine's PostgreSQL has it off).
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(sa.text("VACUUM (ANALYZE) jobs, job_history, buckets, quotas, quota_starts, sources"))
-    with engine.begin() as conn:  # an aborted earlier run may have left jobs on the queue
-        stale = [r[0] for r in conn.execute(sa.text("SELECT id FROM jobs WHERE queue = 'bench' AND state = 'queued'"))]
-        ledger.cancel_waiting_jobs(conn, stale, actor="bench", reason="left over by an aborted benchmark")
-    source = None
-    if limits:
-        source = "bench"
-        control.add_source(
-            engine,
-            principal,
-            tenant=tenant,
-            name=source,
-            host="throughput.bench.invalid",
-            rate=GENEROUS_RATE,
-            burst=GENEROUS_RATE,
-            reason="bench --limits: a bucket that never denies",
-        )
-        control.set_quota(
-            engine,
-            principal,
-            tenant=tenant,
-            job_type="bench.noop",
-            max_active=GENEROUS_MAX_ACTIVE,
-            max_per_hour=GENEROUS_MAX_PER_HOUR,
-            reason="bench --limits: a quota that never binds",
-        )
-    spec = control.JobSpec(tenant, "bench.noop", source=source)
-    t0 = time.perf_counter()
-    ids: list[int] = []
-    for start in range(0, n, 5000):
-        ids += control.submit_many(engine, principal, [spec] * min(5000, n - start), doorbell=bell).job_ids
-    submit_s = time.perf_counter() - t0
+    # The stack as deployed: a scheduler holds the lead while jobs are submitted and run.
+    with scheduler_process(settings):
+        # Every round starts from a vacuumed ledger (the flow-control rows too: a bucket row is
+        # updated by every claim), so rounds compare alike even on a server with autovacuum off
+        # (this machine's PostgreSQL has it off).
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(sa.text("VACUUM (ANALYZE) jobs, job_history, buckets, quotas, quota_starts, sources"))
+        with engine.begin() as conn:  # an aborted earlier run may have left jobs on the queue
+            stale = [
+                r[0] for r in conn.execute(sa.text("SELECT id FROM jobs WHERE queue = 'bench' AND state = 'queued'"))
+            ]
+            ledger.cancel_waiting_jobs(conn, stale, actor="bench", reason="left over by an aborted benchmark")
+        source = None
+        if limits:
+            source = "bench"
+            control.add_source(
+                engine,
+                principal,
+                tenant=tenant,
+                name=source,
+                host="throughput.bench.invalid",
+                rate=GENEROUS_RATE,
+                burst=GENEROUS_RATE,
+                reason="bench --limits: a bucket that never denies",
+            )
+            control.set_quota(
+                engine,
+                principal,
+                tenant=tenant,
+                job_type="bench.noop",
+                max_active=GENEROUS_MAX_ACTIVE,
+                max_per_hour=GENEROUS_MAX_PER_HOUR,
+                reason="bench --limits: a quota that never binds",
+            )
+        spec = control.JobSpec(tenant, "bench.noop", source=source)
+        t0 = time.perf_counter()
+        ids: list[int] = []
+        for start in range(0, n, 5000):
+            ids += control.submit_many(engine, principal, [spec] * min(5000, n - start), doorbell=bell).job_ids
+        submit_s = time.perf_counter() - t0
 
-    sup = pool.Supervisor(
-        pool.PoolConfig(processes=processes, threads=threads, queues=["bench"], handler_modules=["bench.handlers"]),
-        settings,
-    )
-    sup.start()
-    try:
-        lo, hi = min(ids), max(ids)
-        deadline = time.monotonic() + 900
-        done = done0 = 0
-        meter: pgcpu.PgMeter | None = None
-        cpu0: float | None = None
-        while time.monotonic() < deadline:
-            with engine.connect() as conn:
-                # What is left, from the partial indexes of live states: the poll must not
-                # cost the server what a count over every finished job would.
-                done = n - conn.execute(sa.text(LEFT_SQL), {"lo": lo, "hi": hi}).scalar_one()
-            if done >= n:
-                break
-            if meter is None and done > 0:
-                # From the first finished jobs on, so the workers' start-up is not counted.
-                meter, done0, cpu0 = pgcpu.PgMeter.start(engine), done, pgcpu.processes_cpu(sup.pids())
-            time.sleep(0.1)
-        with engine.connect() as conn:
-            done = conn.execute(
-                sa.text("SELECT count(*) FROM jobs WHERE id BETWEEN :lo AND :hi AND state = 'succeeded'"),
-                {"lo": lo, "hi": hi},
-            ).scalar_one()
-            first, last = conn.execute(
-                sa.text("SELECT min(started_at), max(finished_at) FROM jobs WHERE id BETWEEN :lo AND :hi"),
-                {"lo": lo, "hi": hi},
-            ).one()
-        orch_rate = done / (last - first).total_seconds()
-        pg = meter.stop() if meter is not None else {"pg_cpu_s": None, "statements": []}
-        cpu1 = pgcpu.processes_cpu(sup.pids())
-        workers_cpu = None if cpu0 is None or cpu1 is None else cpu1 - cpu0
-        measured = max(1, done - done0)
-
-        # Dispatch latency: the pool is idle now; one probe at a time.
-        probe_spec = control.JobSpec(tenant, "bench.probe", source=source)
-        latencies: list[float] = []
-        for _ in range(probes):
-            time.sleep(0.02)
-            sent = time.time()
-            job_id = control.submit(engine, principal, probe_spec, doorbell=bell)
-            started = None
-            wait_until = time.monotonic() + 10
-            while started is None and time.monotonic() < wait_until:
+        sup = pool.Supervisor(
+            pool.PoolConfig(processes=processes, threads=threads, queues=["bench"], handler_modules=["bench.handlers"]),
+            settings,
+        )
+        sup.start()
+        try:
+            lo, hi = min(ids), max(ids)
+            deadline = time.monotonic() + 900
+            done = done0 = 0
+            meter: pgcpu.PgMeter | None = None
+            cpu0: float | None = None
+            while time.monotonic() < deadline:
                 with engine.connect() as conn:
-                    started = conn.execute(
-                        sa.text("SELECT message FROM job_logs WHERE job_id = :id"), {"id": job_id}
-                    ).scalar()
-                if started is None:
-                    time.sleep(0.002)
-            if started is not None:
-                latencies.append((float(started) - sent) * 1000)
-    finally:
-        sup.stopping.set()
-        sup.shutdown()
-        keys = broker.client.keys(f"{namespace}:*")
-        if keys:
-            broker.client.delete(*keys)
+                    # What is left, from the partial indexes of live states: the poll must not
+                    # cost the server what a count over every finished job would.
+                    done = n - conn.execute(sa.text(LEFT_SQL), {"lo": lo, "hi": hi}).scalar_one()
+                if done >= n:
+                    break
+                if meter is None and done > 0:
+                    # From the first finished jobs on, so the workers' start-up is not counted.
+                    meter, done0, cpu0 = pgcpu.PgMeter.start(engine), done, pgcpu.processes_cpu(sup.pids())
+                time.sleep(0.1)
+            with engine.connect() as conn:
+                done = conn.execute(
+                    sa.text("SELECT count(*) FROM jobs WHERE id BETWEEN :lo AND :hi AND state = 'succeeded'"),
+                    {"lo": lo, "hi": hi},
+                ).scalar_one()
+                first, last = conn.execute(
+                    sa.text("SELECT min(started_at), max(finished_at) FROM jobs WHERE id BETWEEN :lo AND :hi"),
+                    {"lo": lo, "hi": hi},
+                ).one()
+            orch_rate = done / (last - first).total_seconds()
+            pg = meter.stop() if meter is not None else {"pg_cpu_s": None, "statements": []}
+            cpu1 = pgcpu.processes_cpu(sup.pids())
+            workers_cpu = None if cpu0 is None or cpu1 is None else cpu1 - cpu0
+            measured = max(1, done - done0)
+
+            # Dispatch latency: the pool is idle now; one probe at a time.
+            probe_spec = control.JobSpec(tenant, "bench.probe", source=source)
+            latencies: list[float] = []
+            for _ in range(probes):
+                time.sleep(0.02)
+                sent = time.time()
+                job_id = control.submit(engine, principal, probe_spec, doorbell=bell)
+                started = None
+                wait_until = time.monotonic() + 10
+                while started is None and time.monotonic() < wait_until:
+                    with engine.connect() as conn:
+                        started = conn.execute(
+                            sa.text("SELECT message FROM job_logs WHERE job_id = :id"), {"id": job_id}
+                        ).scalar()
+                    if started is None:
+                        time.sleep(0.002)
+                if started is not None:
+                    latencies.append((float(started) - sent) * 1000)
+        finally:
+            sup.stopping.set()
+            sup.shutdown()
+            keys = broker.client.keys(f"{namespace}:*")
+            if keys:
+                broker.client.delete(*keys)
     latencies.sort()
     keyed_per_s = submit_keyed(engine, principal, tenant, min(n, 20_000))
     return {
@@ -365,24 +372,14 @@ def _wait_for_leader(db_url: str, sched: subprocess.Popen[bytes], log: Path, tim
 
 
 @contextlib.contextmanager
-def worker_stack(
-    settings: Any,
-    *,
-    processes: int,
-    threads: int,
-    queues: list[str],
-    handler_modules: list[str],
-) -> Iterator[Stack]:
-    """An `orch scheduler` process (it releases throttled and retrying jobs at their
-    not_before) and a supervised pool of `processes` x `threads` workers, as `orch up` runs
-    them; both stopped on exit, also on Ctrl-C. The scheduler's log is kept only if it
-    exited on its own."""
-    from worker.runtime import pool
-
+def scheduler_process(settings: Any) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+    """An `orch scheduler` process holding the lead (it releases throttled and retrying jobs
+    at their not_before, repairs doorbells and keeps the statistics of jobs fresh, as in a
+    deployed stack); stopped on exit, also on Ctrl-C. Its log is kept only if it exited on
+    its own."""
     log_dir = Path(tempfile.mkdtemp(prefix="orch-bench-"))
     sched_log = log_dir / "scheduler.log"
     sched: subprocess.Popen[bytes] | None = None
-    sup: pool.Supervisor | None = None
     interrupted = False
     try:
         with sched_log.open("wb") as out:
@@ -395,19 +392,11 @@ def worker_stack(
                 preexec_fn=_parent_death_signal(),
             )
         _wait_for_leader(settings.database_url, sched, sched_log)
-        sup = pool.Supervisor(
-            pool.PoolConfig(processes=processes, threads=threads, queues=queues, handler_modules=handler_modules),
-            settings,
-        )
-        sup.start()
-        yield Stack(sup, sched, sched_log)
+        yield sched, sched_log
     except KeyboardInterrupt:
         interrupted = True  # Ctrl-C reached the scheduler too: its exit is no surprise
         raise
     finally:
-        if sup is not None:
-            sup.stopping.set()
-            sup.shutdown()
         if sched is not None:
             early = sched.poll() is not None and not interrupted
             if early:
@@ -420,6 +409,32 @@ def worker_stack(
                 sched.wait(5)
             if not early:
                 shutil.rmtree(log_dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def worker_stack(
+    settings: Any,
+    *,
+    processes: int,
+    threads: int,
+    queues: list[str],
+    handler_modules: list[str],
+) -> Iterator[Stack]:
+    """An `orch scheduler` process and a supervised pool of `processes` x `threads` workers,
+    as `orch up` runs them; both stopped on exit, also on Ctrl-C."""
+    from worker.runtime import pool
+
+    with scheduler_process(settings) as (sched, sched_log):
+        sup = pool.Supervisor(
+            pool.PoolConfig(processes=processes, threads=threads, queues=queues, handler_modules=handler_modules),
+            settings,
+        )
+        sup.start()
+        try:
+            yield Stack(sup, sched, sched_log)
+        finally:
+            sup.stopping.set()
+            sup.shutdown()
 
 
 def sliding_max(times: list[float], width: float = 1.0) -> int:
@@ -501,16 +516,21 @@ def main() -> None:
     bares: list[float] = []
     orchs: list[dict[str, float]] = []
     try:
-        for r in range(1, a.rounds + 1):
-            # Alternate the two in each round so drift on a noisy machine hits both alike.
-            if not a.skip_bare:
-                print(f"[{r}/{a.rounds}] bare dramatiq: {a.jobs} messages, {a.processes}x{a.threads} ...", flush=True)
-                bares.append(bare.run_bare(redis_url, a.jobs, a.processes, a.threads))
-                print(f"  {bares[-1]:,.0f} messages/s", flush=True)
-            print(f"[{r}/{a.rounds}] orch: {a.jobs} noop jobs, {a.processes}x{a.threads} ...", flush=True)
-            orch = run_orch(db_url, redis_url, a.jobs, a.processes, a.threads, a.probes)
-            orchs.append(orch)
-            print_round(orch, a.probes, keyed=True)
+        # A scratch ledger: jobs left by earlier runs or tests in ORCH_DATABASE_URL's database
+        # would make every figure depend on what happened before.
+        with scratch_database(db_url, "orch_bench_tp") as scratch:
+            for r in range(1, a.rounds + 1):
+                # Alternate the two in each round so drift on a noisy machine hits both alike.
+                if not a.skip_bare:
+                    print(
+                        f"[{r}/{a.rounds}] bare dramatiq: {a.jobs} messages, {a.processes}x{a.threads} ...", flush=True
+                    )
+                    bares.append(bare.run_bare(redis_url, a.jobs, a.processes, a.threads))
+                    print(f"  {bares[-1]:,.0f} messages/s", flush=True)
+                print(f"[{r}/{a.rounds}] orch: {a.jobs} noop jobs, {a.processes}x{a.threads} ...", flush=True)
+                orch = run_orch(scratch, redis_url, a.jobs, a.processes, a.threads, a.probes)
+                orchs.append(orch)
+                print_round(orch, a.probes, keyed=True)
     finally:
         if embedded is not None:
             embedded.stop()  # type: ignore[attr-defined]
