@@ -1,5 +1,5 @@
 """`orch`: the command line, one module per command group (jobs, runs, schedules, flow,
-access, processes, up, incidents, events, api, devtools), each registering its commands on the parser
+access, processes, up, incidents, events, api, bundles, devtools), each registering its commands on the parser
 built here. Commands are thin over core.control and core.queries; errors print one line
 that says what to fix, never a traceback.
 """
@@ -15,10 +15,10 @@ from typing import NoReturn
 import sqlalchemy as sa
 
 from core.domain import errors
-from worker.cli import access, api, devtools, events, flow, incidents, jobs, processes, runs, schedules, up
+from worker.cli import access, api, bundles, devtools, events, flow, incidents, jobs, processes, runs, schedules, up
 from worker.cli.common import EXIT_CODES, Context
 
-GROUPS = (jobs, runs, schedules, access, processes, up, flow, incidents, events, api, devtools)
+GROUPS = (jobs, runs, schedules, access, processes, up, flow, incidents, events, api, bundles, devtools)
 
 
 def build_parser() -> argparse.ArgumentParser:
