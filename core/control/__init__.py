@@ -15,6 +15,7 @@ from core.control.backfills import (
     pause_backfill,
     resume_backfill,
 )
+from core.control.bundles import Exported, Imported, export_bundle, import_bundle, verify_bundle
 from core.control.common import (
     MAX_ATTEMPTS_LIMIT,
     MAX_PRIORITY,
@@ -105,6 +106,8 @@ __all__ = [
     "CancelResult",
     "CircuitReset",
     "Doorbell",
+    "Exported",
+    "Imported",
     "JobSpec",
     "NoDoorbell",
     "PauseChange",
@@ -131,8 +134,10 @@ __all__ = [
     "create_backfill",
     "create_token",
     "evaluate_incidents",
+    "export_bundle",
     "forget_cached_catalog",
     "grant_every_scope",
+    "import_bundle",
     "pause",
     "pause_backfill",
     "pause_schedule",
@@ -157,4 +162,5 @@ __all__ = [
     "submit_run",
     "throttle_source",
     "trigger_schedule",
+    "verify_bundle",
 ]

@@ -321,6 +321,8 @@ def reset_circuit(
     principal.require(Scope.OPERATE, tenant)
     with engine.begin() as conn:
         src = _source(conn, tenant, source)
+        # The circuit's history names who closed it (orch_circuit_history reads orch.actor).
+        conn.execute(sa.text("SELECT set_config('orch.actor', :who, true)"), {"who": principal.subject})
         old_state = flow.reset_circuit(conn, source_id=src["id"])
         released = flow.wake_waiting(
             conn, reason=WaitReason.CIRCUIT_OPEN, tenant_id=src["tenant_id"], source_id=src["id"]

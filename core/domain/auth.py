@@ -16,6 +16,8 @@ class Scope(StrEnum):
     OPERATE = "orch:operate"
     QUOTA = "orch:quota"
     BACKFILL = "orch:backfill"
+    #: Export a tenant's history as a signed audit bundle, and import one into an empty ledger.
+    EXPORT = "orch:export"
 
 
 ALL_SCOPES: frozenset[Scope] = frozenset(Scope)

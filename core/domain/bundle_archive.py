@@ -1,6 +1,6 @@
 """Writing an audit bundle (issue 13): record files of canonical lines, a manifest, a DSSE
 envelope over an in-toto Statement whose subjects are every file, all in one deterministic
-tar.gz. Pure: the records come from the caller (the export, not built yet), the key too.
+tar.gz. Pure: the records come from the caller (core.control.bundles), the key too.
 
 Deterministic: the same records, range and key give the same archive, byte for byte.
 Entries are sorted by name; every one is a regular file with mode 644, uid and gid 0, no user
@@ -42,6 +42,7 @@ ORDER = (
     "artifacts.jsonl",
     "incidents.jsonl",
     "events.jsonl",
+    "sources.jsonl",
 )
 MANIFEST = "manifest.json"
 ENVELOPE = "manifest.dsse.json"
@@ -79,12 +80,16 @@ class BundleWriter:
         range_to: dt.datetime,
         exporter_version: str,
         key: Ed25519PrivateKey,
+        audit_anchor: Mapping[str, Any] | None = None,
         spool_dir: Path | None = None,
     ) -> None:
         if range_from is not None and range_from >= range_to:
             raise errors.InvalidInput(f"the range is empty: {utc(range_from)} is not before {utc(range_to)}")
         self.out, self.tenant, self.key = out, tenant, key
         self.range_from, self.range_to, self.exporter_version = range_from, range_to, exporter_version
+        #: Where the range's part of the tenant's audit chain starts and ends (chain,
+        #: anchor_hash, first_seq, head_hash), so consecutive bundles link.
+        self.audit_anchor = dict(audit_anchor) if audit_anchor is not None else None
         self._dir = Path(tempfile.mkdtemp(prefix="orch-bundle-", dir=spool_dir))
         self._files: dict[str, FileEntry] = {}
         self.sha256: str | None = None
@@ -151,6 +156,7 @@ class BundleWriter:
                 "from": None if self.range_from is None else utc(self.range_from),
                 "to": utc(self.range_to),
                 "exporter": self.exporter_version,
+                "audit": self.audit_anchor,
                 "files": [self._files[n].as_record() for n in sorted(self._files)],
             }
         )

@@ -154,6 +154,23 @@ def _masked(payload: dict[str, Any]) -> Any:
     return data
 
 
+def redacted_payload(payload: Mapping[str, Any] | None) -> Any:
+    """An outbox row's payload as it may leave the ledger (an audit bundle's events.jsonl):
+    secret-looking keys masked, and the free-text reasons, the row's own and each of a job
+    batch's changes', with `key=value` secrets masked."""
+    data = _masked(dict(payload or {}))
+    jobs = data.get("jobs")
+    if isinstance(jobs, list):
+        at = JOB_FIELDS.index("reason")
+        data["jobs"] = [
+            [redact_text(v) if i == at and isinstance(v, str) else v for i, v in enumerate(change)]
+            if isinstance(change, list)
+            else change
+            for change in jobs
+        ]
+    return data
+
+
 def _time(at: datetime | str) -> str:
     if isinstance(at, str):
         return at

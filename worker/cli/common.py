@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime as dt
 import json
 import logging
 import math
@@ -146,6 +147,15 @@ def read_run_document(path: str) -> Any:
 
 
 # -- argument types and shared options -----------------------------------------------------
+
+
+def iso_time(text: str, what: str) -> dt.datetime:
+    """An ISO 8601 time; without a zone it is UTC. Raises InvalidInput."""
+    try:
+        t = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise errors.InvalidInput(f"{what} {text!r} is not an ISO 8601 time (e.g. 2026-01-01T00:00:00Z)") from None
+    return t.replace(tzinfo=dt.UTC) if t.tzinfo is None else t
 
 
 def to_int(value: str) -> int:

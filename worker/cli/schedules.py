@@ -3,7 +3,6 @@ core.queries (docs/design.md, "Schedules, windows and backfills")."""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import sys
 from typing import Any
@@ -16,20 +15,12 @@ from worker.cli.common import (
     add_json,
     add_limit,
     add_tenant,
+    iso_time,
     print_json,
     read_run_document,
     table,
     to_int,
 )
-
-
-def iso_time(text: str, what: str) -> dt.datetime:
-    """An ISO 8601 time; without a zone it is UTC. Raises InvalidInput."""
-    try:
-        t = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise errors.InvalidInput(f"{what} {text!r} is not an ISO 8601 time (e.g. 2026-01-01T00:00:00Z)") from None
-    return t.replace(tzinfo=dt.UTC) if t.tzinfo is None else t
 
 
 def _target(a: Any) -> control.Target:

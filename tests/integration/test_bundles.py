@@ -1,0 +1,280 @@
+"""Audit bundles on a real ledger (issue 13): export in one snapshot, verify every step,
+determinism (the same range twice gives the same sha256), and the round trip across two
+databases (import into an empty ledger, export again: byte-identical)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+
+from core import control, queries
+from core.control import JobSpec, RunSpec
+from core.domain import bundle, errors
+from core.domain.auth import Principal, Scope
+from core.ledger import db
+from core.ledger import jobs as L
+
+T = "acme"
+WORKER = "bundle-test-worker"
+TYPES = ["noop", "test.emit", "test.sum_parents"]
+
+
+def _work(engine: sa.Engine, fail: set[int], *, artifact_for: int | None = None) -> None:
+    for _ in range(20):
+        with engine.begin() as conn:
+            rows = L.claim_and_start_jobs(conn, queue="default", limit=100, owner=WORKER, job_types=TYPES)
+        if not rows:
+            return
+        with engine.begin() as conn:
+            for r in rows:
+                if r["id"] == artifact_for:
+                    data = b"evidence \x00\xff bytes"
+                    L.insert_artifact(
+                        conn,
+                        job_id=r["id"],
+                        lease_id=r["lease_id"],
+                        name="report.bin",
+                        media_type="application/octet-stream",
+                        sha256=hashlib.sha256(data).hexdigest(),
+                        data=data,
+                    )
+            ok = [r for r in rows if r["id"] not in fail]
+            bad = [r for r in rows if r["id"] in fail]
+            if ok:
+                L.succeed_jobs(
+                    conn, [r["id"] for r in ok], [r["lease_id"] for r in ok], actor=WORKER, results=[None] * len(ok)
+                )
+            if bad:
+                n = len(bad)
+                L.fail_final_jobs(
+                    conn,
+                    [r["id"] for r in bad],
+                    [r["lease_id"] for r in bad],
+                    ["unknown"] * n,
+                    ["boom password=hunter2"] * n,
+                    ["fatal"] * n,
+                    actor=WORKER,
+                )
+
+
+def build_tenant(engine: sa.Engine, principal: Principal) -> dt.datetime:
+    """A tenant with plain jobs (one failing, one with a secret and non-ASCII payload, one with
+    an artifact), a DAG run that fails upstream, a rate change, a pause and resume, a circuit
+    that opens and is reset, and another tenant whose records must stay out. Returns a time
+    after all of it."""
+    control.add_source(engine, principal, tenant=T, name="feed", host="feed.example.com", rate=5, reason="setup")
+    control.throttle_source(engine, principal, tenant=T, source="feed", rate=2, reason="429s", ticket="INC-1")
+    control.pause(engine, principal, tenant=T, reason="maintenance", ticket="CHG-2")
+    control.resume(engine, principal, tenant=T, reason="done", ticket="CHG-2")
+    specs = [
+        JobSpec(T, "noop", {"n": 1}),
+        JobSpec(T, "noop", {"api_token": "s3cret", "q": 'é ✓ 😀 \u2028 "quoted"'}, idempotency_key="k-1"),
+        JobSpec(T, "noop", {"n": 3}, source="feed"),
+        JobSpec(T, "noop", {"n": 4}),
+        JobSpec("other", "noop", {"n": 99}),
+    ]
+    ids = control.submit_many(engine, principal, specs, doorbell=control.NoDoorbell()).job_ids
+    run = control.submit_run(
+        engine,
+        principal,
+        RunSpec(T, "pipe", [JobSpec(T, "noop", {}, key="a"), JobSpec(T, "noop", {}, key="b", after=["a"])]),
+        control.NoDoorbell(),
+    )
+    with engine.connect() as conn:
+        run_a = conn.execute(
+            sa.text("SELECT job_id FROM run_jobs WHERE run_id = :r AND key = 'a'"), {"r": run.run_id}
+        ).scalar_one()
+    _work(engine, fail={ids[3], run_a}, artifact_for=ids[0])
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE sources SET circuit_state = 'open' WHERE name = 'feed'"))
+    control.reset_circuit(engine, principal, tenant=T, source="feed", reason="upstream fixed")
+    return dt.datetime.now(dt.UTC)
+
+
+@pytest.fixture
+def key() -> Any:
+    return bundle.new_key()
+
+
+@pytest.fixture
+def second_ledger(services: Any) -> Iterator[sa.Engine]:
+    """A second, freshly migrated database: where bundles are imported."""
+    name = f"{services.dbname}_import"
+    libpq = sa.make_url(services.admin_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(libpq, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = sa.make_url(services.database_url).set(database=name).render_as_string(hide_password=False)
+    eng = db.create_engine(url, pool_size=2, application_name="orch-tests-import")
+    db.upgrade(eng)
+    control.forget_cached_catalog()
+    yield eng
+    eng.dispose()
+    control.forget_cached_catalog()
+    with psycopg.connect(libpq, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def members(path: Path) -> dict[str, bytes]:
+    with tarfile.open(path, "r:gz") as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar}  # type: ignore[union-attr]
+
+
+def records(data: bytes) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in data.splitlines()]
+
+
+def test_export_verifies_is_deterministic_and_round_trips(
+    ledger: sa.Engine, second_ledger: sa.Engine, principal: Principal, key: Any, tmp_path: Path
+) -> None:
+    end = build_tenant(ledger, principal)
+    first = control.export_bundle(
+        ledger, principal, tenant=T, out=tmp_path / "a.tar.gz", key=key, range_to=end, with_artifacts=True
+    )
+    again = control.export_bundle(
+        ledger, principal, tenant=T, out=tmp_path / "b.tar.gz", key=key, range_to=end, with_artifacts=True
+    )
+    assert first.sha256 == again.sha256 == hashlib.sha256((tmp_path / "a.tar.gz").read_bytes()).hexdigest()
+
+    report = control.verify_bundle(tmp_path / "a.tar.gz", [key.public_key()])
+    assert report.ok, report.failure
+    assert [s.name for s in report.steps] == [
+        "archive",
+        "envelope",
+        "signature",
+        "statement",
+        "digests",
+        "lines",
+        "audit",
+        "replay",
+    ]
+    assert report.fingerprint == bundle.fingerprint(key.public_key())
+
+    files = members(tmp_path / "a.tar.gz")
+    jobs = records(files["jobs.jsonl"])
+    assert len(jobs) == 6  # four plain jobs and the run's two; the other tenant's job is not here
+    assert [j["id"] for j in jobs] == sorted(j["id"] for j in jobs)
+    secret = next(j for j in jobs if j["idempotency_key"] == "k-1")
+    assert secret["payload"]["api_token"] == "***" and secret["payload"]["q"].startswith("é ✓ 😀")
+    assert b"s3cret" not in b"".join(files.values()) and b"hunter2" not in b"".join(files.values())
+    states = sorted(j["state"] for j in jobs)
+    assert states == ["dead_lettered", "dead_lettered", "succeeded", "succeeded", "succeeded", "upstream_failed"]
+    runs = records(files["runs.jsonl"])
+    assert [(r["state"], len(r["jobs"]), r["edges"]) for r in runs] == [
+        ("failed", 2, [[min(j["job_id"] for j in runs[0]["jobs"]), max(j["job_id"] for j in runs[0]["jobs"])]])
+    ]
+    kinds = [
+        (t["kind"], t.get("action") or t.get("to_state") or t.get("new_rate"))
+        for t in records(files["throttles.jsonl"])
+    ]
+    assert ("rate", 2) in kinds or ("rate", 2.0) in kinds
+    assert ("action", "pause") in kinds and ("action", "resume") in kinds and ("action", "circuit.reset") in kinds
+    circuit = [t for t in records(files["throttles.jsonl"]) if t["kind"] == "circuit"]
+    assert [(c["from_state"], c["to_state"], c["actor"]) for c in circuit] == [
+        ("closed", "open", "orch"),
+        ("open", "closed", principal.subject),
+    ]
+    audit_rows = records(files["audit.jsonl"])
+    assert audit_rows and all(r["chain"] == T for r in audit_rows)
+    manifest = json.loads(files["manifest.json"])
+    assert manifest["audit"]["first_seq"] == 1 and manifest["audit"]["head_hash"] == audit_rows[-1]["hash"]
+    [art] = records(files["artifacts.jsonl"])
+    assert files[f"artifacts/{art['sha256']}"] == b"evidence \x00\xff bytes"
+    assert records(files["events.jsonl"]), "the outbox's events of the range are in the bundle"
+    assert b"replay_jobs" in files["replay/replay.py"]
+
+    # the export is audited, after the range: a later export of the range is the same
+    with ledger.connect() as conn:
+        exports = queries.audit_log(conn, principal, tenant=T, action="bundle.export", limit=10)
+    assert len(exports) == 2 and exports[0]["details"]["sha256"] == first.sha256
+
+    imported = control.import_bundle(second_ledger, principal, path=tmp_path / "a.tar.gz", keys=[key.public_key()])
+    assert imported.tenant == T and imported.rows["jobs"] == 6 and imported.rows["job_history"] > 6
+    round_trip = control.export_bundle(
+        second_ledger, principal, tenant=T, out=tmp_path / "c.tar.gz", key=key, range_to=end, with_artifacts=True
+    )
+    assert round_trip.sha256 == first.sha256
+    # the imported ledger goes on: new rows get fresh ids, the chain appends after its head
+    with second_ledger.connect() as conn:
+        imports = queries.audit_log(conn, principal, tenant=T, action="bundle.import", limit=10)
+        verdict = queries.verify_audit(conn, principal)
+    assert len(imports) == 1 and verdict["ok"], verdict
+    more = control.submit_many(second_ledger, principal, [JobSpec(T, "noop", {})], doorbell=control.NoDoorbell())
+    assert more.job_ids[0] > max(j["id"] for j in jobs)
+
+    # a second import into a ledger that is no longer empty is refused, writing nothing
+    with pytest.raises(errors.InvalidInput, match="not empty"):
+        control.import_bundle(second_ledger, principal, path=tmp_path / "a.tar.gz", keys=[key.public_key()])
+
+
+def test_a_range_that_starts_mid_chain_carries_its_anchor(
+    ledger: sa.Engine, principal: Principal, key: Any, tmp_path: Path
+) -> None:
+    control.add_source(ledger, principal, tenant=T, name="feed", host="feed.example.com", reason="first")
+    middle = dt.datetime.now(dt.UTC)
+    control.pause(ledger, principal, tenant=T, reason="second")
+    end = dt.datetime.now(dt.UTC)
+    early = control.export_bundle(ledger, principal, tenant=T, out=tmp_path / "1.tar.gz", key=key, range_to=middle)
+    late = control.export_bundle(
+        ledger, principal, tenant=T, out=tmp_path / "2.tar.gz", key=key, range_from=middle, range_to=end
+    )
+    m1 = json.loads(members(Path(early.path))["manifest.json"])
+    m2 = json.loads(members(Path(late.path))["manifest.json"])
+    assert m2["audit"]["first_seq"] == 2 and m2["audit"]["anchor_hash"] == m1["audit"]["head_hash"]
+    assert control.verify_bundle(Path(late.path), [key.public_key()]).ok
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"range_to": dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)}, "lies in the future"),
+        (
+            {"range_from": dt.datetime(2026, 1, 2, tzinfo=dt.UTC), "range_to": dt.datetime(2026, 1, 1, tzinfo=dt.UTC)},
+            "empty",
+        ),
+    ],
+)
+def test_bad_ranges_write_nothing(
+    ledger: sa.Engine, principal: Principal, key: Any, tmp_path: Path, kw: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(errors.InvalidInput, match=message):
+        control.export_bundle(ledger, principal, tenant=T, out=tmp_path / "x.tar.gz", key=key, **kw)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_needs_the_scope_and_the_tenant(
+    ledger: sa.Engine, principal: Principal, key: Any, tmp_path: Path
+) -> None:
+    build_tenant(ledger, principal)
+    reader = Principal("reader", frozenset({Scope.READ, Scope.OPERATE}), None)
+    with pytest.raises(errors.Forbidden, match="orch:export"):
+        control.export_bundle(ledger, reader, tenant=T, out=tmp_path / "x.tar.gz", key=key)
+    other = Principal("other", frozenset({Scope.EXPORT}), frozenset({"other"}))
+    with pytest.raises(errors.Forbidden, match="acme"):
+        control.export_bundle(ledger, other, tenant=T, out=tmp_path / "x.tar.gz", key=key)
+    with pytest.raises(errors.NotFound):
+        control.export_bundle(ledger, principal, tenant="nobody", out=tmp_path / "x.tar.gz", key=key)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_bundle_that_does_not_verify_imports_nothing(
+    ledger: sa.Engine, second_ledger: sa.Engine, principal: Principal, key: Any, tmp_path: Path
+) -> None:
+    end = build_tenant(ledger, principal)
+    control.export_bundle(ledger, principal, tenant=T, out=tmp_path / "a.tar.gz", key=key, range_to=end)
+    with pytest.raises(errors.InvalidInput, match=r"does not verify.*signature"):
+        control.import_bundle(
+            second_ledger, principal, path=tmp_path / "a.tar.gz", keys=[bundle.new_key().public_key()]
+        )
+    with second_ledger.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM jobs")).scalar_one() == 0
+        assert conn.execute(sa.text("SELECT count(*) FROM tenants")).scalar_one() == 0
