@@ -20,11 +20,13 @@ fails ends the verification (there is no warning state; any exception is a failu
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import shutil
 import tarfile
 import tempfile
+import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,45 +105,53 @@ class _Unpacked:
     files: dict[str, tuple[int, int, str]]  # name -> (size, lines, sha256)
 
 
+def _members(tar: tarfile.TarFile, into: Path, limits: Limits, files: dict[str, tuple[int, int, str]]) -> None:
+    total = 0
+    for member in tar:
+        name = member.name
+        if member.issym() or member.islnk():
+            raise Failed(f"the archive holds a link: {name!r}")
+        if not member.isreg():
+            raise Failed(f"the archive holds {name!r}, which is not a regular file")
+        if name.startswith("/") or ".." in name.split("/") or "\\" in name:
+            raise Failed(f"the archive holds an unsafe path: {name!r}")
+        if name not in (MANIFEST, ENVELOPE) and not allowed(name):
+            raise Failed(f"the archive holds {name!r}, which a bundle may not hold")
+        if name in files:
+            raise Failed(f"the archive holds {name!r} twice")
+        limit = limits.meta_bytes if name in (MANIFEST, ENVELOPE) else limits.member_bytes
+        if member.size > limit:
+            raise Failed(f"{name} is {member.size} bytes, over the limit of {limit}")
+        total += member.size
+        if total > limits.total_bytes or len(files) >= limits.members:
+            raise Failed("the archive is over the size limits")
+        src = tar.extractfile(member)
+        if src is None:
+            raise Failed(f"{name} cannot be read")
+        digest, size, lines = hashlib.sha256(), 0, 0
+        with src, (into / name.replace("/", "__")).open("wb") as out:
+            while chunk := src.read(1 << 20):
+                digest.update(chunk)
+                size += len(chunk)
+                lines += chunk.count(b"\n")
+                out.write(chunk)
+        if size != member.size:
+            raise Failed(f"{name} is cut short")
+        files[name] = (size, lines, digest.hexdigest())
+
+
 def _unpack(path: Path, into: Path, limits: Limits) -> _Unpacked:
     files: dict[str, tuple[int, int, str]] = {}
-    total = 0
     try:
-        tar = tarfile.open(path, "r|gz")  # noqa: SIM115 - closed by the with below; opening is what fails
-    except (OSError, tarfile.TarError, EOFError) as exc:
-        raise Failed(f"{path.name} is not a gzip-compressed tar archive ({exc})") from None
-    with tar:
-        for member in tar:
-            name = member.name
-            if member.issym() or member.islnk():
-                raise Failed(f"the archive holds a link: {name!r}")
-            if not member.isreg():
-                raise Failed(f"the archive holds {name!r}, which is not a regular file")
-            if name.startswith("/") or ".." in name.split("/") or "\\" in name:
-                raise Failed(f"the archive holds an unsafe path: {name!r}")
-            if name not in (MANIFEST, ENVELOPE) and not allowed(name):
-                raise Failed(f"the archive holds {name!r}, which a bundle may not hold")
-            if name in files:
-                raise Failed(f"the archive holds {name!r} twice")
-            limit = limits.meta_bytes if name in (MANIFEST, ENVELOPE) else limits.member_bytes
-            if member.size > limit:
-                raise Failed(f"{name} is {member.size} bytes, over the limit of {limit}")
-            total += member.size
-            if total > limits.total_bytes or len(files) >= limits.members:
-                raise Failed("the archive is over the size limits")
-            src = tar.extractfile(member)
-            if src is None:
-                raise Failed(f"{name} cannot be read")
-            digest, size, lines = hashlib.sha256(), 0, 0
-            with src, (into / name.replace("/", "__")).open("wb") as out:
-                while chunk := src.read(1 << 20):
-                    digest.update(chunk)
-                    size += len(chunk)
-                    lines += chunk.count(b"\n")
-                    out.write(chunk)
-            if size != member.size:
-                raise Failed(f"{name} is cut short")
-            files[name] = (size, lines, digest.hexdigest())
+        with path.open("rb") as raw, gzip.GzipFile(fileobj=raw, mode="rb") as gz:
+            with tarfile.open(fileobj=gz, mode="r|") as tar:
+                _members(tar, into, limits, files)
+            # The rest of the stream (the end-of-archive blocks): reading to its end is what
+            # checks the gzip CRC and length, so a damaged archive never passes as whole.
+            while gz.read(1 << 20):
+                pass
+    except (OSError, EOFError, zlib.error, tarfile.TarError) as exc:
+        raise Failed(f"{path.name} is not a whole gzip-compressed tar archive ({exc})") from None
     for required in (MANIFEST, ENVELOPE):
         if required not in files:
             raise Failed(f"the archive has no {required}")

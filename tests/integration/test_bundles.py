@@ -7,6 +7,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import subprocess
+import sys
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +16,7 @@ from typing import Any
 
 import psycopg
 import pytest
+import rfc8785
 import sqlalchemy as sa
 
 from core import control, queries
@@ -22,6 +25,7 @@ from core.domain import bundle, errors
 from core.domain.auth import Principal, Scope
 from core.ledger import db
 from core.ledger import jobs as L
+from tests.conftest import ROOT
 
 T = "acme"
 WORKER = "bundle-test-worker"
@@ -278,3 +282,117 @@ def test_a_bundle_that_does_not_verify_imports_nothing(
     with second_ledger.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM jobs")).scalar_one() == 0
         assert conn.execute(sa.text("SELECT count(*) FROM tenants")).scalar_one() == 0
+
+
+def test_every_exported_line_is_what_the_rfc8785_reference_writes(
+    ledger: sa.Engine, principal: Principal, key: Any, tmp_path: Path
+) -> None:
+    """The fast path of canonical_line (the stdlib encoder on plain records) against the
+    reference, over real exported lines of every record type."""
+    end = build_tenant(ledger, principal)
+    control.export_bundle(ledger, principal, tenant=T, out=tmp_path / "a.tar.gz", key=key, range_to=end)
+    checked = 0
+    for name, data in members(tmp_path / "a.tar.gz").items():
+        if name.endswith(".jsonl"):
+            for line in data.splitlines(keepends=True):
+                assert rfc8785.dumps(json.loads(line)) + b"\n" == line, (name, line)
+                checked += 1
+    assert checked > 30
+
+
+def _cli(services: Any, *args: str, db_url: str | None = None, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "worker.cli", *args],
+        env={
+            "PATH": "/usr/bin:/bin",
+            "ORCH_DATABASE_URL": db_url or services.database_url,
+            "PYTHONPATH": str(ROOT),
+            **env,
+        },
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_the_cli_exports_verifies_and_imports(
+    services: Any, ledger: sa.Engine, second_ledger: sa.Engine, principal: Principal, tmp_path: Path
+) -> None:
+    end = build_tenant(ledger, principal)
+    made = _cli(services, "keys", "create", "--out", str(tmp_path / "keys"))
+    assert made.returncode == 0, made.stderr
+    assert (tmp_path / "keys" / "signing.key").stat().st_mode & 0o777 == 0o600
+    fp = made.stdout.split("fingerprint sha256:")[1].strip()
+    out = tmp_path / "acme.tar.gz"
+    to = bundle.utc(end)
+    ex = _cli(
+        services,
+        "bundle",
+        "export",
+        "--tenant",
+        T,
+        "--to",
+        to,
+        "--out",
+        str(out),
+        ORCH_SIGNING_KEY=str(tmp_path / "keys" / "signing.key"),
+    )
+    assert ex.returncode == 0, ex.stderr
+    assert f"signed with key sha256:{fp}" in ex.stdout and "exporting jobs.jsonl" in ex.stderr
+    assert "PRIVATE KEY" not in ex.stdout + ex.stderr
+
+    ve = _cli(services, "bundle", "verify", str(out), "--pubkey", str(tmp_path / "keys" / "signing.pub"), "--quiet")
+    assert ve.returncode == 0, ve.stderr
+    assert ve.stdout.count("ok  ") == 8 and f"bundle verified: every step passed (key sha256:{fp})" in ve.stdout
+
+    # a keyring: an old key and the current one
+    old = tmp_path / "old"
+    bundle.write_key_pair(old)
+    ring = _cli(
+        services,
+        "bundle",
+        "verify",
+        str(out),
+        "--pubkey",
+        str(old / "signing.pub"),
+        "--pubkey",
+        str(tmp_path / "keys" / "signing.pub"),
+        "--json",
+        "--quiet",
+    )
+    assert ring.returncode == 0 and json.loads(ring.stdout)["fingerprint"] == fp
+    wrong = _cli(services, "bundle", "verify", str(out), "--pubkey", str(old / "signing.pub"), "--quiet")
+    assert wrong.returncode == 1 and wrong.stdout == ""
+    assert wrong.stderr.strip() == (
+        "orch: error: bundle rejected: step 3 (signature) failed: no signature verifies with the public keys given"
+    )
+
+    future = _cli(
+        services,
+        "bundle",
+        "export",
+        "--tenant",
+        T,
+        "--to",
+        "2999-01-01T00:00:00Z",
+        "--out",
+        str(tmp_path / "f.tar.gz"),
+        "--key",
+        str(tmp_path / "keys" / "signing.key"),
+    )
+    assert future.returncode == 2 and "lies in the future" in future.stderr
+    assert len(future.stderr.strip().splitlines()) == 1 and not (tmp_path / "f.tar.gz").exists()
+    nokey = _cli(services, "bundle", "export", "--tenant", T, "--out", str(tmp_path / "g.tar.gz"))
+    assert nokey.returncode == 2 and "ORCH_SIGNING_KEY" in nokey.stderr
+
+    second_url = second_ledger.url.render_as_string(hide_password=False)
+    im = _cli(
+        services, "bundle", "import", str(out), "--pubkey", str(tmp_path / "keys" / "signing.pub"), db_url=second_url
+    )
+    assert im.returncode == 0, im.stderr
+    assert im.stdout.startswith(f"imported tenant {T}") and f"verified with key sha256:{fp}" in im.stdout
+    again = _cli(
+        services, "bundle", "import", str(out), "--pubkey", str(tmp_path / "keys" / "signing.pub"), db_url=second_url
+    )
+    assert again.returncode == 2 and "not empty" in again.stderr
