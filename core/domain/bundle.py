@@ -1,9 +1,7 @@
-"""Audit bundles (issue 13), the first parts: the one line format every record file of a
+"""Audit bundles (issue 13, docs/bundles.md): the one line format every record file of a
 bundle uses (RFC 8785 canonical JSON), the one timestamp format, and Ed25519 signing keys
-with their fingerprints. Pure: no database, no settings.
-
-Not built yet (issue 13 is open): the writer (archive, manifest, DSSE envelope), verify,
-export and import.
+with their fingerprints. Pure: no database, no settings. The archive is bundle_archive, the
+envelope bundle_dsse, verification bundle_verify, the replay bundle_replay.
 """
 
 from __future__ import annotations
