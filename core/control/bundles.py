@@ -32,6 +32,7 @@ from core.domain.auth import Principal, Scope
 from core.domain.bundle import utc
 from core.domain.bundle_archive import ORDER, REPLAY_PATH, BundleWriter
 from core.ledger import bundles as ledger
+from core.ledger import flow
 
 #: progress(stage, lines done in it): stages are the record files in ORDER, then "archive".
 Progress = Callable[[str, int], None]
@@ -144,6 +145,35 @@ def export_bundle(
         tmp.unlink(missing_ok=True)
         raise
     fp = _fingerprint(key)
+    try:
+        _audit_export(engine, principal, tenant, sha256, fp, range_from, range_to, lines, with_artifacts)
+    except BaseException:
+        # No bundle without its audit row: an export that cannot be recorded is not kept.
+        out.unlink(missing_ok=True)
+        raise
+    return Exported(
+        path=str(out),
+        sha256=sha256,
+        tenant=tenant,
+        range_from=None if range_from is None else utc(range_from),
+        range_to=utc(range_to),
+        lines=lines,
+        size=out.stat().st_size,
+        fingerprint=fp,
+    )
+
+
+def _audit_export(
+    engine: sa.Engine,
+    principal: Principal,
+    tenant: str,
+    sha256: str,
+    fp: str,
+    range_from: dt.datetime | None,
+    range_to: dt.datetime,
+    lines: Mapping[str, int],
+    with_artifacts: bool,
+) -> None:
     with engine.begin() as conn:
         append_audit(
             conn,
@@ -157,20 +187,10 @@ def export_bundle(
                 "to": utc(range_to),
                 "sha256": sha256,
                 "key": fp,
-                "lines": lines,
+                "lines": dict(lines),
                 "with_artifacts": with_artifacts,
             },
         )
-    return Exported(
-        path=str(out),
-        sha256=sha256,
-        tenant=tenant,
-        range_from=None if range_from is None else utc(range_from),
-        range_to=utc(range_to),
-        lines=lines,
-        size=out.stat().st_size,
-        fingerprint=fp,
-    )
 
 
 def _write_files(
@@ -265,7 +285,7 @@ def import_bundle(
         assert manifest is not None and report.fingerprint is not None
         tenant = str(manifest["tenant"])
         principal.require(Scope.EXPORT, tenant)
-        rows = _load(engine, spool, manifest, progress)
+        rows = _load(engine, spool, manifest, progress, principal.subject)
     finally:
         shutil.rmtree(spool, ignore_errors=True)
     with engine.begin() as conn:
@@ -281,7 +301,12 @@ def import_bundle(
     return Imported(tenant, manifest["from"], manifest["to"], rows, report.fingerprint)
 
 
-def _load(engine: sa.Engine, root: Path, manifest: Mapping[str, Any], progress: Progress | None) -> dict[str, int]:
+IMPORT_PAUSE = "imported from an audit bundle: its jobs are evidence, not work"
+
+
+def _load(
+    engine: sa.Engine, root: Path, manifest: Mapping[str, Any], progress: Progress | None, principal_subject: str
+) -> dict[str, int]:
     tenant = str(manifest["tenant"])
     rows: dict[str, int] = {}
     with engine.begin() as conn:
@@ -363,6 +388,18 @@ def _load(engine: sa.Engine, root: Path, manifest: Mapping[str, Any], progress: 
         )
         ledger.set_sequences(conn)
         ledger.rebuild_totals(conn, tid)
+        # The imported jobs are evidence: a job captured queued or running must not run again
+        # because a worker or the scheduler meets this ledger. The tenant is paused (a pause
+        # is state, not in any bundle, so the re-export is unchanged); `orch resume` lifts it.
+        flow.insert_pause(
+            conn,
+            tenant_id=tid,
+            source_id=None,
+            job_type=None,
+            reason=IMPORT_PAUSE,
+            ticket=None,
+            actor=principal_subject,
+        )
     return rows
 
 

@@ -20,6 +20,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from core.domain import errors
 
+#: json.dumps(sort_keys=True, ensure_ascii=False, separators=(",", ":"), allow_nan=False),
+#: built once (json.dumps with arguments builds an encoder per call).
+_ENCODER = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 #: Integers JSON numbers (IEEE 754 doubles, RFC 8785 section 3.2.2.3) hold exactly.
 _SAFE_INT = 2**53 - 1
 
@@ -66,8 +69,7 @@ def canonical_line(record: Mapping[str, Any]) -> bytes:
     rfc8785. Raises InvalidInput for values JSON cannot hold (NaN, infinities, bytes)."""
     try:
         if _plain(record):
-            text = json.dumps(record, sort_keys=True, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-            return text.encode("utf-8") + b"\n"
+            return _ENCODER.encode(record).encode("utf-8") + b"\n"
         return rfc8785.dumps(record) + b"\n"
     except (TypeError, ValueError, rfc8785.CanonicalizationError) as exc:
         raise errors.InvalidInput(f"a record cannot be written as canonical JSON: {exc}") from None

@@ -20,7 +20,7 @@ import rfc8785
 import sqlalchemy as sa
 
 from core import control, queries
-from core.control import JobSpec, RunSpec
+from core.control import JobSpec, RunSpec, bundles
 from core.domain import bundle, errors
 from core.domain.auth import Principal, Scope
 from core.ledger import db
@@ -212,6 +212,9 @@ def test_export_verifies_is_deterministic_and_round_trips(
         imports = queries.audit_log(conn, principal, tenant=T, action="bundle.import", limit=10)
         verdict = queries.verify_audit(conn, principal)
     assert len(imports) == 1 and verdict["ok"], verdict
+    with second_ledger.connect() as conn:
+        paused = conn.execute(sa.text("SELECT reason FROM pauses WHERE source_id IS NULL AND job_type IS NULL")).all()
+    assert [p[0] for p in paused] == [bundles.IMPORT_PAUSE], "imported jobs are evidence: the tenant is paused"
     more = control.submit_many(second_ledger, principal, [JobSpec(T, "noop", {})], doorbell=control.NoDoorbell())
     assert more.job_ids[0] > max(j["id"] for j in jobs)
 
