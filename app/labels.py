@@ -353,3 +353,31 @@ NO_INCIDENTS = "No incident: nothing the scheduler watches for is wrong."
 
 def critical_incidents(n: int) -> str:
     return f"{n} critical incident{'s' if n != 1 else ''} open: the scheduler found something wrong that has held."
+
+
+# -- audit bundles --------------------------------------------------------------------------
+
+BUNDLES_HEADER = "Audit bundles"
+EXPORT_SECTION = "Export a bundle of a tenant's history"
+VERIFY_SECTION = "Verify a bundle"
+EXPORT_BUNDLE = "Export bundle"
+VERIFY_BUNDLE = "Verify bundle"
+DOWNLOAD_BUNDLE = "Download bundle"
+BUNDLE_FROM_LABEL = "From (UTC; empty: from the beginning)"
+BUNDLE_TO_LABEL = "To (UTC; empty: the start of this minute)"
+WITH_ARTIFACTS_LABEL = "With artifacts (their bytes too, not only their names and digests)"
+SIGNING_KEY_LABEL = "Signing key (Ed25519 private key, PEM)"
+SIGNING_KEY_FROM_ENV = "Signed with the key in ORCH_SIGNING_KEY on the console's server (a path or the PEM text)."
+SIGNING_KEY_UPLOAD_HELP = (
+    "ORCH_SIGNING_KEY is not set on the console's server: upload the private key (orch keys create)."
+    " It is read for one export, never stored, logged or shown, and dropped after: upload it again"
+    " for the next export."
+)
+NO_SIGNING_KEY = "No signing key: set ORCH_SIGNING_KEY on the console's server or upload the PEM private key."
+BUNDLE_FILE_LABEL = "Bundle (.tar.gz)"
+PUBLIC_KEYS_LABEL = "Public keys (PEM; any one of them may have signed the bundle)"
+VERIFY_NEEDS = "Upload the bundle and at least one public key to verify it."
+STEP_PASSED = "✅ passed"
+STEP_FAILED = "❌ failed"
+STEP_NOT_RUN = "— not run"
+NOT_RUN_DETAIL = "not run: an earlier step failed"

@@ -1,4 +1,5 @@
-"""The audit log with filters, and the verification of its hash chain."""
+"""The audit log with filters, the verification of its hash chain, and audit bundles: export
+a tenant's history as a signed bundle, and verify a bundle step by step (app.bundle_views)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import json
 import sqlalchemy as sa
 import streamlit as st
 
-from app import common, labels
+from app import bundle_views, common, labels
 from core import queries
 
 LIMITS = [100, 500, 2000]
@@ -77,3 +78,9 @@ def live() -> None:
 
 verification()
 live()
+
+st.subheader(labels.BUNDLES_HEADER)
+with st.expander(labels.EXPORT_SECTION):
+    bundle_views.export_section(session)
+with st.expander(labels.VERIFY_SECTION):
+    bundle_views.verify_section()
