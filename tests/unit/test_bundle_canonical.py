@@ -1,5 +1,6 @@
-"""The bundle's line format: canonical_line writes exactly what the RFC 8785 reference
-(rfc8785) writes, on its fast path and off it; and the signing keys' files."""
+"""The bundle's line format: canonical_line (the standard library only) writes exactly what
+the RFC 8785 reference (the rfc8785 package, a test dependency) writes, on its fast path and
+off it, numbers included; and the signing keys' files."""
 
 from __future__ import annotations
 
@@ -58,6 +59,54 @@ def test_equal_to_the_reference(record: dict[str, object]) -> None:
 )
 def test_edge_cases_equal_to_the_reference(record: dict[str, object]) -> None:
     assert bundle.canonical_line(record) == rfc8785.dumps(record) + b"\n"
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.floats(allow_nan=False, allow_infinity=False))
+def test_numbers_as_ecmascript_writes_them(x: float) -> None:
+    assert bundle.es_number(x).encode() == rfc8785.dumps(x)
+
+
+@pytest.mark.parametrize(
+    "x",
+    [
+        1e21,
+        1e20,
+        123456789012345680000.0,
+        1e-6,
+        1e-7,
+        1.5e-6,
+        5e-324,
+        1.7976931348623157e308,
+        -0.0,
+        100.0,
+        0.1,
+        -2.5e-9,
+    ],
+)
+def test_number_edges_as_ecmascript_writes_them(x: float) -> None:
+    assert bundle.es_number(x).encode() == rfc8785.dumps(x)
+
+
+def test_verify_needs_only_the_standard_library_and_cryptography() -> None:
+    """What `import core.domain.bundle_verify` loads beyond the standard library: cryptography
+    (and its binding) and core's own modules, nothing else (no rfc8785, no database)."""
+    code = (
+        "import sys; before = set(sys.modules); import core.domain.bundle_verify; "
+        "print(sorted({m.split('.')[0] for m in set(sys.modules) - before} - set(sys.stdlib_module_names)))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert done.returncode == 0, done.stderr
+    loaded = set(eval(done.stdout))  # a printed list of names
+    assert "cryptography" in loaded
+    assert loaded - {"core", "cryptography", "_cffi_backend", "_openssl"} == set(), loaded
 
 
 def test_fast_path_taken_for_plain_records_only() -> None:
