@@ -38,27 +38,40 @@ def _plain(value: Any) -> bool:
     RFC 8785 does: no floats (their shortest form differs), no integers past 2**53, and no
     object key with a character past U+FFFF (RFC 8785 orders keys by UTF-16 code units,
     Python by code points; the two orders differ only there)."""
-    stack = [value]
-    while stack:
-        v = stack.pop()
-        t = type(v)
-        if t is str or v is None or t is bool:
-            continue
-        if t is int:
-            if -_SAFE_INT <= v <= _SAFE_INT:
+    t = type(value)
+    if t is dict:
+        for k, v in value.items():
+            if type(k) is not str or not (k.isascii() or max(map(ord, k)) <= 0xFFFF):
+                return False
+            tv = type(v)
+            if tv is str or v is None or tv is bool:
+                continue
+            if tv is int:
+                if -_SAFE_INT <= v <= _SAFE_INT:
+                    continue
+                return False
+            if (tv is dict or tv is list or tv is tuple) and _plain(v):
                 continue
             return False
-        if t is dict:
-            for k in v:
-                if type(k) is not str or not (k.isascii() or max(map(ord, k)) <= 0xFFFF):
-                    return False
-            stack.extend(v.values())
-            continue
-        if t is list or t is tuple:
-            stack.extend(v)
-            continue
-        return False  # floats, subclasses and anything else: the reference decides
-    return True
+        return True
+    if t is list or t is tuple:
+        for v in value:
+            tv = type(v)
+            if tv is str or v is None or tv is bool:
+                continue
+            if tv is int:
+                if -_SAFE_INT <= v <= _SAFE_INT:
+                    continue
+                return False
+            if (tv is dict or tv is list or tv is tuple) and _plain(v):
+                continue
+            return False
+        return True
+    if t is str or value is None or t is bool:
+        return True
+    if t is int:
+        return -_SAFE_INT <= value <= _SAFE_INT
+    return False  # floats, subclasses and anything else: the RFC's rules decide
 
 
 def canonical_line(record: Mapping[str, Any]) -> bytes:

@@ -62,10 +62,18 @@ def jobs(conn: sa.Connection, params: Mapping[str, Any]) -> Iterator[dict[str, A
         yield _text(r, "last_error", "progress_message")
 
 
-def history(conn: sa.Connection, params: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
-    """Every history row of the range's jobs, by job and then sequence (the row's id)."""
-    for r in _stream(conn, "bundle_history", params):
-        yield _text(r, "reason", "message")
+def history(conn: sa.Connection, params: Mapping[str, Any]) -> Iterator[bytes | dict[str, Any]]:
+    """Every history row of the range's jobs, by job and then sequence (the row's id): as its
+    canonical line (bytes, without the newline) where the server built it, else as a record
+    (a row with a reason or a message, which Python redacts). The server builds five in six
+    lines of a typical history at a fraction of Python's cost; the integration tests check
+    every line against the RFC 8785 reference."""
+    result = conn.execution_options(stream_results=True, yield_per=_BATCH).execute(stmt("bundle_history"), dict(params))
+    for line, raw in result:
+        if line is not None:
+            yield line.encode("utf-8")
+        else:
+            yield _text(json.loads(raw), "reason", "message")
 
 
 def runs(conn: sa.Connection, params: Mapping[str, Any]) -> Iterator[dict[str, Any]]:

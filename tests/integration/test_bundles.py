@@ -292,8 +292,16 @@ def test_every_exported_line_is_what_the_rfc8785_reference_writes(
 ) -> None:
     """The fast path of canonical_line (the stdlib encoder on plain records) against the
     reference, over real exported lines of every record type."""
-    end = build_tenant(ledger, principal)
+    build_tenant(ledger, principal)
+    # History lines are built by the server: strings that need escaping, in every text column.
+    nasty = 'quote" back\\slash tab\t nl\n nul-free \x01\x1f del\x7f é ✓ 😀 \u2028 </script>'
+    with ledger.begin() as conn:
+        conn.execute(sa.text("UPDATE job_history SET actor = :s, fingerprint = :s WHERE id % 3 = 0"), {"s": nasty})
+        conn.execute(sa.text("UPDATE job_history SET error_class = :s WHERE id % 3 = 1"), {"s": nasty})
+    end = dt.datetime.now(dt.UTC)
     control.export_bundle(ledger, principal, tenant=T, out=tmp_path / "a.tar.gz", key=key, range_to=end)
+    history = records(members(tmp_path / "a.tar.gz")["history.jsonl"])
+    assert sum(h["actor"] == nasty for h in history) >= 5 and sum(h["error_class"] == nasty for h in history) >= 5
     checked = 0
     for name, data in members(tmp_path / "a.tar.gz").items():
         if name.endswith(".jsonl"):

@@ -29,9 +29,31 @@ WHERE j.tenant_id = :tenant_id
 ORDER BY j.id
 
 -- name: bundle_history
-SELECT h.id, h.job_id, h.from_state, h.event, h.to_state,
-       to_char(h.at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS at,
-       h.actor, h.reason, h.attempt, h.error_class, h.fingerprint, h.message, h.wait_reason
+-- Each row as its canonical line, built here (keys in order, strings escaped by to_json as
+-- RFC 8785 escapes them, times in the bundle's format), except a row with a reason or a
+-- message: those may hold a secret, and come as a JSON object (raw) for Python to redact.
+SELECT CASE WHEN h.reason IS NULL AND h.message IS NULL THEN
+           '{"actor":' || coalesce(to_json(h.actor)::text, 'null')
+           || ',"at":"' || to_char(h.at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+           || '","attempt":' || coalesce(h.attempt::text, 'null')
+           || ',"error_class":' || coalesce(to_json(h.error_class)::text, 'null')
+           || ',"event":' || coalesce(to_json(h.event)::text, 'null')
+           || ',"fingerprint":' || coalesce(to_json(h.fingerprint)::text, 'null')
+           || ',"from_state":' || coalesce(to_json(h.from_state)::text, 'null')
+           || ',"id":' || h.id::text
+           || ',"job_id":' || h.job_id::text
+           || ',"message":' || 'null,"reason":' || 'null'  -- split so that no colon meets a word (a bind parameter)
+           || ',"to_state":' || coalesce(to_json(h.to_state)::text, 'null')
+           || ',"wait_reason":' || coalesce(to_json(h.wait_reason)::text, 'null')
+           || '}'
+       END AS line,
+       CASE WHEN h.reason IS NOT NULL OR h.message IS NOT NULL THEN
+           json_build_object(
+               'id', h.id, 'job_id', h.job_id, 'from_state', h.from_state, 'event', h.event,
+               'to_state', h.to_state, 'at', to_char(h.at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+               'actor', h.actor, 'reason', h.reason, 'attempt', h.attempt, 'error_class', h.error_class,
+               'fingerprint', h.fingerprint, 'message', h.message, 'wait_reason', h.wait_reason)::text
+       END AS raw
 FROM jobs AS j
 JOIN job_history AS h ON h.job_id = j.id
 WHERE j.tenant_id = :tenant_id
@@ -151,9 +173,11 @@ WHERE i.tenant_id = :tenant_id
 ORDER BY i.opened_at, i.id
 
 -- name: bundle_events
+-- Every event but the job state changes ('job.*' rows: each change is a row of history.jsonl,
+-- which the outbox only announces).
 SELECT e.id, to_char(e.at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS at, e.kind, e.payload
 FROM events AS e
-WHERE e.tenant_id = :tenant_id
+WHERE e.tenant_id = :tenant_id AND e.kind NOT LIKE 'job.%'
   AND e.at >= coalesce(CAST(:range_from AS timestamptz), '-infinity') AND e.at < CAST(:range_to AS timestamptz)
 ORDER BY e.at, e.id
 
