@@ -70,7 +70,7 @@ def _plain(value: Any) -> bool:
     if t is str or value is None or t is bool:
         return True
     if t is int:
-        return -_SAFE_INT <= value <= _SAFE_INT
+        return bool(-_SAFE_INT <= value <= _SAFE_INT)
     return False  # floats, subclasses and anything else: the RFC's rules decide
 
 

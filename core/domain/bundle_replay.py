@@ -100,14 +100,15 @@ def run_state(jobs: Iterable[tuple[str, bool]], *, cancel_requested: bool) -> st
 
 def replay_jobs(
     jobs: Iterable[Mapping[str, Any]], history: Iterable[Mapping[str, Any]]
-) -> tuple[int, int, dict[int, str]]:
+) -> tuple[int, int, dict[int, str], dict[int, int]]:
     """Walk jobs (by id) and history (by job, then id) side by side, re-deriving each job's
     state along allowed transitions only. Returns (jobs, history rows, the state of every
-    job of a run by id). Raises Disagreement."""
+    job of a run by id, and for every run the jobs name its first job). Raises Disagreement."""
     rows = iter(history)
     pending = next(rows, None)
     n_jobs = n_rows = 0
     run_states: dict[int, str] = {}
+    runs_named: dict[int, int] = {}
     for job in jobs:
         n_jobs += 1
         job_id = job["id"]
@@ -141,9 +142,10 @@ def replay_jobs(
             raise Disagreement(f"job {job_id}: its history ends in {state!r} but jobs.jsonl says {job['state']!r}")
         if job.get("run_id") is not None:
             run_states[job_id] = state
+            runs_named.setdefault(job["run_id"], job_id)
     if pending is not None:
         raise Disagreement(f"history row {pending['id']} names job {pending['job_id']}, which jobs.jsonl does not hold")
-    return n_jobs, n_rows, run_states
+    return n_jobs, n_rows, run_states, runs_named
 
 
 def replay_runs(runs: Iterable[Mapping[str, Any]], job_states: Mapping[int, str]) -> tuple[int, int]:
@@ -168,10 +170,11 @@ def replay_runs(runs: Iterable[Mapping[str, Any]], job_states: Mapping[int, str]
     return derived, edge
 
 
-def replay_job_runs(jobs: Iterable[Mapping[str, Any]], run_ids: set[int]) -> None:
-    for job in jobs:
-        if job.get("run_id") is not None and job["run_id"] not in run_ids:
-            raise Disagreement(f"job {job['id']} belongs to run {job['run_id']}, which runs.jsonl does not hold")
+def check_job_runs(runs_named: Mapping[int, int], run_ids: set[int]) -> None:
+    """Every run a job names is in runs.jsonl."""
+    for run_id, job_id in sorted(runs_named.items()):
+        if run_id not in run_ids:
+            raise Disagreement(f"job {job_id} belongs to run {run_id}, which runs.jsonl does not hold")
 
 
 def isoformat(ts: str) -> str:
@@ -241,10 +244,10 @@ def check_audit(rows: Iterable[Mapping[str, Any]], anchor: Mapping[str, Any]) ->
 
 def replay_dir(root: Path, manifest: Mapping[str, Any], say: Callable[[str], None] = print) -> None:
     """Every check on an unpacked bundle. Raises Disagreement at the first failure."""
-    n_jobs, n_rows, states = replay_jobs(records(root / "jobs.jsonl"), records(root / "history.jsonl"))
+    n_jobs, n_rows, states, runs_named = replay_jobs(records(root / "jobs.jsonl"), records(root / "history.jsonl"))
     say(f"jobs: {n_jobs} final states re-derived from {n_rows} history rows; all agree with jobs.jsonl")
     run_ids = {r["id"] for r in records(root / "runs.jsonl")}
-    replay_job_runs(records(root / "jobs.jsonl"), run_ids)
+    check_job_runs(runs_named, run_ids)
     derived, edge = replay_runs(records(root / "runs.jsonl"), states)
     say(
         f"runs: {derived} states re-derived from their jobs; all agree with runs.jsonl"

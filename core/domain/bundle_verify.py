@@ -27,14 +27,14 @@ import shutil
 import tarfile
 import tempfile
 import zlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from core.domain import bundle_dsse, bundle_replay, errors
+from core.domain import bundle_dsse, bundle_lines, bundle_replay
 from core.domain.bundle import canonical_line
 from core.domain.bundle_archive import (
     ENVELOPE,
@@ -47,19 +47,6 @@ from core.domain.bundle_archive import (
 )
 
 STEPS = ("archive", "envelope", "signature", "statement", "digests", "lines", "audit", "replay")
-
-#: Each record file's order (strictly increasing) and the field that must lie in the range.
-_ORDER_KEYS: dict[str, tuple[Callable[[Mapping[str, Any]], Any], str | None]] = {
-    "jobs.jsonl": (lambda r: r["id"], "created_at"),
-    "history.jsonl": (lambda r: (r["job_id"], r["id"]), None),
-    "runs.jsonl": (lambda r: (r["created_at"], r["id"]), None),
-    "throttles.jsonl": (lambda r: (r["at"], r["kind"], r["id"]), "at"),
-    "audit.jsonl": (lambda r: (r["at"], r["id"]), "at"),
-    "artifacts.jsonl": (lambda r: (r["created_at"], r["id"]), None),
-    "incidents.jsonl": (lambda r: (r["opened_at"], r["id"]), "opened_at"),
-    "events.jsonl": (lambda r: (r["at"], r["id"]), "at"),
-    "sources.jsonl": (lambda r: (r["created_at"], r["id"]), None),
-}
 
 
 @dataclass(frozen=True)
@@ -225,45 +212,10 @@ def _digests(u: _Unpacked, st: Mapping[str, Any]) -> dict[str, Any]:
     return manifest
 
 
-def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
-    with path.open("rb") as f:
-        yield from enumerate(f, 1)
-
-
-def _check_lines(u: _Unpacked, manifest: Mapping[str, Any], progress: Callable[[str, int], None] | None) -> int:
-    lo, hi = manifest["from"], manifest["to"]
-    total = 0
-    artifact_shas: set[str] = set()
-    for name in ORDER:
-        order_key, ranged = _ORDER_KEYS[name]
-        last: Any = None
-        for n, line in _lines(u.root / name):
-            try:
-                record = json.loads(line)
-                good = isinstance(record, dict) and canonical_line(record) == line
-            except (ValueError, errors.InvalidInput):
-                good = False
-            if not good:
-                raise Failed(f"{name} line {n} is not canonical JSON")
-            try:
-                key = order_key(record)
-                when = record[ranged] if ranged else None
-            except (KeyError, TypeError):
-                raise Failed(f"{name} line {n} lacks the fields that order it") from None
-            if last is not None and not key > last:
-                raise Failed(f"{name} line {n} is out of order")
-            if ranged and not (isinstance(when, str) and (lo is None or when >= lo) and when < hi):
-                raise Failed(f"{name} line {n} lies outside the bundle's range")
-            if name == "artifacts.jsonl":
-                artifact_shas.add(record.get("sha256"))
-            last = key
-            if progress is not None and n % 100_000 == 0:
-                progress(name, n)
-        total += 0 if last is None else n
+def _artifacts_referenced(u: _Unpacked, shas: set[str]) -> None:
     for name in u.files:
-        if name.startswith("artifacts/") and name.removeprefix("artifacts/") not in artifact_shas:
+        if name.startswith("artifacts/") and name.removeprefix("artifacts/") not in shas:
             raise Failed(f"{name} is not the content of any artifact in artifacts.jsonl")
-    return total
 
 
 def verify(
@@ -310,7 +262,21 @@ def verify(
         return f"every file is a subject and matches its sha256 (tenant {state['m']['tenant']!r})"
 
     def lines() -> str:
-        n = _check_lines(state["u"], state["m"], progress)
+        m = state["m"]
+        files = [(name, tmp / name) for name in ORDER]
+        with bundle_lines.Checker(files, m["from"], m["to"]) as checker:
+            # While worker processes check the lines, this one replays (step 8's verdict,
+            # kept until its turn: a later step never speaks before an earlier one).
+            try:
+                bundle_replay.replay_dir(tmp, m, say=report.lines.append)
+                state["replay"] = None
+            except Exception as exc:
+                state["replay"] = exc
+            try:
+                n, shas = checker.result(progress)
+            except bundle_lines.LineFailure as exc:
+                raise Failed(str(exc)) from None
+        _artifacts_referenced(state["u"], shas)
         return f"{n} lines canonical, in order and within the range"
 
     def audit() -> str:
@@ -321,7 +287,8 @@ def verify(
         return f"{n} rows of chain {anchor['chain']!r} verified from seq {anchor['first_seq']}; head {head[:16]}"
 
     def replay() -> str:
-        bundle_replay.replay_dir(tmp, state["m"], say=report.lines.append)
+        if state["replay"] is not None:
+            raise state["replay"]
         return "; ".join(report.lines)
 
     try:

@@ -106,7 +106,8 @@ def test_verify_needs_only_the_standard_library_and_cryptography() -> None:
     assert done.returncode == 0, done.stderr
     loaded = set(eval(done.stdout))  # a printed list of names
     assert "cryptography" in loaded
-    assert loaded - {"core", "cryptography", "_cffi_backend", "_openssl"} == set(), loaded
+    # __mp_main__: multiprocessing's alias of __main__ (the lines step spawns workers).
+    assert loaded - {"core", "cryptography", "_cffi_backend", "_openssl", "__mp_main__"} == set(), loaded
 
 
 def test_fast_path_taken_for_plain_records_only() -> None:
