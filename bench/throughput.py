@@ -262,10 +262,10 @@ def exit_on_sigterm() -> None:
 
 
 @contextlib.contextmanager
-def scratch_database(server_url: str, prefix: str = "orch_bench") -> Iterator[str]:
+def scratch_database(server_url: str, prefix: str = "orch_bench", *, keep: bool = False) -> Iterator[str]:
     """A new, empty database on the server of `server_url` (whose own database is only used
-    to connect), migrated, and dropped on exit: no leftover jobs, buckets or second scheduler
-    of an earlier run can skew the figures. Yields its URL."""
+    to connect), migrated, and dropped on exit (unless `keep`): no leftover jobs, buckets or
+    second scheduler of an earlier run can skew the figures. Yields its URL."""
     import sqlalchemy as sa
     from sqlalchemy.pool import NullPool
 
@@ -285,8 +285,11 @@ def scratch_database(server_url: str, prefix: str = "orch_bench") -> Iterator[st
             engine.dispose()
         yield scratch
     finally:
-        with admin.connect() as conn:  # FORCE: a worker that outlived its pool cannot keep it
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        if keep:
+            print(f"kept the scratch database {name}", file=sys.stderr, flush=True)
+        else:
+            with admin.connect() as conn:  # FORCE: a worker that outlived its pool cannot keep it
+                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
 
 

@@ -340,12 +340,22 @@ def _load(
                 yield r
 
         load("sources", with_tenant("sources.jsonl"), "sources.jsonl")
-        runs = list(_jsonl(root, "runs.jsonl"))
-        load("runs", ({**_without(r, "edges", "jobs"), "tenant_id": tid} for r in runs), "runs.jsonl")
-        load("run_jobs", ({**j, "run_id": r["id"]} for r in runs for j in r["jobs"]), "runs.jsonl")
+        # Each file is read as often as it feeds a table, never held whole.
+        load(
+            "runs",
+            ({**_without(r, "edges", "jobs"), "tenant_id": tid} for r in _jsonl(root, "runs.jsonl")),
+            "runs.jsonl",
+        )
+        load(
+            "run_jobs", ({**j, "run_id": r["id"]} for r in _jsonl(root, "runs.jsonl") for j in r["jobs"]), "runs.jsonl"
+        )
         load(
             "dag_edges",
-            ({"parent_id": p, "child_id": c, "run_id": r["id"]} for r in runs for p, c in r["edges"]),
+            (
+                {"parent_id": p, "child_id": c, "run_id": r["id"]}
+                for r in _jsonl(root, "runs.jsonl")
+                for p, c in r["edges"]
+            ),
             "runs.jsonl",
         )
         load("jobs", with_tenant("jobs.jsonl", drop=("result",)), "jobs.jsonl")
@@ -359,25 +369,32 @@ def _load(
             "jobs.jsonl",
         )
         load("job_history", _jsonl(root, "history.jsonl"), "history.jsonl")
-        throttles = list(_jsonl(root, "throttles.jsonl"))
         load(
             "throttles",
-            ({**_without(t, "kind"), "tenant_id": tid} for t in throttles if t["kind"] == "rate"),
+            ({**_without(t, "kind"), "tenant_id": tid} for t in _jsonl(root, "throttles.jsonl") if t["kind"] == "rate"),
             "throttles.jsonl",
         )
         load(
             "circuit_transitions",
-            ({**_without(t, "kind"), "tenant_id": tid} for t in throttles if t["kind"] == "circuit"),
+            (
+                {**_without(t, "kind"), "tenant_id": tid}
+                for t in _jsonl(root, "throttles.jsonl")
+                if t["kind"] == "circuit"
+            ),
             "throttles.jsonl",
         )
         # The details as hashed (hashed_details keeps 2.0 as 2.0, which canonical JSON does not).
-        audit_rows = [
-            {**_without(r, "hashed_details"), "details": json.loads(r["hashed_details"])}
-            for r in _jsonl(root, "audit.jsonl")
-        ]
-        load("audit_log", iter(audit_rows), "audit.jsonl")
+        last: list[dict[str, Any]] = []
+
+        def audit_rows() -> Iterator[dict[str, Any]]:
+            for r in _jsonl(root, "audit.jsonl"):
+                row = {**_without(r, "hashed_details"), "details": json.loads(r["hashed_details"])}
+                last[:] = [row]
+                yield row
+
+        load("audit_log", audit_rows(), "audit.jsonl")
         anchor = manifest["audit"]
-        ledger.set_audit_head(conn, chain=tenant, anchor_hash=anchor["anchor_hash"], rows=audit_rows)
+        ledger.set_audit_head(conn, chain=tenant, anchor_hash=anchor["anchor_hash"], last=last[0] if last else None)
         load("artifacts", _artifacts(root, tid), "artifacts.jsonl")
         load("incidents", with_tenant("incidents.jsonl"), "incidents.jsonl")
         # Imported events are history: marked published, so no relay announces them again.

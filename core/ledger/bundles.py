@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import heapq
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -32,6 +32,10 @@ FLOW_ACTIONS = (
     "circuit.reset",
 )
 _BATCH = 5_000
+#: At most this many bytes of JSON in one statement of an import.
+_BATCH_BYTES = 32 << 20
+#: Rows fetched at a time from wide tables (payloads and results of up to hundreds of KB).
+_WIDE = 500
 
 
 def tenant_id(conn: sa.Connection, tenant: str) -> int | None:
@@ -39,8 +43,8 @@ def tenant_id(conn: sa.Connection, tenant: str) -> int | None:
     return None if row is None else int(row[0])
 
 
-def _stream(conn: sa.Connection, name: str, params: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
-    result = conn.execution_options(stream_results=True, yield_per=_BATCH).execute(stmt(name), dict(params))
+def _stream(conn: sa.Connection, name: str, params: Mapping[str, Any], batch: int = _WIDE) -> Iterator[dict[str, Any]]:
+    result = conn.execution_options(stream_results=True, yield_per=batch).execute(stmt(name), dict(params))
     keys = list(result.keys())
     for row in result:
         yield dict(zip(keys, row, strict=True))
@@ -77,7 +81,7 @@ def history(conn: sa.Connection, params: Mapping[str, Any]) -> Iterator[bytes | 
 
 
 def runs(conn: sa.Connection, params: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
-    for r in _stream(conn, "bundle_runs", params):
+    for r in _stream(conn, "bundle_runs", params, batch=50):  # a run carries its jobs: wide
         r["params"] = redact(r["params"])
         yield r
 
@@ -161,25 +165,32 @@ def load_rows(conn: sa.Connection, table: str, rows: Iterable[Mapping[str, Any]]
     if table not in _IMPORT_TABLES:
         raise ValueError(f"{table} is not a table an import writes")
     n = 0
-    batch: list[Mapping[str, Any]] = []
+    batch: list[str] = []
+    size = 0
 
     def flush() -> None:
         # The batch's columns only, so the others take their defaults.
-        cols = ", ".join(sorted(batch[0]))
         conn.execute(
             sa.text(
                 f"INSERT INTO {table} ({cols}) OVERRIDING SYSTEM VALUE "
                 f"SELECT {cols} FROM jsonb_populate_recordset(NULL::{table}, CAST(:rows AS jsonb))"
             ),
-            {"rows": json.dumps(batch)},
+            {"rows": "[" + ",".join(batch) + "]"},
         )
 
+    cols = ""
     for row in rows:
-        batch.append(row)
-        if len(batch) == _BATCH:
+        if not cols:
+            cols = ", ".join(sorted(row))
+        text = json.dumps(row)
+        batch.append(text)
+        size += len(text)
+        # Bounded by rows and by bytes: one jsonb value holds at most 256 MB.
+        if len(batch) == _BATCH or size >= _BATCH_BYTES:
             flush()
             n += len(batch)
             batch.clear()
+            size = 0
     if batch:
         flush()
         n += len(batch)
@@ -226,10 +237,9 @@ def set_sequences(conn: sa.Connection) -> None:
         )
 
 
-def set_audit_head(conn: sa.Connection, *, chain: str, anchor_hash: str, rows: Sequence[Mapping[str, Any]]) -> None:
+def set_audit_head(conn: sa.Connection, *, chain: str, anchor_hash: str, last: Mapping[str, Any] | None) -> None:
     """The imported chain's head: its last row (or its anchor when the range had none), so
     the next action appends after it."""
-    last = rows[-1] if rows else None
     conn.execute(
         sa.text(
             "INSERT INTO audit_chains (chain, anchor_hash, head_seq, head_hash, head_id) "
