@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import re
 import sys
 import tarfile
 import tempfile
@@ -70,6 +71,74 @@ RECORD_FILES = (
     "events.jsonl",
     "sources.jsonl",
 )
+
+
+#: A history line as the exporter writes it, when no string in it needs an escape: then the
+#: line is canonical JSON by construction, and its fields are read without a JSON parser
+#: (five times faster). Any other line goes through json.loads.
+_STR = r'"[^"\\\x00-\x1f]*"'
+_NSTR = "(?:null|" + _STR + ")"
+_INT = "(?:0|-?[1-9][0-9]{0,15})"
+HISTORY_LINE = re.compile(
+    '{"actor":'
+    + _NSTR
+    + ',"at":'
+    + _STR
+    + ',"attempt":(?:null|'
+    + _INT
+    + '),"error_class":'
+    + _NSTR
+    + ',"event":('
+    + _STR
+    + '),"fingerprint":'
+    + _NSTR
+    + ',"from_state":('
+    + _NSTR
+    + '),"id":('
+    + _INT
+    + '),"job_id":('
+    + _INT
+    + '),"message":'
+    + _NSTR
+    + ',"reason":'
+    + _NSTR
+    + ',"to_state":('
+    + _STR
+    + '),"wait_reason":'
+    + _NSTR
+    + "}\n"
+)
+_SAFE_INT = 2**53 - 1
+
+
+def history_fields(line: bytes) -> dict[str, Any] | None:
+    """The replay's fields of a history line that HISTORY_LINE matches (its integers within
+    2**53), else None. Raises UnicodeDecodeError for a line that is not UTF-8."""
+    m = HISTORY_LINE.fullmatch(line.decode("utf-8"))
+    if m is None:
+        return None
+    event, from_state, row_id, job_id, to_state = m.groups()
+    row, job = int(row_id), int(job_id)
+    if abs(row) > _SAFE_INT or abs(job) > _SAFE_INT:
+        return None
+    return {
+        "id": row,
+        "job_id": job,
+        "from_state": None if from_state == "null" else from_state[1:-1],
+        "event": event[1:-1],
+        "to_state": to_state[1:-1],
+    }
+
+
+def history_records(path: Path) -> Iterator[dict[str, Any]]:
+    """history.jsonl's rows, each with at least the fields the replay reads."""
+    with path.open("rb") as f:
+        for n, line in enumerate(f, 1):
+            try:
+                fields = history_fields(line)
+                yield fields if fields is not None else json.loads(line)
+            except ValueError:
+                raise Disagreement(f"{path.name} line {n} is not JSON") from None
 
 
 class Disagreement(Exception):
@@ -244,7 +313,9 @@ def check_audit(rows: Iterable[Mapping[str, Any]], anchor: Mapping[str, Any]) ->
 
 def replay_dir(root: Path, manifest: Mapping[str, Any], say: Callable[[str], None] = print) -> None:
     """Every check on an unpacked bundle. Raises Disagreement at the first failure."""
-    n_jobs, n_rows, states, runs_named = replay_jobs(records(root / "jobs.jsonl"), records(root / "history.jsonl"))
+    n_jobs, n_rows, states, runs_named = replay_jobs(
+        records(root / "jobs.jsonl"), history_records(root / "history.jsonl")
+    )
     say(f"jobs: {n_jobs} final states re-derived from {n_rows} history rows; all agree with jobs.jsonl")
     run_ids = {r["id"] for r in records(root / "runs.jsonl")}
     check_job_runs(runs_named, run_ids)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from core.domain import bundle_lines
+from core.domain import bundle_lines, errors
 from core.domain.bundle import canonical_line
 
 LO, HI = "2026-11-01T00:00:00.000000Z", "2026-11-02T00:00:00.000000Z"
@@ -68,3 +68,54 @@ def test_order_is_checked_across_chunk_edges(tmp_path: Path) -> None:
     lines[first_of_second - 1], lines[first_of_second] = lines[first_of_second], lines[first_of_second - 1]
     with pytest.raises(bundle_lines.LineFailure, match="out of order"):
         _check(tmp_path, lines, workers=2)
+
+
+def test_the_history_shape_is_canonical_exactly_when_the_reference_says_so() -> None:
+    """history_fields' fast path (a regex of the exporter's shape) accepts a line only if
+    canonical_line writes that very line, and reads the fields json.loads reads."""
+    import json
+
+    from core.domain.bundle_replay import history_fields
+
+    base = {
+        "actor": "w-1",
+        "at": "2026-11-01T10:00:00.000000Z",
+        "attempt": 1,
+        "error_class": None,
+        "event": "claim",
+        "fingerprint": None,
+        "from_state": "queued",
+        "id": 7,
+        "job_id": 3,
+        "message": None,
+        "reason": None,
+        "to_state": "leased",
+        "wait_reason": None,
+    }
+    good = canonical_line(base)
+    fields = history_fields(good)
+    assert fields == {k: base[k] for k in ("id", "job_id", "from_state", "event", "to_state")}
+    assert history_fields(canonical_line({**base, "from_state": None, "event": "submit"})) is not None
+    # Lines the fast path refuses: each goes to json.loads and the full check instead.
+    refused = [
+        good.replace(b'"id":7', b'"id":-0'),
+        good.replace(b'"id":7', b'"id":07'),
+        good.replace(b'"id":7', b'"id":9007199254740992'),
+        good.replace(b"w-1", b"w\\u002d1"),  # an escape the canonical form does not use
+        good.replace(b":", b": ", 1),
+        good.replace(b'"w-1"', b'"w\\"1"'),  # strings with escapes always take the full path
+        canonical_line({**base, "actor": "tab\tin"}),
+        good.rstrip(b"\n"),
+        good.replace(b',"wait_reason":null', b""),
+    ]
+    for line in refused:
+        assert history_fields(line) is None, line
+    # and whatever it refuses, the full check decides as before: the lines with a quote or a
+    # tab (which need an escape) and the line of another shape are canonical, the rest not
+    canonical = {refused[5], refused[6], refused[8]}
+    for line in refused:
+        try:
+            full = canonical_line(json.loads(line)) == line
+        except (ValueError, errors.InvalidInput):
+            full = False
+        assert full == (line in canonical), line
