@@ -179,10 +179,14 @@ def run_orch(
             # Dispatch latency: the pool is idle now; one probe at a time.
             probe_spec = control.JobSpec(tenant, "bench.probe", source=source)
             latencies: list[float] = []
+            # Where an idle dispatch's time goes: the submit call (insert, commit, doorbell),
+            # then until the claim's history row, the claim to the ack, the ack to the handler.
+            parts: dict[str, list[float]] = {"submit": [], "to_claim": [], "claim_to_ack": [], "ack_to_handler": []}
             for _ in range(probes):
                 time.sleep(0.02)
                 sent = time.time()
                 job_id = control.submit(engine, principal, probe_spec, doorbell=bell)
+                returned = time.time()
                 started = None
                 wait_until = time.monotonic() + 10
                 while started is None and time.monotonic() < wait_until:
@@ -194,6 +198,22 @@ def run_orch(
                         time.sleep(0.002)
                 if started is not None:
                     latencies.append((float(started) - sent) * 1000)
+                    with engine.connect() as conn:
+                        at = dict(
+                            conn.execute(
+                                sa.text(
+                                    "SELECT event, extract(epoch FROM at) FROM job_history"
+                                    " WHERE job_id = :id AND event IN ('claim', 'ack')"
+                                ),
+                                {"id": job_id},
+                            ).all()
+                        )
+                    if "claim" in at and "ack" in at:
+                        claim, ack = float(at["claim"]), float(at["ack"])
+                        parts["submit"].append((returned - sent) * 1000)
+                        parts["to_claim"].append((claim - returned) * 1000)
+                        parts["claim_to_ack"].append((ack - claim) * 1000)
+                        parts["ack_to_handler"].append((float(started) - ack) * 1000)
         finally:
             sup.stopping.set()
             sup.shutdown()
@@ -210,6 +230,7 @@ def run_orch(
         "dispatch_p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
         if latencies
         else float("nan"),
+        "dispatch_parts_p50_ms": {k: round(statistics.median(v), 2) if v else None for k, v in parts.items()},
         "completed": done,
         "pg_cpu_ms_per_1k_jobs": None if pg["pg_cpu_s"] is None else pg["pg_cpu_s"] * 1e6 / measured,
         "workers_cpu_ms_per_1k_jobs": None if workers_cpu is None else workers_cpu * 1e6 / measured,
@@ -554,6 +575,9 @@ def main() -> None:
         "submit_keyed_jobs_per_s": round(med("submit_keyed_jobs_per_s"), 1),
         "dispatch_p50_ms": round(med("dispatch_p50_ms"), 2),
         "dispatch_p99_ms": round(med("dispatch_p99_ms"), 2),
+        "dispatch_parts_p50_ms": {
+            k: _med_or_none([o["dispatch_parts_p50_ms"][k] for o in orchs]) for k in orchs[0]["dispatch_parts_p50_ms"]
+        },
         "pg_cpu_ms_per_1k_jobs": _med_or_none([o["pg_cpu_ms_per_1k_jobs"] for o in orchs]),
         "workers_cpu_ms_per_1k_jobs": _med_or_none([o["workers_cpu_ms_per_1k_jobs"] for o in orchs]),
     }
@@ -577,6 +601,9 @@ def print_round(orch: dict[str, Any], probes: int, *, keyed: bool) -> None:
         f" (idle, {probes} probes)",
         flush=True,
     )
+    parts = orch.get("dispatch_parts_p50_ms") or {}
+    if any(v is not None for v in parts.values()):
+        print("  dispatch p50 parts: " + ", ".join(f"{k} {v} ms" for k, v in parts.items()), flush=True)
 
 
 def _ms(v: float | None) -> str:

@@ -4,7 +4,8 @@ membership lie in the range. Pure: the standard library only, plus core.domain.b
 
 Re-encoding every line is most of a verification's work (about 6 µs a history line, 15 a
 job line here), so large files are cut into chunks at line ends and checked by worker
-processes (one per core, spawned: safe under a threaded caller such as the console), while
+processes (one per core, plain child processes: safe under a threaded caller such as the
+console), while
 the caller goes on with other work (the replay). Each chunk reports its first and last
 order keys, so order across chunk edges is checked too; the first failing line of the
 earliest file is the one reported, with its line number.
@@ -13,10 +14,10 @@ earliest file is the one reported, with its line number.
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
+import subprocess
+import sys
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -125,7 +126,12 @@ def chunks(name: str, path: Path, size: int = CHUNK_BYTES) -> list[Chunk]:
 class Checker:
     """`with Checker(files, lo, hi) as c: ...other work...; total, shas = c.result()`: the
     chunks are checked by worker processes while the block goes on, when the records are
-    large enough for that to pay; else by result() itself."""
+    large enough for that to pay; else by result() itself.
+
+    A worker is `python -m core.domain.bundle_lines`, a plain child process that reads its
+    chunks as JSON lines on stdin and writes one result per chunk on stdout, in order. Not
+    multiprocessing: a spawned child re-runs the parent's __main__ (a Streamlit page, under
+    AppTest), and a forked one inherits the parent's threads' locks."""
 
     def __init__(
         self,
@@ -141,20 +147,58 @@ class Checker:
         self.plan = [(name, chunks(name, path, chunk_bytes)) for name, path in files]
         total = sum(c.end - c.start for _, cs in self.plan for c in cs)
         n = min(2, os.cpu_count() or 1) if workers is None else workers
-        self.pool: ProcessPoolExecutor | None = None
-        self.futures: dict[Chunk, Future[ChunkResult]] = {}
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.worker_of: dict[Chunk, int] = {}
         if n > 1 and total >= parallel_bytes:
-            self.pool = ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn"))
-            for _, cs in self.plan:
-                for c in cs:
-                    self.futures[c] = self.pool.submit(check_chunk, c, lo, hi)
+            every = [c for _, cs in self.plan for c in cs]
+            root = str(Path(__file__).resolve().parents[2])
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+            for w in range(n):
+                mine = every[w::n]
+                for c in mine:
+                    self.worker_of[c] = w
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "core.domain.bundle_lines"],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    env=env,
+                )
+                assert proc.stdin is not None
+                spec = {"lo": lo, "hi": hi, "chunks": [[c.name, c.path, c.start, c.end] for c in mine]}
+                proc.stdin.write(json.dumps(spec).encode() + b"\n")
+                proc.stdin.close()
+                self.procs.append(proc)
 
     def __enter__(self) -> Checker:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            for stream in (proc.stdout, proc.stderr):
+                if stream is not None:
+                    stream.close()
+
+    def _from_worker(self, c: Chunk) -> ChunkResult:
+        proc = self.procs[self.worker_of[c]]
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if not line:
+            proc.wait()
+            err = (proc.stderr.read() if proc.stderr is not None else b"").decode(errors="replace").strip()
+            last = err.splitlines()[-1] if err else f"exit code {proc.returncode}"
+            raise LineFailure(f"a worker checking {c.name} failed: {last}")
+        r = json.loads(line)
+        return ChunkResult(
+            r["lines"],
+            _tuples(r["first"]),
+            _tuples(r["last"]),
+            None if r["failure"] is None else tuple(r["failure"]),
+            tuple(r["shas"]),
+        )
 
     def result(self, progress: Callable[[str, int], None] | None = None) -> tuple[int, set[str]]:
         """(lines checked, the artifacts' sha256s). Raises LineFailure at the first bad line."""
@@ -162,8 +206,7 @@ class Checker:
         for name, cs in self.plan:
             done, last = 0, None
             for c in cs:
-                fut = self.futures.get(c)
-                r = fut.result() if fut is not None else check_chunk(c, self.lo, self.hi)
+                r = self._from_worker(c) if c in self.worker_of else check_chunk(c, self.lo, self.hi)
                 if r.failure is not None:
                     raise LineFailure(f"{name} line {done + r.failure[0]} {r.failure[1]}")
                 if last is not None and r.first is not None and not r.first > last:
@@ -175,3 +218,27 @@ class Checker:
                     progress(name, done)
             total += done
         return total, shas
+
+
+def _tuples(value: Any) -> Any:
+    """An order key back from JSON: lists become tuples again."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+
+
+def _worker() -> None:
+    """A worker process: chunks from stdin, one result line per chunk on stdout."""
+    spec = json.loads(sys.stdin.buffer.readline())
+    out = sys.stdout.buffer
+    for name, path, start, end in spec["chunks"]:
+        r = check_chunk(Chunk(name, path, start, end), spec["lo"], spec["hi"])
+        out.write(
+            json.dumps(
+                {"lines": r.lines, "first": r.first, "last": r.last, "failure": r.failure, "shas": r.artifact_shas}
+            ).encode()
+            + b"\n"
+        )
+        out.flush()
+
+
+if __name__ == "__main__":
+    _worker()

@@ -119,3 +119,13 @@ def test_the_history_shape_is_canonical_exactly_when_the_reference_says_so() -> 
         except (ValueError, errors.InvalidInput):
             full = False
         assert full == (line in canonical), line
+
+
+def test_a_worker_that_dies_fails_the_check(tmp_path: Path) -> None:
+    """Fail closed: a worker that cannot finish its chunks is a failure, never a pass."""
+    path = _write(tmp_path, _jobs(400))
+    with bundle_lines.Checker([("jobs.jsonl", path)], LO, HI, workers=2, chunk_bytes=500, parallel_bytes=0) as c:
+        for proc in c.procs:
+            proc.kill()
+        with pytest.raises(bundle_lines.LineFailure, match=r"a worker checking jobs\.jsonl failed"):
+            c.result()
