@@ -140,3 +140,10 @@ def test_the_replay_hashes_an_audit_row_as_the_ledger_does(details: dict[str, ob
         "chain_seq": 4,
     }
     assert bundle_replay.row_hash("ab" * 32, row) == want
+
+
+def test_the_replay_knows_the_bundles_record_files() -> None:
+    """bundle_replay keeps its own copy of the record files (it may import nothing of core)."""
+    from core.domain import bundle_archive
+
+    assert bundle_replay.RECORD_FILES == bundle_archive.ORDER
