@@ -1,5 +1,5 @@
-"""The state machine is declared once: the database's job_transitions table and state CHECK,
-and the diagram in docs/, must equal core.domain.states."""
+"""The state machine is declared once: the database's job_transitions table, the CHECKs on
+jobs and job_history, and the diagram in docs/, must equal core.domain.states."""
 
 from __future__ import annotations
 
@@ -49,6 +49,16 @@ def test_jobs_state_check_lists_exactly_the_states(engine: sa.Engine) -> None:
     assert _quoted(definition) == {s.value for s in State}, definition
 
 
+def test_history_transition_check_lists_exactly_the_transitions(engine: sa.Engine) -> None:
+    # job_history_transition_valid replaced the foreign key to job_transitions (migration
+    # 0016, docs/adr/0021): its list must be the same transitions.
+    with engine.connect() as conn:
+        definition = _constraint_def(conn, "job_history", "job_history_transition_valid")
+    listed = _quoted(definition) - {" "}
+    in_code = {f"{t.from_state.value} {t.event.value} {t.to_state.value}" for t in states.TRANSITIONS}
+    assert listed == in_code, f"only in the CHECK: {sorted(listed - in_code)}; only in code: {sorted(in_code - listed)}"
+
+
 def test_history_creation_check_lists_exactly_the_initial_states(engine: sa.Engine) -> None:
     with engine.connect() as conn:
         definition = _constraint_def(conn, "job_history", "job_history_creation")
@@ -79,14 +89,14 @@ def test_history_row_outside_the_table_is_refused(
     }
     with pytest.raises(sa.exc.IntegrityError) as info, ledger.begin() as conn:
         _insert_history(conn, from_state, event, to_state)
-    assert getattr(info.value.orig.diag, "constraint_name", None) == "job_history_transition_fk"
+    assert getattr(info.value.orig.diag, "constraint_name", None) == "job_history_transition_valid"
     with ledger.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM job_history")).scalar_one() == 0
 
 
 def test_history_row_inside_the_table_is_accepted(ledger: sa.Engine) -> None:
     # The control case: the same insert succeeds for an allowed transition, so the refusals
-    # above come from the foreign key and not from some other mistake in the statement.
+    # above come from the CHECK and not from some other mistake in the statement.
     with ledger.begin() as conn:
         for t in sorted(states.TRANSITIONS):
             _insert_history(conn, t.from_state.value, t.event.value, t.to_state.value)
