@@ -13,10 +13,13 @@ drift on a noisy machine hits all alike:
 - `check`: the ledger as migrated, the events trigger disabled (the guard as it is now);
 - `foreign_key`: the CHECK swapped for the foreign key to job_transitions it replaced;
 - `none`: no guard (the floor; not an option);
-- `events`: the ledger as migrated, events trigger enabled (what a history row costs in all).
+- `events`: the ledger as migrated, events trigger enabled (what a history row costs in all);
+- `events_fk`: `events` with the outbox's foreign key to tenants put back (migration 0017
+  dropped it).
 
 The last line is JSON: transactions per second per variant (medians over rounds), and the
-ratios check / foreign_key and events / check (medians of per-round ratios). Needs pgbench
+ratios check / foreign_key, none / check, events / check and events / events_fk (medians
+of per-round ratios). Needs pgbench
 on PATH; uses ORCH_DATABASE_URL's server (or the embedded one).
 """
 
@@ -48,7 +51,10 @@ INSERT INTO job_history (job_id, from_state, event, to_state, at, actor, attempt
 COMMIT;
 """
 
-VARIANTS = ("check", "foreign_key", "none", "events")
+VARIANTS = ("check", "foreign_key", "none", "events", "events_fk")
+EVENTS_FK = (
+    "ALTER TABLE events ADD CONSTRAINT events_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES tenants (id) NOT VALID"
+)
 FK = (
     "ALTER TABLE job_history ADD CONSTRAINT job_history_transition_fk FOREIGN KEY (from_state, event, to_state)"
     " REFERENCES job_transitions (from_state, event, to_state) NOT VALID"
@@ -110,7 +116,10 @@ def main() -> int:
                                 + ("" if "NOT VALID" in check_def else " NOT VALID")
                             )
                         )
-                    trigger = "ENABLE" if variant == "events" else "DISABLE"
+                    conn.execute(sa.text("ALTER TABLE events DROP CONSTRAINT IF EXISTS events_tenant_id_fkey"))
+                    if variant == "events_fk":
+                        conn.execute(sa.text(EVENTS_FK))
+                    trigger = "ENABLE" if variant.startswith("events") else "DISABLE"
                     conn.execute(sa.text(f"ALTER TABLE job_history {trigger} TRIGGER job_history_events"))
                     conn.execute(sa.text("TRUNCATE job_history, events"))
                     conn.execute(sa.text("CHECKPOINT"))
@@ -152,10 +161,12 @@ def main() -> int:
         "check_over_foreign_key": ratio("check", "foreign_key"),
         "none_over_check": ratio("none", "check"),
         "events_over_check": ratio("events", "check"),
+        "events_over_events_fk": ratio("events", "events_fk"),
     }
     print(
         f"check / foreign key {result['check_over_foreign_key']}, floor / check {result['none_over_check']},"
-        f" with events / without {result['events_over_check']}"
+        f" with events / without {result['events_over_check']},"
+        f" events without the outbox's tenant key / with it {result['events_over_events_fk']}"
     )
     print(json.dumps(result))
     return 0
