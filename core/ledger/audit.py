@@ -8,6 +8,7 @@ hash (its anchor), so the two meet at one hash (docs/adr/0012-audit-chains-per-t
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -98,11 +99,28 @@ def body_parts(e: AuditEntry, chain: str) -> tuple[str, str, str]:
     return head, mid, tail
 
 
+def as_stored(value: Any) -> Any:
+    """`value` as it reads back from a jsonb column, so the hash written over it is the hash
+    verify recomputes from the row: jsonb prints a float of 1e16 or more as an integer (1e21
+    reads back as 1000000000000000000000) and -0.0 as 0.0, and object keys are strings."""
+    if isinstance(value, float):
+        if value == 0.0:
+            return 0.0
+        return int(value) if value.is_integer() and "e" in repr(value) else value
+    if isinstance(value, Mapping):
+        return {k if isinstance(k, str) else json.dumps(k): as_stored(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [as_stored(v) for v in value]
+    return value
+
+
 def append(conn: sa.Connection, entry: AuditEntry) -> int:
     """Append one row to its chain in the caller's transaction (which must commit for it to
     count), in one round trip: the server takes the chain's head row and holds it until
     commit (appends of one tenant take turns, other tenants' never wait), reads the time and
-    hashes the row as row_hash does (orch_audit_append)."""
+    hashes the row as row_hash does (orch_audit_append). The details are hashed as they will
+    read back (as_stored)."""
+    entry = dataclasses.replace(entry, details=as_stored(entry.details))
     chain = chain_of(entry.tenant)
     head, mid, tail = body_parts(entry, chain)
     row_id = conn.execute(

@@ -115,6 +115,18 @@ AWKWARD = [
         {"z": [1, 2.5, None, True], "a": {"ü": "\x02x"}, "n": 10**20},
     ),
     audit.AuditEntry("s", ["orch:admin"], "set_quota", "quota", None, "r" * 256, "t" * 128, {"when": "x"}),
+    # Numbers jsonb prints otherwise than json.dumps (1e16 and up as integers, -0.0 as 0.0)
+    # and keys that are not strings: hashed as they read back.
+    audit.AuditEntry(
+        "s",
+        ["orch:operate"],
+        "set_rate",
+        "source s",
+        "awk",
+        None,
+        None,
+        {"big": 1e21, "e16": [1e16, -2.5e17], "neg0": -0.0, "small": 1.5e-7, "two": 2.0, "k": {1: "a", 10: "b"}},
+    ),
 ]
 
 
