@@ -44,6 +44,10 @@ class _Catalog:
             self.types_at = now
         return self.types
 
+    def knows_tenant(self, url: str, name: str) -> bool:
+        """Whether tenant_ids would answer for `name` without a statement."""
+        return (url, name) in self.tenants
+
     def tenant_ids(self, conn: sa.Connection, url: str, names: set[str]) -> dict[str, int]:
         out = {n: self.tenants[(url, n)] for n in names if (url, n) in self.tenants}
         missing = sorted(names - out.keys())
@@ -162,14 +166,29 @@ def append_audit(
     actions that span tenants when `tenant` is None)."""
     audit.append(
         conn,
-        audit.AuditEntry(
-            subject=principal.subject,
-            scopes=[scope.value],
-            action=action,
-            target=target,
-            tenant=tenant,
-            reason=reason,
-            ticket=ticket,
-            details=dict(details or {}),
-        ),
+        audit_entry(principal, scope, action, target, tenant=tenant, reason=reason, ticket=ticket, details=details),
+    )
+
+
+def audit_entry(
+    principal: Principal,
+    scope: Scope,
+    action: str,
+    target: str,
+    *,
+    tenant: str | None,
+    reason: str | None = None,
+    ticket: str | None = None,
+    details: Mapping[str, Any] | None = None,
+) -> audit.AuditEntry:
+    """The audit row `principal` acting under `scope` leaves."""
+    return audit.AuditEntry(
+        subject=principal.subject,
+        scopes=[scope.value],
+        action=action,
+        target=target,
+        tenant=tenant,
+        reason=reason,
+        ticket=ticket,
+        details=dict(details or {}),
     )

@@ -5,7 +5,7 @@ re-rung by the scheduler; a rung doorbell for an uncommitted job would be a lie)
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +17,7 @@ from core.domain import errors, payloads
 from core.domain.auth import Principal, Scope
 from core.domain.jobtypes import JobTypeRow
 from core.domain.states import State, WaitReason
-from core.ledger import db
+from core.ledger import audit, db
 from core.ledger import flow as ledger_flow
 from core.ledger import jobs as ledger
 from core.ledger import runs as ledger_runs
@@ -107,10 +107,53 @@ def submit_many(
 def _submit_many(
     engine: sa.Engine, principal: Principal, specs: Sequence[JobSpec], doorbell: Doorbell, reason: str | None
 ) -> SubmitResult:
-    with engine.begin() as conn:
-        result, to_ring = submit_in(conn, principal, specs, reason=reason)
+    got = _submit_in_one_statement(engine, principal, specs, reason)
+    if got is None:
+        with engine.begin() as conn:
+            got = submit_in(conn, principal, specs, reason=reason)
+    result, to_ring = got
     ring(doorbell, to_ring)
     return result
+
+
+def _submit_in_one_statement(
+    engine: sa.Engine, principal: Principal, specs: Sequence[JobSpec], reason: str | None
+) -> tuple[SubmitResult, list[tuple[int, str]]] | None:
+    """submit_in's work as one statement sent in autocommit: the jobs, their history and
+    events, and the audit row commit together or not at all, in one round trip (no BEGIN, no
+    COMMIT of their own; docs/adr/0021). Only when that statement is the only write: one
+    tenant whose id this process already knows (creating a tenant is a write of its own) and
+    no idempotency keys (a conflict must roll the batch back). None when it does not apply,
+    or when the tenant has a backlog limit to count (nothing was written): submit_in then
+    runs in a transaction."""
+    tenants = {s.tenant for s in specs}
+    if len(tenants) != 1 or any(s.idempotency_key is not None for s in specs):
+        return None
+    tenant = next(iter(tenants))
+    if not catalog.knows_tenant(str(engine.url), tenant):
+        return None
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        ids, new_jobs, tenant_ids = _prepare(conn, specs, None)
+        rows = new_jobs(set())
+        entry = common.audit_entry(
+            principal, Scope.OPERATE, "submit", "", tenant=tenant, reason=reason, details=_submit_details(specs, 0)
+        )
+        params = audit.deferred_params(entry)
+        if params is None:
+            return None
+        got = ledger.insert_jobs_unless_limited(
+            conn, rows, actor=principal.subject, reason=reason, tenant_ids=[tenant_ids[tenant]], audit=params
+        )
+    if got is None:
+        return None
+    job_ids = [int(i or 0) for i in ids] if ids != [None] else [next(iter(got))]
+    to_ring = [(job_id, r.queue) for job_id, r in zip(job_ids, rows, strict=True) if r.state == State.QUEUED]
+    return SubmitResult(job_ids, [True] * len(job_ids)), to_ring
+
+
+def _submit_details(specs: Sequence[JobSpec], count: int) -> dict[str, Any]:
+    """A submit audit row's details: how many jobs it created, and the job types submitted."""
+    return {"count": count, "job_types": sorted({sp.job_type for sp in specs})}
 
 
 def submit_in(
@@ -126,6 +169,53 @@ def submit_in(
     records them); returns the result and the (job id, queue) doorbells to ring after commit.
     `window_ids`, parallel to specs, ties jobs to their event-time windows. The caller has
     checked scopes. Raises as submit_many does."""
+    ids, new_jobs, tenant_ids = _prepare(conn, specs, window_ids)
+    # Optimistic: a tenant without a backlog limit needs no count (nothing is deferred); the
+    # insert checks that itself and inserts nothing when a tenant has one.
+    rows = new_jobs(set())
+    got = ledger.insert_jobs_unless_limited(
+        conn, rows, actor=principal.subject, reason=reason, tenant_ids=sorted(set(tenant_ids.values()))
+    )
+    if got is None:
+        rows = new_jobs(_backpressure(conn, specs, tenant_ids))
+        got = ledger.insert_jobs(conn, rows, actor=principal.subject, reason=reason)
+    inserted = got
+    if ids == [None]:
+        if inserted:
+            rows = [dataclasses.replace(rows[0], id=next(iter(inserted)))]
+        ids = [rows[0].id]
+    created = [True] * len(rows)
+    job_ids: list[int] = [int(i or 0) for i in ids]
+    skipped = [i for i, r in enumerate(rows) if r.id not in inserted]
+    if skipped:
+        _resolve_idempotent(conn, specs, rows, skipped, job_ids, created)
+    for tenant in sorted({sp.tenant for sp in specs}) if audit else ():
+        mine = [job_ids[i] for i, sp in enumerate(specs) if sp.tenant == tenant and created[i]]
+        if mine:
+            append_audit(
+                conn,
+                principal,
+                Scope.OPERATE,
+                "submit",
+                f"jobs {min(mine)}..{max(mine)}" if len(mine) > 1 else f"job {mine[0]}",
+                tenant=tenant,
+                reason=reason,
+                details=_submit_details([sp for sp in specs if sp.tenant == tenant], len(mine)),
+            )
+    to_ring = [
+        (job_ids[i], r.queue)
+        for i, (r, c) in enumerate(zip(rows, created, strict=True))
+        if c and r.state == State.QUEUED
+    ]
+    return SubmitResult(job_ids, created), to_ring
+
+
+def _prepare(
+    conn: sa.Connection, specs: Sequence[JobSpec], window_ids: Sequence[int | None] | None
+) -> tuple[list[int | None], Callable[[set[int]], list[ledger.NewJob]], dict[str, int]]:
+    """Check the specs and resolve their names: the job ids ([None] for one job: the
+    sequence assigns it), a builder of the rows to insert given the indexes deferred by
+    backpressure, and the tenants' ids. Raises as submit_many does."""
     types = catalog.job_types(conn, {s.job_type for s in specs})
     # The same payload object (e.g. --count N) is canonicalised once; specs keep
     # their payloads alive, so id() is stable for the loop.
@@ -165,47 +255,7 @@ def submit_in(
             for n, (job_id, spec, (text, digest, max_attempts)) in enumerate(zip(ids, specs, checked, strict=True))
         ]
 
-    # Optimistic: a tenant without a backlog limit needs no count (nothing is deferred); the
-    # insert checks that itself and inserts nothing when a tenant has one.
-    rows = new_jobs(set())
-    got = ledger.insert_jobs_unless_limited(
-        conn, rows, actor=principal.subject, reason=reason, tenant_ids=sorted(set(tenant_ids.values()))
-    )
-    if got is None:
-        rows = new_jobs(_backpressure(conn, specs, tenant_ids))
-        got = ledger.insert_jobs(conn, rows, actor=principal.subject, reason=reason)
-    inserted = got
-    if ids == [None]:
-        if inserted:
-            rows = [dataclasses.replace(rows[0], id=next(iter(inserted)))]
-        ids = [rows[0].id]
-    created = [True] * len(rows)
-    job_ids: list[int] = [int(i or 0) for i in ids]
-    skipped = [i for i, r in enumerate(rows) if r.id not in inserted]
-    if skipped:
-        _resolve_idempotent(conn, specs, rows, skipped, job_ids, created)
-    for tenant in sorted({sp.tenant for sp in specs}) if audit else ():
-        mine = [job_ids[i] for i, sp in enumerate(specs) if sp.tenant == tenant and created[i]]
-        if mine:
-            append_audit(
-                conn,
-                principal,
-                Scope.OPERATE,
-                "submit",
-                f"jobs {min(mine)}..{max(mine)}" if len(mine) > 1 else f"job {mine[0]}",
-                tenant=tenant,
-                reason=reason,
-                details={
-                    "count": len(mine),
-                    "job_types": sorted({sp.job_type for sp in specs if sp.tenant == tenant}),
-                },
-            )
-    to_ring = [
-        (job_ids[i], r.queue)
-        for i, (r, c) in enumerate(zip(rows, created, strict=True))
-        if c and r.state == State.QUEUED
-    ]
-    return SubmitResult(job_ids, created), to_ring
+    return ids, new_jobs, tenant_ids
 
 
 def _resolve_idempotent(

@@ -143,6 +143,46 @@ def append(conn: sa.Connection, entry: AuditEntry) -> int:
     return int(row_id)
 
 
+#: Stand-ins for the two values a statement fills in (deferred_params); NUL characters, which
+#: no field of an entry holds, JSON-escaped so they cannot be confused with real content.
+_TARGET = "\x00target\x00"
+_COUNT = "\x00count\x00"
+
+
+def deferred_params(entry: AuditEntry) -> dict[str, Any] | None:
+    """The parameters of a statement that appends `entry` with two values only it knows:
+    the target and details["count"] (statement submit_audit: the ids and the number of the
+    jobs it inserted). The hashed body's parts come split around them (head as append sends
+    it; mid, details and tail each as a head and a tail). None when a field of the entry
+    holds a stand-in, so the parts cannot be told apart (the caller appends as usual)."""
+    e = dataclasses.replace(entry, target=_TARGET, details={**as_stored(entry.details), "count": _COUNT})
+    chain = chain_of(e.tenant)
+    head, mid, tail = body_parts(e, chain)
+    details = _json(e.details)
+    count, target = _json(_COUNT), _json(_TARGET)
+    if details.count(count) != 1 or mid.count(details) != 1 or tail.count(target) != 1:
+        return None
+    details_head, _, details_tail = details.partition(count)
+    mid_head, _, mid_tail = mid.partition(details)
+    tail_head, _, tail_tail = tail.partition(target)
+    return {
+        "chain": chain,
+        "subject": e.subject,
+        "scopes": sorted(e.scopes),
+        "action": e.action,
+        "tenant": e.tenant,
+        "reason": e.reason,
+        "ticket": e.ticket,
+        "head": head,
+        "details_head": details_head,
+        "details_tail": details_tail,
+        "mid_head": mid_head,
+        "mid_tail": mid_tail,
+        "tail_head": tail_head,
+        "tail_tail": tail_tail,
+    }
+
+
 def rows(
     conn: sa.Connection,
     *,

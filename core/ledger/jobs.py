@@ -76,10 +76,20 @@ def insert_jobs(conn: sa.Connection, jobs: Sequence[NewJob], *, actor: str, reas
 
 
 def insert_jobs_unless_limited(
-    conn: sa.Connection, jobs: Sequence[NewJob], *, actor: str, reason: str | None, tenant_ids: Sequence[int]
+    conn: sa.Connection,
+    jobs: Sequence[NewJob],
+    *,
+    actor: str,
+    reason: str | None,
+    tenant_ids: Sequence[int],
+    audit: Mapping[str, Any] | None = None,
 ) -> set[int] | None:
     """insert_jobs, unless one of `tenant_ids` has a backlog limit: then nothing is inserted
-    and None comes back (the caller counts the backlog and inserts with insert_jobs)."""
+    and None comes back (the caller counts the backlog and inserts with insert_jobs).
+
+    With `audit` (audit.deferred_params of the submit's entry, whose reason must be
+    `reason`), the same statement appends the submit's audit row for the jobs it inserted
+    (insert_jobs_audited)."""
     rows = json.dumps(
         [
             [
@@ -110,7 +120,11 @@ def insert_jobs_unless_limited(
         "reason": reason,
         "limited_check": list(tenant_ids),
     }
-    ids = {r[0] for r in conn.execute(stmt("insert_jobs"), params)}
+    if audit is not None:
+        if audit.get("reason") != reason:
+            raise ValueError("the audit row's reason must be the history's")
+        params.update(audit)
+    ids = {r[0] for r in conn.execute(stmt("insert_jobs" if audit is None else "insert_jobs_audited"), params)}
     return None if None in ids else ids
 
 

@@ -390,6 +390,12 @@ def stmt(name: str) -> sa.TextClause:
         # The samples are exactly what queue_depth reads: one definition of the query.
         body = "INSERT INTO queue_depth_samples (at, tenant_id, queue, state, count) SELECT now(), * FROM ("
         return named(name, body + sqlfiles.statement("queue_depth") + ") AS depth")
+    if name == "insert_jobs_audited":
+        # insert_jobs with the submit's audit CTEs before its final SELECT: one definition of
+        # the insert.
+        insert = sqlfiles.statement("insert_jobs")
+        cut = insert.rindex("\nSELECT id FROM ins")
+        return named(name, insert[:cut] + "\n" + sqlfiles.statement("submit_audit") + insert[cut:])
     return named(name, sqlfiles.statement(name))
 
 

@@ -25,6 +25,7 @@ def _impatient(engine: sa.Engine) -> sa.Engine:
     def _timeout(dbapi_conn: object, _record: object) -> None:
         with dbapi_conn.cursor() as cur:  # type: ignore[attr-defined]
             cur.execute(f"SET lock_timeout = {LOCK_TIMEOUT_MS}")
+        dbapi_conn.commit()  # type: ignore[attr-defined]  # a pooled connection starts idle
 
     return fast
 

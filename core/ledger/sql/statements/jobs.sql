@@ -45,6 +45,7 @@ WITH limited AS (
     INSERT INTO submit_counters (tenant_id, job_type, submitted)
     SELECT tenant_id, job_type, count(*) FROM ins GROUP BY tenant_id, job_type
     ON CONFLICT (tenant_id, job_type) DO UPDATE SET submitted = submit_counters.submitted + EXCLUDED.submitted
+    RETURNING tenant_id
 ), history AS (
     INSERT INTO job_history (job_id, from_state, event, to_state, at, actor, reason, attempt)
     SELECT id, NULL, 'submit', state, now(), :actor, :reason, 0 FROM ins
@@ -52,6 +53,40 @@ WITH limited AS (
 SELECT id FROM ins
 UNION ALL
 SELECT NULL FROM limited;
+
+-- name: submit_audit
+-- Not sent alone: the CTEs that stmt("insert_jobs_audited") puts between insert_jobs' CTEs
+-- and its final SELECT, so that a submit's jobs and its audit row are one statement, sent
+-- in autocommit: one round trip for the whole submit (docs/adr/0021). The row is
+-- append_audit's for the jobs this statement inserted: its target names them ("job N", or
+-- "jobs LO..HI") and its details count them; the hashed body is built from the parts
+-- audit.deferred_params computed around those two values. Nothing inserted, no row.
+, made AS (
+    SELECT count(*) AS n, min(id) AS lo, max(id) AS hi, (SELECT count(*) FROM counted) AS counters FROM ins
+), said AS (
+    SELECT CASE WHEN m.n = 1 THEN 'job ' || m.lo ELSE 'jobs ' || m.lo || '..' || m.hi END AS target,
+           CAST(:details_head AS text) || m.n || CAST(:details_tail AS text) AS details
+    FROM made AS m
+    -- Testing m.counters (at least one counter row whenever jobs were inserted) makes the
+    -- upsert of `counted` run, and lock the counter rows, before the chain's head is locked
+    -- below: the order of a submit in a transaction (the insert, then append_audit). Left
+    -- unread, that CTE runs last, and two submits of one tenant deadlock on the two rows.
+    WHERE m.n > 0 AND m.counters > 0
+), appended AS (
+    SELECT orch_audit_append(:chain, :subject, :scopes, :action, s.target, :tenant, :reason, :ticket,
+                             CAST(s.details AS jsonb), :head,
+                             CAST(:mid_head AS text) || s.details || CAST(:mid_tail AS text),
+                             CAST(:tail_head AS text) || to_json(s.target)::text || CAST(:tail_tail AS text)) AS id,
+           s.target, s.details
+    FROM said AS s
+), announce AS (
+    INSERT INTO events (tenant_id, kind, payload)
+    SELECT (SELECT t.id FROM tenants AS t WHERE t.name = :tenant), 'action.' || replace(:action, '.', '_'),
+           jsonb_build_object('audit_id', a.id, 'action', CAST(:action AS text), 'target', a.target,
+                              'reason', CAST(:reason AS text), 'ticket', CAST(:ticket AS text),
+                              'details', CAST(a.details AS jsonb), 'actor', CAST(:subject AS text))
+    FROM appended AS a
+)
 
 -- name: find_idempotent_jobs
 SELECT j.id, j.tenant_id, j.idempotency_key, j.payload_digest, j.job_type
