@@ -47,8 +47,14 @@ def lock_rollup_mark(conn: sa.Connection) -> object:
     return conn.execute(stmt("lock_rollup_mark")).scalar_one()
 
 
-def roll_up_finished(conn: sa.Connection, until: object, *, limit: int, grace_s: float) -> sa.RowMapping:
-    params = {"until": until, "limit": limit, "grace_s": grace_s, "max_xact_s": MAX_XACT_S}
+def rollup_horizon(conn: sa.Connection, *, grace_s: float) -> object:
+    """How far roll_up_finished may go; read it in an earlier statement of the same
+    transaction (see the statement)."""
+    return conn.execute(stmt("rollup_horizon"), {"grace_s": grace_s, "max_xact_s": MAX_XACT_S}).scalar_one()
+
+
+def roll_up_finished(conn: sa.Connection, until: object, *, limit: int, horizon: object) -> sa.RowMapping:
+    params = {"until": until, "limit": limit, "horizon": horizon}
     return conn.execute(stmt("roll_up_finished"), params).mappings().one()
 
 
@@ -81,7 +87,8 @@ def roll_up(
             # decide between an index range and a scan of every job.
             conn.execute(sa.text("SET LOCAL plan_cache_mode = force_custom_plan"))
             until = lock_rollup_mark(conn)
-            row = roll_up_finished(conn, until, limit=batch, grace_s=grace_s)
+            horizon = rollup_horizon(conn, grace_s=grace_s)
+            row = roll_up_finished(conn, until, limit=batch, horizon=horizon)
         out.jobs += int(row["jobs"])
         out.transactions += 1
         if not row["full"]:

@@ -16,6 +16,7 @@ from core import control, queries
 from core.control import retention
 from core.domain import slo
 from core.domain.auth import Principal
+from core.ledger import jobs as ledger_jobs
 from core.ledger import rollups
 from core.ledger.reads import failures as failure_reads
 from tests.integration.test_backfills import claim, finish
@@ -206,6 +207,33 @@ def test_two_schedulers_rolling_up_at_once_count_every_job_once(ledger: sa.Engin
     roll_up(ledger)
     assert rolled_totals(ledger) == {"succeeded": 9 + 2 + 12, "canceled": 1}  # the 2 waiting ones ran too
     assert count(ledger, "SELECT sum(succeeded) FROM job_finish_rollups") == 23
+    assert_exact(ledger, principal)
+
+
+def test_a_finish_committed_after_the_horizon_was_read_waits_for_the_next_step(
+    ledger: sa.Engine, principal: Principal
+) -> None:
+    """The horizon is read in a statement before the rollup's own (rollup_horizon): a
+    finishing transaction open then holds it back, so its finishes are rolled up by a later
+    step instead of being passed over. (Read inside the rollup statement, a transaction that
+    committed between that statement's snapshot and its read of pg_stat_activity was in
+    neither, and its finishes were never counted: the two-scheduler test above caught it.)"""
+    jobs(ledger, principal, 2)
+    rows = claim(ledger)
+    with ledger.connect() as finisher:
+        tx = finisher.begin()
+        ledger_jobs.succeed_jobs(
+            finisher, [r["id"] for r in rows], [r["lease_id"] for r in rows], actor="t", results=[None, None]
+        )
+        with ledger.begin() as conn:
+            rollups.ensure_rollup_mark(conn)
+            until = rollups.lock_rollup_mark(conn)
+            horizon = rollups.rollup_horizon(conn, grace_s=0.0)
+            tx.commit()  # after the horizon was read, before the rollup's snapshot
+            row = rollups.roll_up_finished(conn, until, limit=100, horizon=horizon)
+    assert row["jobs"] == 0  # not yet: they finished at or after the horizon
+    roll_up(ledger)
+    assert rolled_totals(ledger) == {"succeeded": 2}
     assert_exact(ledger, principal)
 
 

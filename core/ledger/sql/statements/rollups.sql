@@ -10,19 +10,28 @@ INSERT INTO rollup_marks (name, until) VALUES ('job_finish', timestamptz 'epoch'
 -- deletes: whoever holds the mark sees every job the others committed before it.
 SELECT until FROM rollup_marks WHERE name = 'job_finish' FOR UPDATE;
 
+-- name: rollup_horizon
+-- How far the rollup may go: a grace before now, and before the start of any transaction
+-- still open in this database (finished_at is its now(): it may commit a finish older than
+-- the grace), unless that one has been open longer than :max_xact_s. A statement of its own,
+-- sent before roll_up_finished in the same transaction: a transaction open when this one
+-- reads pg_stat_activity holds the horizon back, and one that committed before is in
+-- roll_up_finished's later snapshot. Read inside roll_up_finished, a transaction still open
+-- at that statement's snapshot but committed before it read the activity was in neither,
+-- and the finishes it committed were passed over for good.
+SELECT least(now() - make_interval(secs => :grace_s),
+             coalesce((SELECT min(a.xact_start) FROM pg_stat_activity AS a
+                       WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()
+                         AND a.xact_start > now() - make_interval(secs => :max_xact_s)),
+                      'infinity')) AS horizon;
+
 -- name: roll_up_finished
 -- Jobs that finished in [:until, upto) go into their 5-minute bucket and the totals, and the
 -- mark moves to upto: at most about :limit jobs on (the :limit-th finish time, to the
--- microsecond after it, so jobs that share it go together), and never past the horizon: a
--- grace before now, and before the start of any transaction still open in this database
--- (finished_at is its now(): it may commit a finish older than the grace), unless that one
--- has been open longer than :max_xact_s.
+-- microsecond after it, so jobs that share it go together), and never past :horizon
+-- (rollup_horizon, read by an earlier statement of this transaction).
 WITH h AS (
-    SELECT least(now() - make_interval(secs => :grace_s),
-                 coalesce((SELECT min(a.xact_start) FROM pg_stat_activity AS a
-                           WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()
-                             AND a.xact_start > now() - make_interval(secs => :max_xact_s)),
-                          'infinity')) AS horizon
+    SELECT CAST(:horizon AS timestamptz) AS horizon
 ), n AS (
     SELECT (SELECT j.finished_at FROM jobs AS j WHERE j.finished_at >= CAST(:until AS timestamptz)
             ORDER BY j.finished_at OFFSET :limit - 1 LIMIT 1) AS nth
