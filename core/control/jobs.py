@@ -17,7 +17,8 @@ from core.domain import errors, payloads
 from core.domain.auth import Principal, Scope
 from core.domain.jobtypes import JobTypeRow
 from core.domain.states import State, WaitReason
-from core.ledger import audit, db
+from core.ledger import audit as ledger_audit
+from core.ledger import db
 from core.ledger import flow as ledger_flow
 from core.ledger import jobs as ledger
 from core.ledger import runs as ledger_runs
@@ -138,7 +139,7 @@ def _submit_in_one_statement(
         entry = common.audit_entry(
             principal, Scope.OPERATE, "submit", "", tenant=tenant, reason=reason, details=_submit_details(specs, 0)
         )
-        params = audit.deferred_params(entry)
+        params = ledger_audit.deferred_params(entry)
         if params is None:
             return None
         got = ledger.insert_jobs_unless_limited(
