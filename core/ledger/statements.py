@@ -40,11 +40,11 @@ JOB_COLUMNS = (
     "j.source_id",
     "j.started_at",
     "j.window_id",
-    # Whether a success of this job can teach its source's circuit or bucket anything; the
-    # worker reports successes only then (failures and 429s always).
-    "(SELECT orch_circuit_learns(s) OR coalesce(orch_bucket_learns(b), false)"
-    " FROM sources AS s LEFT JOIN buckets AS b ON b.id = s.bucket_id WHERE s.id = j.source_id) AS learns",
-    "(SELECT t.name FROM tenants AS t WHERE t.id = j.tenant_id) AS tenant",
+    # Whether a success of this job can teach its source's circuit or bucket anything (the
+    # worker reports successes only then; failures and 429s always), and its tenant's name:
+    # read with the candidates, before admission locks anything (claim.sql).
+    "src.learns",
+    "src.tenant",
     "CASE WHEN j.run_id IS NOT NULL THEN (SELECT rj.key FROM run_jobs AS rj WHERE rj.job_id = j.id) END AS run_key",
     # Whether its end can release anything (only its own spawns add children later).
     "CASE WHEN j.run_id IS NOT NULL THEN EXISTS (SELECT 1 FROM dag_edges AS e WHERE e.parent_id = j.id)"

@@ -1,6 +1,10 @@
 /* claim_and_start_jobs */
 WITH cand AS (
-        SELECT id, priority, state FROM jobs
+        SELECT id, priority, state,
+               (SELECT t.name FROM tenants AS t WHERE t.id = jobs.tenant_id) AS tenant,
+               (SELECT orch_circuit_learns(s) OR coalesce(orch_bucket_learns(b), false)
+                FROM sources AS s LEFT JOIN buckets AS b ON b.id = s.bucket_id WHERE s.id = jobs.source_id) AS learns
+        FROM jobs
         WHERE queue = :queue AND state = 'queued'
           AND job_type = ANY(CAST(:job_types AS text[]))
         ORDER BY priority DESC, id
@@ -10,7 +14,8 @@ WITH cand AS (
         SELECT * FROM orch_admit(ARRAY(SELECT id FROM cand ORDER BY priority DESC, id))
 ),
 src AS (
-        SELECT c.id, c.state AS from_state FROM adm JOIN cand AS c ON c.id = adm.job_id WHERE adm.wait_reason IS NULL
+        SELECT c.id, c.state AS from_state, c.tenant, c.learns
+        FROM adm JOIN cand AS c ON c.id = adm.job_id WHERE adm.wait_reason IS NULL
 ), moved AS (
     UPDATE jobs AS j SET
         state = 'running',
@@ -40,8 +45,8 @@ src AS (
         j.source_id,
         j.started_at,
         j.window_id,
-        (SELECT orch_circuit_learns(s) OR coalesce(orch_bucket_learns(b), false) FROM sources AS s LEFT JOIN buckets AS b ON b.id = s.bucket_id WHERE s.id = j.source_id) AS learns,
-        (SELECT t.name FROM tenants AS t WHERE t.id = j.tenant_id) AS tenant,
+        src.learns,
+        src.tenant,
         CASE WHEN j.run_id IS NOT NULL THEN (SELECT rj.key FROM run_jobs AS rj WHERE rj.job_id = j.id) END AS run_key,
         CASE WHEN j.run_id IS NOT NULL THEN EXISTS (SELECT 1 FROM dag_edges AS e WHERE e.parent_id = j.id) ELSE false END AS has_children,
         CASE WHEN j.run_id IS NOT NULL THEN (SELECT extract(epoch FROM now() - max(p.finished_at)) FROM dag_edges AS e JOIN jobs AS p ON p.id = e.parent_id WHERE e.child_id = j.id) END AS release_s,

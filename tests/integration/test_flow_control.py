@@ -446,6 +446,25 @@ def test_quota_max_active_holds_under_concurrent_claimers(ledger: sa.Engine, pri
     assert {j["attempt"] for j in jobs(ledger, ids).values()} == {1}
 
 
+def test_a_quota_without_room_for_the_batch_takes_only_the_admitted_jobs_tokens(
+    ledger: sa.Engine, principal: Principal
+) -> None:
+    """The fast path takes the whole batch's tokens before it counts the quota's slots
+    (orch_admit v3); when the slots are fewer, the tokens go back and the general path takes
+    one per job it admits."""
+    add_source(ledger, principal, rate=0.001, burst=10.0)
+    control.set_quota(ledger, principal, tenant=TENANT, job_type="noop", max_active=3, reason=REASON)
+    ids = submit(ledger, principal, 5, source="feed")
+    got = claim(ledger, limit=5)
+    assert [r["id"] for r in got] == ids[:3]
+    assert {d["job_id"] for d in history(ledger, ids, "deny")} == set(ids[3:])
+    assert all(d["reason"].startswith("quota until ") for d in history(ledger, ids, "deny"))
+    bucket = bucket_row(ledger, source_row(ledger)["bucket_id"])
+    # 10 tokens, 3 taken; the refill at 0.001/s adds well under 0.01 during the test.
+    assert bucket["tokens"] == pytest.approx(7.0, abs=0.01)
+    assert bucket["denied_total"] == 0, "the quota denied them, not the bucket"
+
+
 def test_quota_max_per_hour_caps_starts(ledger: sa.Engine, principal: Principal) -> None:
     control.set_quota(ledger, principal, tenant=TENANT, job_type="noop", max_per_hour=7, reason=REASON)
     ids = submit(ledger, principal, 20)
