@@ -81,17 +81,63 @@ def _quote(state: State) -> str:
 def build(spec: TransitionSpec) -> str:
     """Render the statement. Parameters: one array per input column, plus :actor."""
     parts = [spec.head] if spec.head else []
-    parts.append(_ctes(spec, ""))
+    own, history = _ctes(spec, "")
+    parts.append(own)
     if spec.tail:
         parts.append(spec.tail)
-    parts.extend(_ctes(c, c.name + "_") for c in spec.companions)
+    for c in spec.companions:
+        ctes, rows = _ctes(c, c.name + "_")
+        parts.append(ctes)
+        history.extend(rows)
+    parts.append(_history(history))
     body = ",\n".join(parts)
     return f"""/* {spec.name} */
 WITH {body}
 {spec.final}"""
 
 
-def _ctes(spec: TransitionSpec, p: str) -> str:
+#: Every history row's first columns; `at` is left to its default, now().
+_HISTORY_COLUMNS = (
+    "job_id",
+    "from_state",
+    "event",
+    "to_state",
+    "actor",
+    "reason",
+    "attempt",
+    "tenant_id",
+    "job_type",
+    "run_id",
+)
+
+
+#: One transition's history rows: its further columns (column to value), the SELECT list up
+#: to run_id and the FROM clause.
+_Rows = tuple[dict[str, str], str, str]
+
+
+def _history(rows: list[_Rows]) -> str:
+    """One INSERT for the history rows of every transition in the statement: the further
+    columns one of them lacks are NULL in its rows. One insert, not one per transition,
+    keeps the hottest statement (succeed_and_claim_jobs) within the driver's query cache
+    (CLIENT_CACHED_LENGTH)."""
+    extra: list[str] = []
+    for cols, _, _ in rows:
+        extra.extend(c for c in cols if c not in extra)
+    selects = "\n    UNION ALL\n    ".join(
+        select + "".join(f", {cols.get(c, 'NULL')}" for c in extra) + from_ for cols, select, from_ in rows
+    )
+    return f"""history AS (
+    INSERT INTO job_history ({", ".join(_HISTORY_COLUMNS + tuple(extra))})
+    {selects}
+)"""
+
+
+_ALWAYS_RETURNED = ("j.job_type", "j.run_id")
+
+
+def _ctes(spec: TransitionSpec, p: str) -> tuple[str, list[_Rows]]:
+    """The transition's CTEs (src, moved), and its history rows for _history."""
     from_list = ", ".join(_quote(s) for s in spec.from_states)
     if spec.select is not None:
         src = spec.select
@@ -113,40 +159,52 @@ def _ctes(spec: TransitionSpec, p: str) -> str:
         )
     to = spec.to_expr if spec.to_expr is not None else _quote(spec.final_state)
     sets = "".join(f",\n        {col} = {expr}" for col, expr in spec.sets)
-    returning = "".join(f",\n        {expr}" for expr in spec.returning)
+    # The job's tenant, type and run are always returned (the history rows carry them), so
+    # a spec that returns them too would name them twice.
+    returning = "".join(f",\n        {expr}" for expr in spec.returning if expr not in _ALWAYS_RETURNED)
     # Re-checked on the newest row version if a concurrent transaction changed it first
     # (READ COMMITTED re-evaluates the UPDATE's WHERE), so the lease test must live here.
     # No constant state predicate on j here: it would let the planner reach j through a
     # partial index (all queued jobs, say) instead of by primary key from src.
     recheck = " AND j.lease_id = src.lease_id" if spec.match_lease else ""
-    columns = "job_id, from_state, event, to_state, at, actor, reason, attempt"
-    failure_cols = failure_ret = ""
+    # History columns only some transitions write (a failure's, a wait reason), to their values.
+    further: dict[str, str] = {}
+    extra_ret = ""
     if spec.failure is not None:
-        columns += ", error_class, fingerprint, message"
-        failure_cols = ", f_class, f_fingerprint, f_message"
-        failure_ret = (
+        further.update(error_class="f_class", fingerprint="f_fingerprint", message="f_message")
+        extra_ret = (
             f",\n        {spec.failure[0]} AS f_class, {spec.failure[1]} AS f_fingerprint,"
             f" {spec.failure[2]} AS f_message"
         )
     for col, expr in spec.history:
-        columns += f", {col}"
-        failure_cols += f", h_{col}"
-        failure_ret += f",\n        {expr} AS h_{col}"
+        further[col] = f"h_{col}"
+        extra_ret += f",\n        {expr} AS h_{col}"
+    from_ = f" FROM {p}moved"
+    # The job's tenant, type and run ride along in each history row, so that the events
+    # trigger needs no lookup of the job (migration 0019, docs/adr/0023).
+    common = ":actor, reason, attempt, tenant_id, job_type, run_id"
     if spec.then:
         hops = [(spec.from_states[0], spec.event, spec.to_states[0])]
         for event, nxt in spec.then:
             hops.append((hops[-1][2], event, nxt))
-        history = "\n    UNION ALL\n    ".join(
-            f"SELECT id, '{f.value}', '{e.value}', '{t.value}', now(), :actor, reason, attempt{failure_cols}"
-            f" FROM {p}moved"
+        history = [
+            (
+                further,
+                f"SELECT id, '{f.value}', '{e.value}', '{t.value}', {common}",
+                from_,
+            )
             for f, e, t in hops
-        )
+        ]
     else:
-        history = (
-            f"SELECT id, from_state, '{spec.event.value}', to_state, now(), :actor, reason, attempt{failure_cols}"
-            f" FROM {p}moved"
-        )
-    return f"""{p}src AS (
+        history = [
+            (
+                further,
+                f"SELECT id, from_state, '{spec.event.value}', to_state, {common}",
+                from_,
+            )
+        ]
+    return (
+        f"""{p}src AS (
         {src}
 ), {p}moved AS (
     UPDATE jobs AS j SET
@@ -154,9 +212,8 @@ def _ctes(spec: TransitionSpec, p: str) -> str:
         updated_at = now(){sets}
     FROM {p}src AS src
     WHERE j.id = src.id AND j.state = src.from_state{recheck}
-    RETURNING j.id, j.tenant_id, j.attempt, j.state AS to_state, src.from_state,
-        {spec.reason} AS reason{returning}{failure_ret}
-), {p}history AS (
-    INSERT INTO job_history ({columns})
-    {history}
-)"""
+    RETURNING j.id, j.tenant_id, j.job_type, j.run_id, j.attempt, j.state AS to_state, src.from_state,
+        {spec.reason} AS reason{returning}{extra_ret}
+)""",
+        history,
+    )

@@ -12,10 +12,11 @@ WITH src AS (
         lease_expires_at = NULL
     FROM src AS src
     WHERE j.id = src.id AND j.state = src.from_state AND j.lease_id = src.lease_id
-    RETURNING j.id, j.tenant_id, j.attempt, j.state AS to_state, src.from_state,
+    RETURNING j.id, j.tenant_id, j.job_type, j.run_id, j.attempt, j.state AS to_state, src.from_state,
         'canceled by request; the handler stopped' AS reason
-), history AS (
-    INSERT INTO job_history (job_id, from_state, event, to_state, at, actor, reason, attempt)
-    SELECT id, from_state, 'cancel', to_state, now(), :actor, reason, attempt FROM moved
+),
+history AS (
+    INSERT INTO job_history (job_id, from_state, event, to_state, actor, reason, attempt, tenant_id, job_type, run_id)
+    SELECT id, from_state, 'cancel', to_state, :actor, reason, attempt, tenant_id, job_type, run_id FROM moved
 )
 SELECT * FROM moved;

@@ -15,12 +15,13 @@ WITH src AS (
         error_fingerprint = src.fingerprint
     FROM src AS src
     WHERE j.id = src.id AND j.state = src.from_state AND j.lease_id = src.lease_id
-    RETURNING j.id, j.tenant_id, j.attempt, j.state AS to_state, src.from_state,
+    RETURNING j.id, j.tenant_id, j.job_type, j.run_id, j.attempt, j.state AS to_state, src.from_state,
         src.error_class || ': ' || left(src.message, 200) AS reason,
         j.not_before,
         src.error_class AS f_class, src.fingerprint AS f_fingerprint, src.message AS f_message
-), history AS (
-    INSERT INTO job_history (job_id, from_state, event, to_state, at, actor, reason, attempt, error_class, fingerprint, message)
-    SELECT id, from_state, 'fail_retryable', to_state, now(), :actor, reason, attempt, f_class, f_fingerprint, f_message FROM moved
+),
+history AS (
+    INSERT INTO job_history (job_id, from_state, event, to_state, actor, reason, attempt, tenant_id, job_type, run_id, error_class, fingerprint, message)
+    SELECT id, from_state, 'fail_retryable', to_state, :actor, reason, attempt, tenant_id, job_type, run_id, f_class, f_fingerprint, f_message FROM moved
 )
 SELECT * FROM moved;

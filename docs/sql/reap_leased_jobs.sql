@@ -15,11 +15,12 @@ WITH src AS (
         rung_at = now()
     FROM src AS src
     WHERE j.id = src.id AND j.state = src.from_state
-    RETURNING j.id, j.tenant_id, j.attempt, j.state AS to_state, src.from_state,
+    RETURNING j.id, j.tenant_id, j.job_type, j.run_id, j.attempt, j.state AS to_state, src.from_state,
         'lease of ' || coalesce(j.lease_owner, '?') || ' expired before the handler started' AS reason,
         j.queue
-), history AS (
-    INSERT INTO job_history (job_id, from_state, event, to_state, at, actor, reason, attempt)
-    SELECT id, from_state, 'lease_expired', to_state, now(), :actor, reason, attempt FROM moved
+),
+history AS (
+    INSERT INTO job_history (job_id, from_state, event, to_state, actor, reason, attempt, tenant_id, job_type, run_id)
+    SELECT id, from_state, 'lease_expired', to_state, :actor, reason, attempt, tenant_id, job_type, run_id FROM moved
 )
 SELECT * FROM moved;

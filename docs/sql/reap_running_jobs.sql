@@ -18,11 +18,12 @@ WITH src AS (
         error_fingerprint = '6ec15bca922b2e04'
     FROM src AS src
     WHERE j.id = src.id AND j.state = src.from_state
-    RETURNING j.id, j.tenant_id, j.attempt, j.state AS to_state, src.from_state,
+    RETURNING j.id, j.tenant_id, j.job_type, j.run_id, j.attempt, j.state AS to_state, src.from_state,
         CASE WHEN j.attempt >= j.max_attempts THEN 'lease expired on the last attempt (' || j.attempt || '/' || j.max_attempts || ')' ELSE 'lease expired' END AS reason,
         'lease_expired' AS f_class, '6ec15bca922b2e04' AS f_fingerprint, 'lease expired: worker ' || coalesce(j.lease_owner, '?') || ' stopped heartbeating (last heartbeat ' || coalesce(to_char(j.heartbeat_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'), 'never') || ' UTC)' AS f_message
-), history AS (
-    INSERT INTO job_history (job_id, from_state, event, to_state, at, actor, reason, attempt, error_class, fingerprint, message)
-    SELECT id, from_state, 'lease_expired', to_state, now(), :actor, reason, attempt, f_class, f_fingerprint, f_message FROM moved
+),
+history AS (
+    INSERT INTO job_history (job_id, from_state, event, to_state, actor, reason, attempt, tenant_id, job_type, run_id, error_class, fingerprint, message)
+    SELECT id, from_state, 'lease_expired', to_state, :actor, reason, attempt, tenant_id, job_type, run_id, f_class, f_fingerprint, f_message FROM moved
 )
 SELECT * FROM moved;

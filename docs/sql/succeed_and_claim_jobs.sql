@@ -32,16 +32,14 @@ src AS (
         progress_message = NULL
     FROM src AS src
     WHERE j.id = src.id AND j.state = src.from_state
-    RETURNING j.id, j.tenant_id, j.attempt, j.state AS to_state, src.from_state,
+    RETURNING j.id, j.tenant_id, j.job_type, j.run_id, j.attempt, j.state AS to_state, src.from_state,
         NULL AS reason,
         j.lease_id,
-        j.job_type,
         j.queue,
         j.payload,
         j.max_attempts,
         j.cancel_requested,
         j.correlation_id,
-        j.run_id,
         j.source_id,
         j.started_at,
         j.window_id,
@@ -51,11 +49,6 @@ src AS (
         CASE WHEN j.run_id IS NOT NULL THEN EXISTS (SELECT 1 FROM dag_edges AS e WHERE e.parent_id = j.id) ELSE false END AS has_children,
         CASE WHEN j.run_id IS NOT NULL THEN (SELECT extract(epoch FROM now() - max(p.finished_at)) FROM dag_edges AS e JOIN jobs AS p ON p.id = e.parent_id WHERE e.child_id = j.id) END AS release_s,
         extract(epoch FROM now() - coalesce(j.rung_at, j.created_at)) AS queue_wait_s
-), history AS (
-    INSERT INTO job_history (job_id, from_state, event, to_state, at, actor, reason, attempt)
-    SELECT id, 'queued', 'claim', 'leased', now(), :actor, reason, attempt FROM moved
-    UNION ALL
-    SELECT id, 'leased', 'ack', 'running', now(), :actor, reason, attempt FROM moved
 ),
 deny_src AS (
         SELECT c.id, c.state AS from_state, adm.wait_reason, adm.not_before
@@ -68,12 +61,9 @@ deny_src AS (
         not_before = src.not_before
     FROM deny_src AS src
     WHERE j.id = src.id AND j.state = src.from_state
-    RETURNING j.id, j.tenant_id, j.attempt, j.state AS to_state, src.from_state,
+    RETURNING j.id, j.tenant_id, j.job_type, j.run_id, j.attempt, j.state AS to_state, src.from_state,
         src.wait_reason || ' until ' || to_char(src.not_before AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.MS') || ' UTC' AS reason,
         src.wait_reason AS h_wait_reason
-), deny_history AS (
-    INSERT INTO job_history (job_id, from_state, event, to_state, at, actor, reason, attempt, wait_reason)
-    SELECT id, from_state, 'deny', to_state, now(), :actor, reason, attempt, h_wait_reason FROM deny_moved
 ),
 succeed_src AS (
         SELECT j.id, j.state AS from_state, i.lease_id
@@ -89,11 +79,18 @@ succeed_src AS (
         progress = 1
     FROM succeed_src AS src
     WHERE j.id = src.id AND j.state = src.from_state AND j.lease_id = src.lease_id
-    RETURNING j.id, j.tenant_id, j.attempt, j.state AS to_state, src.from_state,
+    RETURNING j.id, j.tenant_id, j.job_type, j.run_id, j.attempt, j.state AS to_state, src.from_state,
         NULL AS reason
-), succeed_history AS (
-    INSERT INTO job_history (job_id, from_state, event, to_state, at, actor, reason, attempt)
-    SELECT id, from_state, 'succeed', to_state, now(), :actor, reason, attempt FROM succeed_moved
+),
+history AS (
+    INSERT INTO job_history (job_id, from_state, event, to_state, actor, reason, attempt, tenant_id, job_type, run_id, wait_reason)
+    SELECT id, 'queued', 'claim', 'leased', :actor, reason, attempt, tenant_id, job_type, run_id, NULL FROM moved
+    UNION ALL
+    SELECT id, 'leased', 'ack', 'running', :actor, reason, attempt, tenant_id, job_type, run_id, NULL FROM moved
+    UNION ALL
+    SELECT id, from_state, 'deny', to_state, :actor, reason, attempt, tenant_id, job_type, run_id, h_wait_reason FROM deny_moved
+    UNION ALL
+    SELECT id, from_state, 'succeed', to_state, :actor, reason, attempt, tenant_id, job_type, run_id, NULL FROM succeed_moved
 )
 SELECT s.succeeded, m.*
 FROM (SELECT array_agg(id) AS succeeded FROM succeed_moved) AS s LEFT JOIN moved AS m ON true;

@@ -13,12 +13,9 @@ WITH src AS (
         progress = 1
     FROM src AS src
     WHERE j.id = src.id AND j.state = src.from_state AND j.lease_id = src.lease_id
-    RETURNING j.id, j.tenant_id, j.attempt, j.state AS to_state, src.from_state,
+    RETURNING j.id, j.tenant_id, j.job_type, j.run_id, j.attempt, j.state AS to_state, src.from_state,
         NULL AS reason,
         j.queue
-), history AS (
-    INSERT INTO job_history (job_id, from_state, event, to_state, at, actor, reason, attempt)
-    SELECT id, from_state, 'succeed', to_state, now(), :actor, reason, attempt FROM moved
 ),
 results AS (
     INSERT INTO job_results (job_id, tenant_id, result, size_bytes)
@@ -26,5 +23,9 @@ results AS (
     FROM moved AS m JOIN src ON src.id = m.id
     WHERE src.result IS NOT NULL
     ON CONFLICT (job_id) DO NOTHING
+),
+history AS (
+    INSERT INTO job_history (job_id, from_state, event, to_state, actor, reason, attempt, tenant_id, job_type, run_id)
+    SELECT id, from_state, 'succeed', to_state, :actor, reason, attempt, tenant_id, job_type, run_id FROM moved
 )
 SELECT * FROM moved;

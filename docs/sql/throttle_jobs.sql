@@ -14,12 +14,13 @@ WITH src AS (
         lease_expires_at = NULL
     FROM src AS src
     WHERE j.id = src.id AND j.state = src.from_state AND j.lease_id = src.lease_id
-    RETURNING j.id, j.tenant_id, j.attempt, j.state AS to_state, src.from_state,
+    RETURNING j.id, j.tenant_id, j.job_type, j.run_id, j.attempt, j.state AS to_state, src.from_state,
         'upstream throttled: ' || left(src.message, 200) AS reason,
         'http_429' AS f_class, src.fingerprint AS f_fingerprint, src.message AS f_message,
         'rate_limited' AS h_wait_reason
-), history AS (
-    INSERT INTO job_history (job_id, from_state, event, to_state, at, actor, reason, attempt, error_class, fingerprint, message, wait_reason)
-    SELECT id, from_state, 'throttle', to_state, now(), :actor, reason, attempt, f_class, f_fingerprint, f_message, h_wait_reason FROM moved
+),
+history AS (
+    INSERT INTO job_history (job_id, from_state, event, to_state, actor, reason, attempt, tenant_id, job_type, run_id, error_class, fingerprint, message, wait_reason)
+    SELECT id, from_state, 'throttle', to_state, :actor, reason, attempt, tenant_id, job_type, run_id, f_class, f_fingerprint, f_message, h_wait_reason FROM moved
 )
 SELECT * FROM moved;

@@ -134,3 +134,71 @@ def test_sources_schedules_and_backfills_announce_their_state_changes(ledger: sa
     assert any(t == "orch.backfill.canceled" for t, _, _ in states)
     for e in stream:
         jsonschema.validate(e, SCHEMA)
+
+
+def _uncarried(engine: sa.Engine) -> int:
+    """History rows whose tenant, type or run is not their job's (migration 0019)."""
+    with engine.connect() as conn:
+        return conn.execute(
+            sa.text(
+                "SELECT count(*) FROM job_history AS h JOIN jobs AS j ON j.id = h.job_id "
+                "WHERE (h.tenant_id, h.job_type, h.run_id) IS DISTINCT FROM (j.tenant_id, j.job_type, j.run_id)"
+            )
+        ).scalar_one()
+
+
+def test_every_writer_of_history_carries_its_jobs_tenant_type_and_run(ledger: sa.Engine, principal: Principal) -> None:
+    """Submit, a claim and a success, a failure, and a DAG release (orch_dag_advance) each
+    write the job's tenant, type and run into its history rows, so the events trigger needs
+    no lookup of the job."""
+    run = control.submit_run(
+        ledger,
+        principal,
+        control.RunSpec(
+            "acme",
+            "pipe",
+            [
+                control.JobSpec(tenant="acme", job_type="noop", payload={}, key="a"),
+                control.JobSpec(tenant="acme", job_type="noop", payload={}, key="b", after=("a",)),
+            ],
+        ),
+        control.NoDoorbell(),
+    )
+    loner = _submit(ledger, principal)
+    with ledger.begin() as conn:
+        rows = ledger_jobs.claim_and_start_jobs(conn, queue="default", limit=10, owner=OWNER, job_types=["noop"])
+    by_id = {r["id"]: r for r in rows}
+    assert set(by_id) == {run.jobs["a"], loner}
+    with ledger.begin() as conn:
+        ledger_jobs.succeed_jobs(conn, [run.jobs["a"]], [by_id[run.jobs["a"]]["lease_id"]], actor=OWNER)
+        ledger_jobs.fail_final_jobs(
+            conn, [loner], [by_id[loner]["lease_id"]], ["ValueError"], ["boom"], ["no retries"], actor=OWNER
+        )
+    with ledger.connect() as conn:
+        events_by_job = {
+            row[0]: row[1:]
+            for row in conn.execute(
+                sa.text("SELECT job_id, event, tenant_id, run_id FROM job_history WHERE event = 'deps_met'")
+            )
+        }
+    assert run.jobs["b"] in events_by_job, "the child was released"
+    assert _uncarried(ledger) == 0
+
+
+def test_a_history_row_that_carries_nothing_is_still_announced_with_its_job(
+    ledger: sa.Engine, principal: Principal
+) -> None:
+    """A writer older than migration 0019 (during a rolling upgrade) leaves the columns
+    NULL: the events trigger looks the job up, as version 1 did."""
+    job_id = _submit(ledger, principal)
+    with ledger.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO job_history (job_id, from_state, event, to_state, actor, attempt) "
+                "VALUES (:id, 'queued', 'cancel', 'canceled', 'tests:old-writer', 0)"
+            ),
+            {"id": job_id},
+        )
+    (old,) = [e for e in _stream(ledger) if e["actor"] == "tests:old-writer"]
+    assert old["type"] == "orch.job.canceled" and old["subject"] == f"job/{job_id}"
+    assert old["tenantid"] == "acme" and old["data"]["job_type"] == "noop"

@@ -11,7 +11,8 @@ SELECT array_agg(nextval(s.seq)) FROM s, generate_series(1, :n);
 
 -- name: insert_jobs
 -- Multi-row insert from arrays (one round trip for thousands of jobs) with the creation
--- history rows and one outbox event per tenant in the same statement. A repeated
+-- history rows (carrying each job's tenant, type and run for the events trigger) and one
+-- outbox event per tenant in the same statement. A repeated
 -- idempotency key inserts nothing; the caller looks the existing job up and compares
 -- digests. A NULL id takes the next value of the sequence (the one-job fast path).
 -- Rows come as one JSON array of arrays (and payloads as a parallel JSON array): encoding
@@ -40,15 +41,16 @@ WITH limited AS (
     JOIN jsonb_array_elements(CAST(:payloads AS jsonb)) WITH ORDINALITY AS p(v, n) USING (n)
     WHERE NOT EXISTS (SELECT 1 FROM limited)
     ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-    RETURNING id, state, tenant_id, job_type
+    RETURNING id, state, tenant_id, job_type, run_id
 ), counted AS (
     INSERT INTO submit_counters (tenant_id, job_type, submitted)
     SELECT tenant_id, job_type, count(*) FROM ins GROUP BY tenant_id, job_type
     ON CONFLICT (tenant_id, job_type) DO UPDATE SET submitted = submit_counters.submitted + EXCLUDED.submitted
     RETURNING tenant_id
 ), history AS (
-    INSERT INTO job_history (job_id, from_state, event, to_state, at, actor, reason, attempt)
-    SELECT id, NULL, 'submit', state, now(), :actor, :reason, 0 FROM ins
+    INSERT INTO job_history (job_id, from_state, event, to_state, at, actor, reason, attempt,
+                             tenant_id, job_type, run_id)
+    SELECT id, NULL, 'submit', state, now(), :actor, :reason, 0, tenant_id, job_type, run_id FROM ins
 )
 SELECT id FROM ins
 UNION ALL
