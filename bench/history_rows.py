@@ -15,11 +15,13 @@ drift on a noisy machine hits all alike:
 - `none`: no guard (the floor; not an option);
 - `events`: the ledger as migrated, events trigger enabled (what a history row costs in all);
 - `events_fk`: `events` with the outbox's foreign key to tenants put back (migration 0017
-  dropped it).
+  dropped it);
+- `events_lookup`: `events` with rows that do not carry their job's tenant, type and run,
+  as writers before migration 0019 wrote them: the trigger looks each job up (ADR 0023).
 
 The last line is JSON: transactions per second per variant (medians over rounds), and the
-ratios check / foreign_key, none / check, events / check and events / events_fk (medians
-of per-round ratios). Needs pgbench
+ratios check / foreign_key, none / check, events / check, events / events_fk and
+events / events_lookup (medians of per-round ratios). Needs pgbench
 on PATH; uses ORCH_DATABASE_URL's server (or the embedded one).
 """
 
@@ -40,7 +42,24 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+#: The rows as the writers write them since migration 0019: each carries its job's tenant,
+#: type and run (docs/adr/0023).
 SCRIPT = """\\set j :lo + random(1, 49990)
+BEGIN;
+INSERT INTO job_history (job_id, from_state, event, to_state, at, actor, attempt, tenant_id, job_type, run_id)
+  SELECT :j + g, 'queued', 'claim', 'leased', now(), 'bench', 1, :tenant, 'bench.hist', NULL
+  FROM generate_series(1, 8) AS g;
+INSERT INTO job_history (job_id, from_state, event, to_state, at, actor, attempt, tenant_id, job_type, run_id)
+  SELECT :j + g, 'leased', 'ack', 'running', now(), 'bench', 1, :tenant, 'bench.hist', NULL
+  FROM generate_series(1, 8) AS g;
+INSERT INTO job_history (job_id, from_state, event, to_state, at, actor, attempt, tenant_id, job_type, run_id)
+  SELECT :j + g, 'running', 'succeed', 'succeeded', now(), 'bench', 1, :tenant, 'bench.hist', NULL
+  FROM generate_series(1, 8) AS g;
+COMMIT;
+"""
+#: The same rows without the job's tenant, type and run, as writers before migration 0019
+#: wrote them: the events trigger looks each job up (the `events_lookup` variant).
+SCRIPT_BARE = """\\set j :lo + random(1, 49990)
 BEGIN;
 INSERT INTO job_history (job_id, from_state, event, to_state, at, actor, attempt)
   SELECT :j + g, 'queued', 'claim', 'leased', now(), 'bench', 1 FROM generate_series(1, 8) AS g;
@@ -51,7 +70,7 @@ INSERT INTO job_history (job_id, from_state, event, to_state, at, actor, attempt
 COMMIT;
 """
 
-VARIANTS = ("check", "foreign_key", "none", "events", "events_fk")
+VARIANTS = ("check", "foreign_key", "none", "events", "events_fk", "events_lookup")
 EVENTS_FK = (
     "ALTER TABLE events ADD CONSTRAINT events_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES tenants (id) NOT VALID"
 )
@@ -91,6 +110,7 @@ def main() -> int:
                     )
                 ).scalar_one()
                 conn.execute(sa.text("INSERT INTO tenants (name) VALUES ('bench') ON CONFLICT DO NOTHING"))
+                tenant = conn.execute(sa.text("SELECT id FROM tenants WHERE name = 'bench'")).scalar_one()
                 lo = conn.execute(
                     sa.text(
                         "WITH ins AS (INSERT INTO jobs (tenant_id, job_type, queue, priority, payload, payload_digest,"
@@ -130,14 +150,16 @@ def main() -> int:
                 env["PGPASSWORD"] = u.password
             tps: dict[str, list[float]] = {v: [] for v in VARIANTS}
             with tempfile.TemporaryDirectory(prefix="orch-bench-hist-") as tmp:
-                script = Path(tmp) / "history.sql"
-                script.write_text(SCRIPT)
+                carried, bare = Path(tmp) / "history.sql", Path(tmp) / "history_bare.sql"
+                carried.write_text(SCRIPT)
+                bare.write_text(SCRIPT_BARE)
                 for r in range(1, a.rounds + 1):
                     order = VARIANTS if r % 2 else VARIANTS[::-1]
                     for variant in order:
                         arrange(variant)
                         cmd = [pgbench, "-n", "-M", "prepared", "-c", str(a.clients), "-j", str(min(a.clients, 2))]
-                        cmd += ["-T", str(a.seconds), "-D", f"lo={lo}", "-f", str(script)]
+                        script = bare if variant == "events_lookup" else carried
+                        cmd += ["-T", str(a.seconds), "-D", f"lo={lo}", "-D", f"tenant={tenant}", "-f", str(script)]
                         cmd += ["-h", u.host or "127.0.0.1", "-p", str(u.port or 5432), "-U", u.username or "postgres"]
                         cmd.append(u.database or "")
                         out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
@@ -162,11 +184,13 @@ def main() -> int:
         "none_over_check": ratio("none", "check"),
         "events_over_check": ratio("events", "check"),
         "events_over_events_fk": ratio("events", "events_fk"),
+        "events_over_events_lookup": ratio("events", "events_lookup"),
     }
     print(
         f"check / foreign key {result['check_over_foreign_key']}, floor / check {result['none_over_check']},"
         f" with events / without {result['events_over_check']},"
-        f" events without the outbox's tenant key / with it {result['events_over_events_fk']}"
+        f" events without the outbox's tenant key / with it {result['events_over_events_fk']},"
+        f" rows that carry their job / rows the trigger looks up {result['events_over_events_lookup']}"
     )
     print(json.dumps(result))
     return 0
