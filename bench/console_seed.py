@@ -185,7 +185,8 @@ ORDER BY t.id"""
 
 #: A job's transitions, from its row: submit; a denied token (deny, due) or an upstream 429
 #: (claim, ack, throttle, due) before its first attempt; its parents ending (run jobs); each
-#: attempt (claim, ack, then a failure and due, or its outcome); cancel; a live wait.
+#: attempt (claim, ack, then a failure and due, or its outcome); cancel; a live wait. Each
+#: row carries its job's tenant, type and run, as the ledger's writers write them (ADR 0023).
 HISTORY_SQL = f"""
 WITH j AS (
     SELECT j.*, CASE WHEN j.run_id IS NULL THEN NULL WHEN j.id = (j.run_id - 1) * :rb + 1 THEN 0
@@ -199,9 +200,9 @@ WITH j AS (
     FROM jobs AS j WHERE j.id BETWEEN :lo AND :hi
 )
 INSERT INTO job_history (job_id, from_state, event, to_state, at, actor, reason, attempt, error_class, fingerprint,
-                         message, wait_reason)
+                         message, wait_reason, tenant_id, job_type, run_id)
 SELECT j.id, h.from_state, h.event, h.to_state, h.at, h.actor, h.reason, h.attempt, h.error_class, h.fingerprint,
-       h.message, h.wait_reason
+       h.message, h.wait_reason, j.tenant_id, j.job_type, j.run_id
 FROM j CROSS JOIN LATERAL (
     SELECT 0 AS n, NULL AS from_state, 'submit' AS event,
            CASE WHEN j.role > 0 THEN 'pending' WHEN j.wait_reason = 'backpressure' THEN 'throttled' ELSE 'queued' END
