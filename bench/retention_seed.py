@@ -76,7 +76,8 @@ CROSS JOIN LATERAL (SELECT CASE WHEN a.attempt = 0 THEN a.created_at + interval 
 ORDER BY a.id"""
 
 #: A job's transitions from its row: submit; cancel; each attempt's claim, ack and outcome
-#: (a retryable failure and its due, or the last attempt's success or final failure).
+#: (a retryable failure and its due, or the last attempt's success or final failure). Each
+#: row carries its job's tenant, type and run, as the ledger's writers write them (ADR 0023).
 HISTORY_SQL = """
 WITH j AS (
     SELECT j.*, extract(epoch FROM j.finished_at - j.started_at) - (j.attempt - 1) * :backoff AS d0
@@ -86,18 +87,21 @@ WITH j AS (
            k.k = j.attempt AS last
     FROM j CROSS JOIN LATERAL generate_series(1, j.attempt) AS k(k)
 )
-INSERT INTO job_history (job_id, from_state, event, to_state, at, actor, attempt, error_class, fingerprint, message)
-SELECT job_id, f, e, t, at, actor, attempt, cls, fp, msg FROM (
+INSERT INTO job_history (job_id, from_state, event, to_state, at, actor, attempt, error_class, fingerprint, message,
+                         tenant_id, job_type, run_id)
+SELECT job_id, f, e, t, at, actor, attempt, cls, fp, msg, tid, jt, rid FROM (
     SELECT j.id AS job_id, 0 AS n, NULL AS f, 'submit' AS e, 'queued' AS t, j.created_at AS at, 'api:bench' AS actor,
-           0 AS attempt, NULL AS cls, NULL AS fp, NULL AS msg
+           0 AS attempt, NULL AS cls, NULL AS fp, NULL AS msg, j.tenant_id AS tid, j.job_type AS jt, j.run_id AS rid
     FROM j
     UNION ALL
-    SELECT j.id, 1, 'queued', 'cancel', 'canceled', j.finished_at, 'local:bench', 0, NULL, NULL, NULL
+    SELECT j.id, 1, 'queued', 'cancel', 'canceled', j.finished_at, 'local:bench', 0, NULL, NULL, NULL,
+           j.tenant_id, j.job_type, j.run_id
     FROM j WHERE j.state = 'canceled'
     UNION ALL
     SELECT k.id, 10 * k.k + x.n, x.f, x.e, x.t, k.s + make_interval(secs => x.o), x.a, k.k,
            CASE WHEN x.failed THEN 'http_5xx' END, CASE WHEN x.failed THEN :fingerprint END,
-           CASE WHEN x.failed THEN 'upstream returned 503 for page ' || k.id % 97 END
+           CASE WHEN x.failed THEN 'upstream returned 503 for page ' || k.id % 97 END,
+           k.tenant_id, k.job_type, k.run_id
     FROM k CROSS JOIN LATERAL (VALUES
         (1, 'queued', 'claim', 'leased', -0.005, 'worker:bench-1', false, true),
         (2, 'leased', 'ack', 'running', 0.0, 'worker:bench-1', false, true),
