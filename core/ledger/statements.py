@@ -28,15 +28,15 @@ S, E = State, Event
 
 LEASE_S = "make_interval(secs => coalesce((SELECT t.lease_s FROM job_types AS t WHERE t.name = j.job_type), 30))"
 
+# Besides what every transition returns (id, tenant_id, job_type, run_id, attempt, ...:
+# core/ledger/transitions.py).
 JOB_COLUMNS = (
     "j.lease_id",
-    "j.job_type",
     "j.queue",
     "j.payload",
     "j.max_attempts",
     "j.cancel_requested",
     "j.correlation_id",
-    "j.run_id",
     "j.source_id",
     "j.started_at",
     "j.window_id",

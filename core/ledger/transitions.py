@@ -134,9 +134,6 @@ def _history(rows: list[_Rows]) -> str:
 )"""
 
 
-_ALWAYS_RETURNED = ("j.job_type", "j.run_id")
-
-
 def _ctes(spec: TransitionSpec, p: str) -> tuple[str, list[_Rows]]:
     """The transition's CTEs (src, moved), and its history rows for _history."""
     from_list = ", ".join(_quote(s) for s in spec.from_states)
@@ -160,9 +157,7 @@ def _ctes(spec: TransitionSpec, p: str) -> tuple[str, list[_Rows]]:
         )
     to = spec.to_expr if spec.to_expr is not None else _quote(spec.final_state)
     sets = "".join(f",\n        {col} = {expr}" for col, expr in spec.sets)
-    # The job's tenant, type and run are always returned (the history rows carry them), so
-    # a spec that returns them too would name them twice.
-    returning = "".join(f",\n        {expr}" for expr in spec.returning if expr not in _ALWAYS_RETURNED)
+    returning = "".join(f",\n        {expr}" for expr in spec.returning)
     # Re-checked on the newest row version if a concurrent transaction changed it first
     # (READ COMMITTED re-evaluates the UPDATE's WHERE), so the lease test must live here.
     # No constant state predicate on j here: it would let the planner reach j through a
