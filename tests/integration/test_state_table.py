@@ -1,9 +1,11 @@
 """The state machine is declared once: the database's job_transitions table, the CHECKs on
-jobs and job_history, and the diagram in docs/, must equal core.domain.states."""
+job_history, the row rules of jobs (its one CHECK calls orch_check_job, migration 0020), and
+the diagram in docs/, must equal core.domain.states."""
 
 from __future__ import annotations
 
 import re
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -27,6 +29,20 @@ def _constraint_def(conn: sa.Connection, table: str, name: str) -> str:
     return str(definition)
 
 
+def _check_job_source(conn: sa.Connection) -> str:
+    source = conn.execute(sa.text("SELECT prosrc FROM pg_proc WHERE proname = 'orch_check_job'")).scalar_one_or_none()
+    assert source is not None, "function orch_check_job is missing"
+    return str(source)
+
+
+def _job_rule_def(conn: sa.Connection, rule: str) -> str:
+    """The expression of one named rule of jobs: the branch of orch_check_job's CASE that
+    names it."""
+    branches = [b for b in re.split(r"\bWHEN\b", _check_job_source(conn)) if f"THEN '{rule}'" in b]
+    assert len(branches) == 1, f"rule {rule} of jobs is missing (or named twice)"
+    return branches[0].split(f"THEN '{rule}'")[0]
+
+
 def _quoted(definition: str) -> set[str]:
     return set(re.findall(r"'([^']*)'", definition))
 
@@ -44,7 +60,7 @@ def test_job_transitions_table_equals_the_python_table(engine: sa.Engine) -> Non
 
 def test_jobs_state_check_lists_exactly_the_states(engine: sa.Engine) -> None:
     with engine.connect() as conn:
-        definition = _constraint_def(conn, "jobs", "jobs_state_valid")
+        definition = _job_rule_def(conn, "jobs_state_valid")
     assert "state" in definition
     assert _quoted(definition) == {s.value for s in State}, definition
 
@@ -70,6 +86,89 @@ def _insert_history(conn: sa.Connection, from_state: str | None, event: str, to_
         sa.text("INSERT INTO job_history (job_id, from_state, event, to_state, actor) VALUES (1, :f, :e, :t, 'test')"),
         {"f": from_state, "e": event, "t": to_state},
     )
+
+
+def test_jobs_has_one_check_and_it_calls_orch_check_job(engine: sa.Engine) -> None:
+    with engine.connect() as conn:
+        checks = conn.execute(
+            sa.text(
+                "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint"
+                " WHERE conrelid = 'jobs'::regclass AND contype = 'c'"
+            )
+        ).all()
+    assert [name for name, _ in checks] == ["jobs_row_valid"], checks
+    assert "orch_check_job(" in checks[0][1], checks
+
+
+def test_each_job_rule_is_written_alike_in_the_conjunction_and_its_branch(engine: sa.Engine) -> None:
+    """orch_check_job tests every rule at once, and names the broken one in a CASE: both
+    must hold the same values, or a row could pass one and fail the other."""
+    with engine.connect() as conn:
+        source = _check_job_source(conn)
+    conjunction = source[source.index("IF (") : source.index("IS NOT FALSE THEN")]
+    case = source[source.index(":= CASE") : source.index("ELSE '")]
+    named = set(re.findall(r"THEN '([a-z_]+)'", case))
+    in_case = Counter(q for q in re.findall(r"'([^']*)'", case) if q not in named)
+    assert named == set(BREAKS_ONE_RULE)
+    assert Counter(re.findall(r"'([^']*)'", conjunction)) == in_case
+
+
+#: A valid job's row, then one UPDATE per rule that breaks that rule alone.
+BREAKS_ONE_RULE = {
+    "jobs_state_valid": "state = 'nonsense'",
+    "jobs_wait_reason_valid": "wait_reason = 'because'",
+    "jobs_wait_reason": "state = 'throttled', not_before = now(), wait_reason = NULL",
+    "jobs_wait_until": "state = 'retrying', not_before = NULL",
+    "jobs_lease_held": "state = 'leased', lease_id = NULL, lease_expires_at = now()",
+    "jobs_attempt_check": "attempt = -1",
+    "jobs_max_attempts_check": "max_attempts = 0",
+    "jobs_progress_check": "progress = 1.5",
+    "jobs_idempotency_key_check": "idempotency_key = ''",
+    "jobs_payload_digest_check": "payload_digest = 'abc'",
+}
+
+
+def _a_job(conn: sa.Connection) -> int:
+    tenant = conn.execute(sa.text("INSERT INTO tenants (name) VALUES ('rules') RETURNING id")).scalar_one()
+    return int(
+        conn.execute(
+            sa.text(
+                "INSERT INTO jobs (tenant_id, job_type, queue, payload, payload_digest, state, max_attempts)"
+                " VALUES (:t, 'noop', 'default', '{}', repeat('a', 64), 'queued', 3) RETURNING id"
+            ),
+            {"t": tenant},
+        ).scalar_one()
+    )
+
+
+@pytest.mark.parametrize("rule", sorted(BREAKS_ONE_RULE))
+def test_a_job_row_that_breaks_one_rule_is_refused_with_its_name(ledger: sa.Engine, rule: str) -> None:
+    with ledger.begin() as conn:
+        job = _a_job(conn)
+    with pytest.raises(sa.exc.IntegrityError) as info, ledger.begin() as conn:
+        conn.execute(sa.text(f"UPDATE jobs SET {BREAKS_ONE_RULE[rule]} WHERE id = :id"), {"id": job})
+    assert getattr(info.value.orig.diag, "constraint_name", None) == rule
+    assert f'violates check constraint "{rule}"' in str(info.value.orig)
+    with ledger.connect() as conn:
+        assert conn.execute(sa.text("SELECT state FROM jobs WHERE id = :id"), {"id": job}).scalar_one() == "queued"
+
+
+def test_a_job_row_that_keeps_the_rules_is_accepted(ledger: sa.Engine) -> None:
+    # The control case: rows in every state, each with what its state asks for, pass.
+    with ledger.begin() as conn:
+        job = _a_job(conn)
+        for state in State:
+            conn.execute(
+                sa.text(
+                    "UPDATE jobs SET state = :s, not_before = now(), wait_reason = 'quota',"
+                    " lease_id = gen_random_uuid(), lease_expires_at = now(), progress = 1, idempotency_key = 'k'"
+                    " WHERE id = :id"
+                ),
+                {"s": state.value, "id": job},
+            )
+    with ledger.connect() as conn:
+        last = conn.execute(sa.text("SELECT state FROM jobs WHERE id = :id"), {"id": job}).scalar_one()
+    assert last == list(State)[-1].value
 
 
 @pytest.mark.parametrize(
@@ -127,7 +226,7 @@ def test_docs_diagram_is_generated_from_the_table() -> None:
 )
 def test_wait_reason_checks_list_exactly_the_enum(engine: sa.Engine, table: str, constraint: str) -> None:
     with engine.connect() as conn:
-        definition = _constraint_def(conn, table, constraint)
+        definition = _job_rule_def(conn, constraint) if table == "jobs" else _constraint_def(conn, table, constraint)
     assert "wait_reason" in definition
     assert _quoted(definition) == {r.value for r in states.WaitReason}, definition
 
