@@ -56,9 +56,9 @@ if str(ROOT) not in sys.path:
 
 
 #: Whether any job of the measured batch is not finished yet (queued, running, waiting). Each
-#: EXISTS stops at the first live entry of its state's partial index, after the entries of
-#: the jobs that have left that state (a fresh update is not all-visible, so each costs a
-#: heap visit until a scan marks it dead): 3-7 ms a poll here, every POLL_S. The count this
+#: EXISTS stops at the first live job of its state, after those that have left it (a fresh
+#: update is not all-visible, so each costs a heap visit until a scan marks its entry dead):
+#: 8-18 ms a poll here by mid-run, every POLL_S, so 5-12 ms per 1,000 jobs. The count this
 #: replaced took 21 ms every 0.1 s, on the two cores the pool runs on, and the meter counted
 #: it as the pool's PostgreSQL CPU (about 55 ms per 1,000 jobs at 3,700 jobs/s).
 LEFT_SQL = (
