@@ -96,8 +96,17 @@ def roll_up(
         if budget_s is not None and time.monotonic() - started > budget_s:
             out.complete = False
             break
-    with engine.begin() as conn:
-        prune_rollup_buckets(conn, KEEP_DAYS)
-        summarize_created_brin(conn)
+    tidy(engine)
     out.seconds = time.monotonic() - started
     return out
+
+
+def tidy(engine: sa.Engine) -> None:
+    """Drop buckets past KEEP_DAYS, then summarise the new block ranges of jobs_created_brin,
+    each in a transaction of its own. The summary waits for a SHARE UPDATE EXCLUSIVE lock
+    on jobs, and must hold no other lock while it waits: in one transaction with the prune,
+    an ALTER or TRUNCATE of jobs that then wanted job_finish_rollups deadlocked with it."""
+    with engine.begin() as conn:
+        prune_rollup_buckets(conn, KEEP_DAYS)
+    with engine.begin() as conn:
+        summarize_created_brin(conn)

@@ -140,6 +140,46 @@ def test_the_horizon_waits_for_an_open_transaction(ledger: sa.Engine, principal:
     assert_exact(ledger, principal)
 
 
+def test_the_tidy_step_holds_no_rollup_lock_while_it_waits_for_jobs(ledger: sa.Engine) -> None:
+    """The BRIN summary waits for jobs' SHARE UPDATE EXCLUSIVE lock behind whoever holds jobs
+    (a TRUNCATE, an ALTER); meanwhile that holder can still take job_finish_rollups. With the
+    prune and the summary in one transaction, the prune's lock made this a deadlock (a
+    test's TRUNCATE of every table met the scheduler's step so)."""
+    errors: list[BaseException] = []
+    with ledger.connect() as holder:
+        holder.execute(sa.text("SET lock_timeout = '20s'"))
+        holder.execute(sa.text("LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE"))
+
+        def tidy() -> None:
+            try:
+                rollups.tidy(ledger)
+            except BaseException as exc:  # the test asserts on it
+                errors.append(exc)
+
+        step = threading.Thread(target=tidy)
+        step.start()
+        waiting = False
+        for _ in range(400):  # until the step waits for the lock on jobs (at most 20 s)
+            with ledger.connect() as probe:
+                waiting = bool(
+                    probe.execute(
+                        sa.text(
+                            "SELECT EXISTS (SELECT FROM pg_locks WHERE NOT granted"
+                            " AND relation = 'jobs'::regclass AND mode = 'ShareUpdateExclusiveLock')"
+                        )
+                    ).scalar_one()
+                )
+            if waiting:
+                break
+            step.join(0.05)
+        assert waiting, "the step never waited for jobs"
+        holder.execute(sa.text("LOCK TABLE job_finish_rollups IN ACCESS EXCLUSIVE MODE"))
+        holder.commit()
+    step.join(30)
+    assert not step.is_alive()
+    assert errors == []
+
+
 def test_retention_takes_what_it_deletes_off_the_rollups(ledger: sa.Engine, principal: Principal) -> None:
     made = ledger_of_mixed_outcomes(ledger, principal)
     age(ledger, made["acme"][:7], 40)  # 2 dead letters (kept), 5 succeeded (pruned)
