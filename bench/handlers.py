@@ -20,12 +20,12 @@ def noop(ctx: JobContext) -> None:
 def probe(ctx: JobContext) -> None:
     """Logs the wall-clock time at which the handler started: dispatch latency (throughput.py)
     and handler start times under a token bucket (ratelimit.py). With a "reply" in the
-    payload it also pushes that time onto the Redis list of that name, where throughput.py
-    waits for it instead of polling the ledger."""
+    payload it also pushes "<job id> <time>" onto the Redis list of that name, where
+    throughput.py waits for it instead of polling the ledger."""
     started = repr(time.time())
     reply = ctx.payload.get("reply")
     if reply:
-        _redis().rpush(str(reply), started)
+        _redis().rpush(str(reply), f"{ctx.job_id} {started}")
     ctx.log(started)
 
 

@@ -205,8 +205,13 @@ def run_orch(
                 sent = time.time()
                 job_id = control.submit(engine, principal, probe_spec, doorbell=bell)
                 returned = time.time()
-                popped = broker.client.blpop([reply], timeout=10)
-                started = None if popped is None else popped[1]
+                started = None
+                wait_until = time.monotonic() + 10
+                while started is None and time.monotonic() < wait_until:
+                    popped = broker.client.blpop([reply], timeout=max(0.01, wait_until - time.monotonic()))
+                    if popped is not None:  # a late reply of an earlier probe that timed out is dropped
+                        popped_id, _, at = popped[1].decode().partition(" ")
+                        started = at if int(popped_id) == job_id else None
                 if started is not None:
                     latencies.append((float(started) - sent) * 1000)
                     with engine.connect() as conn:
