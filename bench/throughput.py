@@ -236,6 +236,11 @@ def run_orch(
             keys = broker.client.keys(f"{namespace}:*")
             if keys:
                 broker.client.delete(*keys)
+    # Again once the scheduler has stopped: until then its repair may ring doorbells in this
+    # namespace (for the keyed jobs an earlier round left queued, say), which nobody reads.
+    keys = broker.client.keys(f"{namespace}:*")
+    if keys:
+        broker.client.delete(*keys)
     latencies.sort()
     keyed_per_s = submit_keyed(engine, principal, tenant, min(n, 20_000))
     return {
