@@ -170,7 +170,9 @@ def succeed_and_claim_jobs(
     job_types: Sequence[str],
 ) -> tuple[set[int], list[Row]]:
     """running -> succeeded for these jobs (no results), then claim_and_start_jobs, in one
-    statement. Returns the ids that took the success and the claimed rows."""
+    statement. Returns the ids that took the success and the claimed rows. A job missing
+    from the ids lost its lease, or its row was locked by another transaction (skipped, not
+    waited for): succeed_jobs, which waits, tells the two apart."""
     got = _rows(
         conn,
         transition("succeed_and_claim_jobs"),

@@ -114,7 +114,11 @@ def _specs() -> list[TransitionSpec]:
         returning=JOB_COLUMNS,
     )
     # The successes a worker thread's claim carries (result-less, releasing nothing): the
-    # "succeed" companion of succeed_and_claim_jobs.
+    # "succeed" companion of succeed_and_claim_jobs. A job whose row another transaction
+    # holds is skipped, not waited for: another worker's claim that read the queue before
+    # this job was claimed keeps the lock it took on the job's new version (READ COMMITTED
+    # locks the newest version, then finds it no longer queued) until that claim commits.
+    # The caller hands what was not written to its writer (docs/adr/0025).
     succeed = TransitionSpec(
         name="succeed",
         event=E.SUCCEED,
@@ -122,6 +126,7 @@ def _specs() -> list[TransitionSpec]:
         to_states=(S.SUCCEEDED,),
         inputs=(("id", "bigint"), ("lease_id", "uuid")),
         match_lease=True,
+        skip_locked=True,
         sets=SUCCEEDED,
     )
     return [

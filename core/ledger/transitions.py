@@ -29,6 +29,9 @@ class TransitionSpec:
     #: Lock matching rows in id order first (needed when several from_states are possible,
     #: so the history row names the real one; the order avoids deadlocks between batches).
     lock: bool = False
+    #: Lock matching rows, skipping those another transaction holds: the statement does not
+    #: wait, and the caller writes the skipped ones another way (with `inputs` only).
+    skip_locked: bool = False
     sets: tuple[tuple[str, str], ...] = ()
     returning: tuple[str, ...] = ()
     reason: str = "NULL"
@@ -60,6 +63,8 @@ class TransitionSpec:
             raise ValueError(f"{self.name}: give inputs or select, not both")
         if self.select is None and not self.inputs:
             raise ValueError(f"{self.name}: needs inputs or select")
+        if self.skip_locked and (self.lock or self.select is not None):
+            raise ValueError(f"{self.name}: skip_locked is for inputs without lock")
         for to in self.to_states:
             states.check(self.from_states, self.event, to)
         if self.then and len(self.to_states) != 1:
@@ -146,6 +151,8 @@ def _ctes(spec: TransitionSpec, p: str) -> tuple[str, list[_Rows]]:
         extra = [n for n, _ in spec.inputs if n != "id"]
         cols = "".join(f", i.{n}" for n in extra)
         lock = "\n        ORDER BY j.id\n        FOR UPDATE OF j" if spec.lock else ""
+        if spec.skip_locked:
+            lock = "\n        FOR NO KEY UPDATE OF j SKIP LOCKED"
         # The state test is wrapped in IS TRUE so that it cannot select a partial index of
         # those states (all running jobs, say) to drive the join: the jobs are reached from
         # the input ids by primary key, however many others are in those states.

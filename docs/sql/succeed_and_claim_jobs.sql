@@ -70,6 +70,7 @@ succeed_src AS (
         FROM unnest(CAST(:id AS bigint[]), CAST(:lease_id AS uuid[])) AS i(id, lease_id)
         JOIN jobs AS j ON j.id = i.id
         WHERE (j.state IN ('running')) IS TRUE AND j.lease_id = i.lease_id
+        FOR NO KEY UPDATE OF j SKIP LOCKED
 ), succeed_moved AS (
     UPDATE jobs AS j SET
         state = 'succeeded',

@@ -147,9 +147,58 @@ def test_a_lease_lost_before_the_claim_discards_the_success(
         ledger_jobs.reap_running_jobs(conn, limit=10, actor="tests")
     caplog.set_level(logging.WARNING, logger="worker.runtime.pump")
     assert pump.claim("default", job) is None
+    # The statement did not write it; the writer's succeed_jobs finds the lease lost.
+    wait_until(lambda: "lease lost before its outcome was written" in caplog.text, timeout=10, what="the warning")
     assert _state(ledger, a) == "retrying"
-    assert "lease lost before its outcome was written" in caplog.text
+    assert _events(ledger, a).count("succeed") == 0
     assert pump.stats["finished"] == 0 and pump.active_count() == 0
+
+
+def test_a_carried_success_whose_row_another_transaction_holds_is_skipped_not_waited_for(
+    ledger: sa.Engine, principal: Principal
+) -> None:
+    a, b = _submit(ledger, principal, 2)
+    with ledger.begin() as conn:
+        (first,) = ledger_jobs.claim_and_start_jobs(conn, queue="default", limit=1, owner="w", job_types=["noop"])
+    with ledger.connect() as holder, ledger.connect() as conn:
+        # Another transaction holds a's row, as another worker's claim does that read the
+        # queue before a was claimed (it locked a's new version, then found it not queued).
+        holder.execute(sa.text("SELECT 1 FROM jobs WHERE id = :id FOR UPDATE"), {"id": a})
+        conn.execute(sa.text("SET lock_timeout = '5s'"))  # waiting would fail the test, not hang it
+        done, rows = ledger_jobs.succeed_and_claim_jobs(
+            conn, [a], [first["lease_id"]], queue="default", limit=1, owner="w", job_types=["noop"]
+        )
+        assert done == set()
+        assert [r["id"] for r in rows] == [b]
+        conn.commit()
+        holder.rollback()
+    assert _state(ledger, a) == "running"
+    with ledger.begin() as conn:  # what the writer then does: it waits, and writes it
+        (moved,) = ledger_jobs.succeed_jobs(conn, [a], [first["lease_id"]], actor="w")
+        assert moved["id"] == a
+    assert _events(ledger, a) == ["submit", "claim", "ack", "succeed"]
+
+
+def test_a_skipped_carried_success_is_written_by_the_writer_once(
+    ledger: sa.Engine, principal: Principal, pump: Pump, caplog: pytest.LogCaptureFixture
+) -> None:
+    a, b = _submit(ledger, principal, 2)
+    job = pump.claim("default")
+    assert job is not None and job.id == a
+    caplog.set_level(logging.WARNING, logger="worker.runtime.pump")
+    with ledger.connect() as holder:
+        holder.execute(sa.text("SELECT 1 FROM jobs WHERE id = :id FOR UPDATE"), {"id": a})
+        # The claim does not wait for the holder: the thread gets its next job.
+        nxt = pump.claim("default", job, timeout=5)
+        assert nxt is not None and nxt.id == b
+        assert _state(ledger, a) == "running"
+        assert pump.stats["finished_with_claims"] == 0
+        holder.rollback()
+    wait_until(lambda: _state(ledger, a) == "succeeded", timeout=10, what="a's success")
+    assert _events(ledger, a).count("succeed") == 1
+    wait_until(lambda: pump.stats["finished"] == 1, timeout=10, what="the writer's count")
+    assert "lease lost" not in caplog.text, caplog.text
+    assert pump.active_count() == 1  # b
 
 
 def test_a_blip_after_the_statement_committed_writes_the_success_once(

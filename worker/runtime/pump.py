@@ -349,12 +349,14 @@ class Pump:
         self._ring_released(conn, released)
 
     def _finished_with_claims(self, finishes: list[Finish], done: set[int]) -> None:
+        """A success the statement did not write lost its lease, or its row was held by
+        another transaction (skipped, not waited for): the writer's succeed_jobs, which
+        waits, writes it or finds the lease lost and discards it."""
         with self._active_lock:
             for f in finishes:
-                self._active.pop(f.job.id, None)
-        for f in finishes:
-            if f.job.id not in done:
-                log.warning("job %d: lease lost before its outcome was written; the outcome is discarded", f.job.id)
+                if f.job.id in done:
+                    self._active.pop(f.job.id, None)
+        self._hand_to_writer([f for f in finishes if f.job.id not in done])
         self.stats["finished"] += len(done)
         self.stats["finished_with_claims"] += len(done)
 
