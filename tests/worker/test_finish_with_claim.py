@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future
 
 import pytest
 import sqlalchemy as sa
@@ -19,7 +20,9 @@ from core.ledger import jobs as ledger_jobs
 from tests.conftest import wait_until
 from tests.worker.test_pump_blip import _blip
 from worker.runtime import pump as pump_mod
+from worker.runtime.lanes import Claim, Finish
 from worker.runtime.pump import FailedRetryable, Pump, Succeeded
+from worker.sdk import ActiveJob
 
 
 @pytest.fixture
@@ -222,3 +225,44 @@ def test_a_blip_after_the_statement_committed_writes_the_success_once(
     assert _events(ledger, a).count("succeed") == 1
     assert "lease lost" not in caplog.text, caplog.text
     assert _state(ledger, b) == "running"
+
+
+def test_a_skipped_carried_success_rides_on_the_next_claim_then_goes_to_the_writer(
+    ledger: sa.Engine, principal: Principal
+) -> None:
+    """The claimer driven by hand (the pump is not started): a success skipped once rides on
+    the next claim statement; skipped twice, it is the writer's."""
+    a, b, c, d = _submit(ledger, principal, 4)
+    p = Pump(ledger, owner="tests:ride", job_types=lambda: ["noop"], lease_policy=lambda t: (30.0, 10.0))
+    with ledger.begin() as conn:
+        rows = ledger_jobs.claim_and_start_jobs(conn, queue="default", limit=2, owner="tests:ride", job_types=["noop"])
+    ja, jb = (p._active_job(r) for r in sorted(rows, key=lambda r: r["id"]))
+    assert (ja.id, jb.id) == (a, b)
+
+    def claim(conn: sa.Connection, job: ActiveJob) -> Future[ActiveJob | None]:
+        fut: Future[ActiveJob | None] = Future()
+        p._claim(conn, [Claim("default", fut, Finish(job, Succeeded()))])
+        return fut
+
+    with ledger.connect() as holder, ledger.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        holder.execute(sa.text("SELECT 1 FROM jobs WHERE id = :id FOR UPDATE"), {"id": a})
+        got = claim(conn, ja).result(0)
+        assert got is not None and got.id == c
+        assert [f.job.id for f in p._carried] == [a] and p._finishes == []
+        holder.rollback()
+        # The next claim carries a again with b's success: both are written, no writer needed.
+        got = claim(conn, jb).result(0)
+        assert got is not None and got.id == d
+        assert p._carried == [] and p._finishes == []
+        assert p.stats["finished_with_claims"] == 2
+        assert [_state(ledger, j) for j in (a, b)] == ["succeeded", "succeeded"]
+        # Held through two claims: the second hands it to the writer.
+        jc, jd = p._active[c], p._active[d]
+        holder.execute(sa.text("SELECT 1 FROM jobs WHERE id = :id FOR UPDATE"), {"id": c})
+        assert claim(conn, jc).result(0) is None
+        assert [f.job.id for f in p._carried] == [c]
+        assert claim(conn, jd).result(0) is None
+        assert p._carried == [] and [f.job.id for f in p._finishes] == [c]
+        holder.rollback()
+    assert [_state(ledger, j) for j in (c, d)] == ["running", "succeeded"]
+    assert _events(ledger, a).count("succeed") == 1

@@ -38,6 +38,9 @@ class Finish:
     outcome: Outcome
     #: True once a write of it failed with its fate unknown: a retry checks whether it did commit.
     tried: bool = False
+    #: True once a claim statement that carried it did not write it (its row was held, or its
+    #: lease lost): the next claim carries it once more, then the writer takes it.
+    skipped: bool = False
 
 
 @dataclass(slots=True)

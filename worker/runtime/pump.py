@@ -59,6 +59,10 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 500
 
 
+#: How long skipped successes wait for a claim to carry them before the writer takes them.
+CARRY_WAIT_S = 0.005
+
+
 class Pump:
     def __init__(
         self,
@@ -90,6 +94,8 @@ class Pump:
         self._lease_policy = lease_policy
         self._claim_cond = threading.Condition()
         self._claims: list[Claim] = []
+        # Carried successes the last claim statement skipped, for the next one (claimer only).
+        self._carried: list[Finish] = []
         self._write_cond = threading.Condition()
         self._finishes: list[Finish] = []
         self._progress: dict[int, tuple[ActiveJob, float, str | None]] = {}
@@ -257,10 +263,15 @@ class Pump:
     def _claim_cycle(self, conn: sa.Connection) -> bool:
         with self._claim_cond:
             while not self._claims and not self._stopping:
-                self._claim_cond.wait()
+                if not self._carried:
+                    self._claim_cond.wait()
+                elif not self._claim_cond.wait(CARRY_WAIT_S):  # no claim came to carry them
+                    self._hand_to_writer(self._carried)
+                    self._carried = []
             self._gather()
             if self._stopping:
-                self._hand_to_writer([c.finish for c in self._claims if c.finish is not None])
+                self._hand_to_writer([c.finish for c in self._claims if c.finish is not None] + self._carried)
+                self._carried = []
                 for c in self._claims:
                     if c.future.set_running_or_notify_cancel():
                         c.future.set_result(None)
@@ -274,12 +285,16 @@ class Pump:
             # successes the claims carried may or may not have committed: the writer
             # writes them again and recognises those that did.
             self._hand_to_writer([c.finish for c in claims if c.finish is not None and not c.written], tried=True)
+            self._hand_to_writer(self._carried, tried=True)
+            self._carried = []
             for c in claims:
                 if not c.future.done():
                     c.future.set_exception(errors.Unavailable(str(exc.orig or exc)))
             raise
         except Exception as exc:
             self._hand_to_writer([c.finish for c in claims if c.finish is not None and not c.written])
+            self._hand_to_writer(self._carried)
+            self._carried = []
             for c in claims:
                 if not c.future.done():
                     c.future.set_exception(exc)
@@ -301,8 +316,10 @@ class Pump:
             by_queue[c.queue].append(c)
         types = list(self._job_types())
         released: set[int] = set()
+        carried = self._carried  # they stay there until written: an error hands them to the writer
         for queue, waiting in sorted(by_queue.items()):
-            finishes = sorted((c.finish for c in waiting if c.finish is not None), key=lambda f: f.job.id)
+            finishes = sorted([c.finish for c in waiting if c.finish is not None] + carried, key=lambda f: f.job.id)
+            carried = []
             limit = sum(1 for c in waiting if not c.future.cancelled())
             if finishes:
                 done, rows = ledger.succeed_and_claim_jobs(
@@ -350,13 +367,20 @@ class Pump:
 
     def _finished_with_claims(self, finishes: list[Finish], done: set[int]) -> None:
         """A success the statement did not write lost its lease, or its row was held by
-        another transaction (skipped, not waited for): the writer's succeed_jobs, which
-        waits, writes it or finds the lease lost and discards it."""
+        another transaction (skipped, not waited for; docs/adr/0025): the next claim carries
+        it again (the holder has committed by then, as a rule), and after that the writer's
+        succeed_jobs, which waits, writes it or finds the lease lost and discards it."""
         with self._active_lock:
             for f in finishes:
                 if f.job.id in done:
                     self._active.pop(f.job.id, None)
-        self._hand_to_writer([f for f in finishes if f.job.id not in done])
+        sent = {f.job.id for f in finishes}
+        left = [f for f in finishes if f.job.id not in done]
+        self._hand_to_writer([f for f in left if f.skipped])
+        again = [f for f in left if not f.skipped]
+        for f in again:
+            f.skipped = True
+        self._carried = [f for f in self._carried if f.job.id not in sent] + again
         self.stats["finished"] += len(done)
         self.stats["finished_with_claims"] += len(done)
 
