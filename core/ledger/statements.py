@@ -118,7 +118,8 @@ def _specs() -> list[TransitionSpec]:
     # holds is skipped, not waited for: another worker's claim that read the queue before
     # this job was claimed keeps the lock it took on the job's new version (READ COMMITTED
     # locks the newest version, then finds it no longer queued) until that claim commits.
-    # The caller hands what was not written to its writer (docs/adr/0025).
+    # The caller carries what was not written on its next claim, then hands it to its writer
+    # (docs/adr/0025).
     succeed = TransitionSpec(
         name="succeed",
         event=E.SUCCEED,
