@@ -119,7 +119,7 @@ LEDGER_TABLES = (
     " submit_counters, queue_depth_samples, buckets, pauses, blackouts, quotas, quota_starts, throttles, audit_chains,"
     " run_jobs, job_results, run_counters, dag_released, watermarks, streams, windows, schedules, schedule_ticks,"
     " schedule_tick_counters, backfills, watermark_samples, prune_counters, rollup_marks, job_finish_rollups,"
-    " job_state_totals, incidents, incident_pending, notifier_cursors, circuit_transitions"
+    " job_state_totals, incidents, incident_pending, notifier_cursors, circuit_transitions, admission_reservations"
 )
 
 

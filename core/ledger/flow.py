@@ -235,6 +235,11 @@ def prune_quota_starts(conn: sa.Connection) -> None:
     conn.execute(stmt("prune_quota_starts"))
 
 
+def prune_reservations(conn: sa.Connection) -> None:
+    """Reservations of room (orch_admit) that expired and that no claim deleted."""
+    conn.execute(stmt("prune_reservations"))
+
+
 # -- metrics, read at scrape time --------------------------------------------------------
 # Each statement reads one small table (a row per bucket, source or quota) or the partial
 # indexes of throttled / active jobs; nothing scans the whole ledger.

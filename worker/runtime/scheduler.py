@@ -295,6 +295,7 @@ class Scheduler:
         with self.engine.begin() as conn:
             ledger.sample_queue_depth(conn)
             flow.prune_quota_starts(conn)
+            flow.prune_reservations(conn)
 
     def check_maintenance(self) -> None:
         """With autovacuum off, the jobs table's statistics go stale and its dead rows pile

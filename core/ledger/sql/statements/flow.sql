@@ -165,6 +165,14 @@ RETURNING w.id;
 -- name: prune_quota_starts
 DELETE FROM quota_starts WHERE minute < now() - interval '2 hours';
 
+-- name: prune_reservations
+-- Reservations of room that expired a minute ago and that no claim of their quota deleted
+-- (orch_admit deletes the expired ones it counts; these belong to a bucket only, or to a
+-- group nobody claimed since). One a claim still holds is left for the next pass.
+DELETE FROM admission_reservations AS r WHERE r.id IN (
+    SELECT o.id FROM admission_reservations AS o WHERE o.expires_at < now() - interval '1 minute'
+    FOR UPDATE SKIP LOCKED);
+
 -- name: metrics_buckets
 SELECT t.name AS tenant, b.host, b.capacity, b.base_rate, b.rate,
     greatest(orch_bucket_tokens(b), 0) AS tokens,
