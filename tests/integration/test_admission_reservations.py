@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
 from core import control
@@ -66,6 +67,10 @@ def hour_starts(engine: sa.Engine) -> int:
 def running(engine: sa.Engine) -> int:
     with engine.connect() as conn:
         return int(conn.execute(sa.text("SELECT count(*) FROM jobs WHERE state = 'running'")).scalar_one())
+
+
+def _approx(value: float) -> Any:
+    return pytest.approx(value, abs=0.05)
 
 
 def limited(engine: sa.Engine, principal: Principal, *, burst: float = 10_000.0, **quota: int) -> int:
@@ -268,7 +273,13 @@ def test_caps_hold_with_reservations_under_concurrent_claimers(ledger: sa.Engine
     assert running(ledger) == max_active
 
 
-def _approx(value: float) -> Any:
-    import pytest
-
-    return pytest.approx(value, abs=0.05)
+def test_the_scheduler_deletes_reservations_expired_a_minute_ago(ledger: sa.Engine, principal: Principal) -> None:
+    """Reservations no claim deletes (a bucket's only, or a group nobody claims any more)."""
+    limited(ledger, principal, max_active=1_000)
+    submit(ledger, principal, 2, source="feed")
+    with session(ledger) as a, session(ledger) as b:
+        assert len(claim(a, 1)) == 1 and len(claim(b, 1)) == 1
+    assert len(reservations(ledger)) == 2
+    execute(ledger, "UPDATE admission_reservations SET expires_at = now() - interval '61 seconds' WHERE id = 1")
+    Scheduler(ledger).s.sample_depth()
+    assert [r["id"] for r in reservations(ledger)] == [2]

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, Services
+from tests.conftest import ROOT, Services, session_namespace
 
 
 def orch(services: Services, *args: str, db_url: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -18,7 +18,7 @@ def orch(services: Services, *args: str, db_url: str | None = None) -> subproces
         "PATH": "/usr/bin:/bin",
         "ORCH_DATABASE_URL": db_url or services.database_url,
         "ORCH_REDIS_URL": services.redis_url,
-        "ORCH_BROKER_NAMESPACE": "orch-cli-test",
+        "ORCH_BROKER_NAMESPACE": session_namespace("cli"),
         "PYTHONPATH": str(ROOT),
     }
     return subprocess.run(

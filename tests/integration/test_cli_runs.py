@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import Services
+from tests.conftest import Services, session_namespace
 from tests.integration.test_cli import ok_json, orch
 from tests.integration.test_dag_runs import claim, finish, work
 
@@ -130,7 +130,7 @@ def orch_limited(services: Services, *args: str) -> Any:
         "PATH": "/usr/bin:/bin",
         "ORCH_DATABASE_URL": services.database_url,
         "ORCH_REDIS_URL": services.redis_url,
-        "ORCH_BROKER_NAMESPACE": "orch-cli-test",
+        "ORCH_BROKER_NAMESPACE": session_namespace("cli"),
         "ORCH_RUN_MAX_JOBS": "10",
         "PYTHONPATH": str(ROOT),
         "HOME": os.environ.get("HOME", "/tmp"),

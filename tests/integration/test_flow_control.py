@@ -24,7 +24,7 @@ from core import control, queries
 from core.domain import errors
 from core.domain.auth import Principal, Scope
 from core.ledger import jobs as ledger_jobs
-from tests.conftest import ROOT, Services, wait_until
+from tests.conftest import ROOT, Services, session_namespace, wait_until
 from worker.runtime import scheduler as scheduler_mod
 
 QUEUE = "default"
@@ -1028,7 +1028,7 @@ def orch(services: Services, *args: str, token: str | None = None) -> subprocess
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "ORCH_DATABASE_URL": services.database_url,
         "ORCH_REDIS_URL": services.redis_url,
-        "ORCH_BROKER_NAMESPACE": "orch-flow-cli-test",
+        "ORCH_BROKER_NAMESPACE": session_namespace("flow-cli"),
         "PYTHONPATH": str(ROOT),
     }
     if token is not None:

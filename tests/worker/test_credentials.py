@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import os
 import socket
-import uuid
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ import sqlalchemy as sa
 from core import control
 from core.domain import auth
 from core.domain.auth import Scope, local_principal
-from tests.conftest import Services, orch_env, start_orch, stop_process, wait_until
+from tests.conftest import Services, orch_env, session_namespace, start_orch, stop_process, wait_until
 from worker.cli.common import Context
 from worker.cli.up import admin_token
 
@@ -54,7 +53,7 @@ def test_orch_up_gives_its_admin_token_to_no_handler(services: Services, ledger:
     data = tmp_path / "orch-data"
     env = orch_env(
         services,
-        f"orchtest-{uuid.uuid4().hex[:10]}",
+        session_namespace(),
         ORCH_DATA_DIR=str(data),
         ORCH_METRICS_PORT=str(_free_port()),
         ORCH_SCHEDULER_INTERVAL_S="0.2",
@@ -83,7 +82,7 @@ def test_orch_up_gives_its_admin_token_to_no_handler(services: Services, ledger:
 
 def test_worker_processes_drop_api_tokens(services: Services, ledger: sa.Engine, tmp_path: Path) -> None:
     secret = auth.new_token()
-    env = orch_env(services, f"orchtest-{uuid.uuid4().hex[:10]}", ORCH_TOKEN=secret, ORCH_CONSOLE_TOKEN=secret)
+    env = orch_env(services, session_namespace(), ORCH_TOKEN=secret, ORCH_CONSOLE_TOKEN=secret)
     log = tmp_path / "worker.log"
     proc = start_orch(["worker", "--processes", "1", "--threads", "2"], env, log)
     try:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import random
 import threading
-import uuid
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +18,7 @@ import sqlalchemy as sa
 from core import control, queries
 from core.domain import slo
 from core.domain.auth import Principal
-from tests.conftest import Services, orch_env, start_orch, stop_process, wait_until
+from tests.conftest import Services, orch_env, session_namespace, start_orch, stop_process, wait_until
 from worker.devtools import demo
 from worker.devtools.upstream_sim import UpstreamSim
 from worker.runtime import broker as broker_mod
@@ -88,7 +87,7 @@ def test_only_the_burning_tenant_reads_the_feeds_that_fail_jobs() -> None:
 @pytest.fixture
 def fleet(services: Services, ledger: sa.Engine, tmp_path: Path) -> Iterator[tuple[Any, list[Path]]]:
     """A worker pool and the scheduler, as real processes, and a doorbell to their queues."""
-    namespace = f"orchtest-{uuid.uuid4().hex[:10]}"
+    namespace = session_namespace()
     env = orch_env(services, namespace)
     logs = [tmp_path / "worker.log", tmp_path / "scheduler.log"]
     procs = [

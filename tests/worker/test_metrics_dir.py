@@ -4,7 +4,6 @@ keeps other processes' metric files at start and at stop, and at stop removes it
 from __future__ import annotations
 
 import re
-import uuid
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,7 @@ import sqlalchemy as sa
 
 from core import control
 from core.domain.auth import Principal
-from tests.conftest import Services, orch_env, start_orch, stop_process, wait_until
+from tests.conftest import Services, orch_env, session_namespace, start_orch, stop_process, wait_until
 from worker.runtime import broker as broker_mod
 
 pytestmark = pytest.mark.slow
@@ -26,7 +25,7 @@ def test_a_pool_removes_only_its_own_metric_files(
     foreign = [shared / "counter_999999.db", shared / "histogram_999999.db", shared / "notes.txt"]
     for f in foreign:
         f.write_bytes(b"another pool's file")
-    namespace = f"orchtest-{uuid.uuid4().hex[:10]}"
+    namespace = session_namespace()
     env = orch_env(services, namespace, ORCH_METRICS_DIR=str(shared))
     log = tmp_path / "worker.log"
     proc = start_orch(["worker", "--processes", "1", "--threads", "2"], env, log)
