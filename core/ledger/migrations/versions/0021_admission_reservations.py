@@ -7,7 +7,7 @@ before (12% of the pool's statement time in bench/waits.py). Version 4 takes roo
 more jobs where the room is ample, into a row of this table that only the claiming session
 writes; its next claims of that tenant, job type and source admit from the row without
 touching a shared one. Every count of a quota's free slots subtracts the room of the
-reservations that exist; a reservation expires after 2 seconds.
+reservations that exist; a reservation expires after 1 second.
 
 The table starts empty and is written only by orch_admit; nothing is backfilled.
 

@@ -7,9 +7,11 @@
 -- hour's starts for `room` more jobs), which no other claim writes, so it locks no shared
 -- row. Only a claim without a usable reservation takes the bucket, quota and minute rows as
 -- version 3 did, and where the room is ample it takes RESERVE_N more for the reservation.
--- A reservation is used while it has not expired and its bucket's rate, its last 429 and its
--- quota are as they were when it was taken; every count of a quota's free slots subtracts
--- the room of the reservations that still exist, after deleting the expired ones it can lock.
+-- A reservation is used while it has not expired (1 s) and its bucket's rate, its last 429
+-- and its quota are as they were when it was taken; every count of a quota's free slots
+-- subtracts the room of the reservations that still exist, after deleting the expired ones
+-- it can lock. A reserved token is used within 1 s of its grant, so in any interval t at
+-- most capacity + rate x (t + 1 s) jobs of a bucket start (grants keep capacity + rate x t).
 --
 -- Admission for a claim: given the ids a claim statement has locked (best first), say for
 -- each whether it may start now (wait_reason NULL) or must wait, why and until when. Checks
@@ -42,6 +44,7 @@ DECLARE
     v_decreased_at timestamptz;
     v_free_active bigint;
     v_free_hour bigint;
+    v_minute timestamptz;
 BEGIN
     IF p_ids IS NULL OR cardinality(p_ids) = 0 THEN
         RETURN;
@@ -169,17 +172,22 @@ BEGIN
             END IF;
             IF v_room_ok THEN
                 IF v_quota.max_per_hour IS NOT NULL THEN
+                    -- Reserved starts may happen until the reservation expires, so they are
+                    -- counted in the minute it expires (the batch's with them: counted up to
+                    -- a minute late, which only keeps them in the rolling hour longer).
+                    v_minute := date_trunc('minute', now() + CASE WHEN v_reserve > 0 THEN interval '1 second'
+                                                                  ELSE interval '0 seconds' END);
                     UPDATE quota_starts AS m SET starts = m.starts + v_n + v_reserve
-                    WHERE m.quota_id = v_quota.id AND m.minute = date_trunc('minute', now());
+                    WHERE m.quota_id = v_quota.id AND m.minute = v_minute;
                     IF NOT FOUND THEN
                         INSERT INTO quota_starts (quota_id, minute, starts)
-                        VALUES (v_quota.id, date_trunc('minute', now()), v_n + v_reserve)
+                        VALUES (v_quota.id, v_minute, v_n + v_reserve)
                         ON CONFLICT (quota_id, minute) DO UPDATE SET starts = quota_starts.starts + EXCLUDED.starts;
                     END IF;
                 END IF;
                 -- The session's reservation for the group (given up above) is the new one.
                 UPDATE admission_reservations AS r SET
-                    room = v_reserve, expires_at = now() + interval '2 seconds',
+                    room = v_reserve, expires_at = now() + interval '1 second',
                     bucket_id = v_bucket_id, rate = v_rate, decreased_at = v_decreased_at,
                     quota_id = v_quota.id, max_active = v_quota.max_active, max_per_hour = v_quota.max_per_hour
                 WHERE v_reserve > 0
@@ -192,7 +200,7 @@ BEGIN
                                                         decreased_at, quota_id, max_active, max_per_hour, room, expires_at)
                     VALUES (pg_backend_pid(), v_tenant, v_type, v_source, v_bucket_id, v_rate, v_decreased_at,
                             v_quota.id, v_quota.max_active, v_quota.max_per_hour, v_reserve,
-                            now() + interval '2 seconds');
+                            now() + interval '1 second');
                 END IF;
                 RETURN QUERY SELECT u.id, NULL::text, NULL::timestamptz FROM unnest(p_ids) AS u(id);
                 RETURN;
