@@ -17,9 +17,9 @@ With --limits: the cost of flow control. Rounds alternate Orch runs with and wit
 limits (same pool size, jobs, probes; the order flips every round) in a fresh scratch
 database. "With limits" means every job carries a source whose token bucket is generous
 (rate 1e6/s, burst 1e6: it never denies) and its tenant has a quota on bench.noop
-(max_active 10,000, max_per_hour 1e9), so each claim locks and updates the bucket and the
-quota rows and counts active slots, and each success feeds the bucket's AIMD and the
-source's circuit (orch_record_outcomes). The last line is JSON {"with_limits_jobs_per_s": a,
+(max_active 10,000, max_per_hour 1e9), so claims admit under both (taking room ahead for
+the next ones where it is ample, docs/adr/0026), and each success feeds the bucket's AIMD
+and the source's circuit (orch_record_outcomes). The last line is JSON {"with_limits_jobs_per_s": a,
 "without_limits_jobs_per_s": b, "ratio": r}: a and b are medians over rounds, r the median of
 the per-round ratios a_i / b_i (target >= 0.9). The bare-Dramatiq baseline is skipped; an
 unmeasured warm-up run comes first, so no measured run meets an empty ledger.
