@@ -96,6 +96,13 @@ def test_ample_room_is_reserved_and_the_next_claims_use_only_the_reservation(
         b = bucket_row(ledger, bucket_id)
         assert b["tokens"] == _approx(10_000 - 1 - RESERVE_N)
         assert hour_starts(ledger) == 1 + RESERVE_N
+        # Counted in the minute the reservation expires: its starts may happen until then.
+        with ledger.connect() as c:
+            minutes = c.execute(sa.text("SELECT minute FROM quota_starts")).scalars().all()
+            expiry_minute = c.execute(
+                sa.text("SELECT date_trunc('minute', expires_at) FROM admission_reservations")
+            ).scalar_one()
+        assert minutes == [expiry_minute]
         updated_at = b["updated_at"]
 
         assert len(claim(conn, 3)) == 3
