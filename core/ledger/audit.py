@@ -61,12 +61,16 @@ def row_hash(
     if chain is not None:
         fields["chain"] = chain
         fields["seq"] = seq
-    body = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256((prev_hash + body).encode()).hexdigest()
+    return hashlib.sha256((prev_hash + _CANONICAL.encode(fields)).encode()).hexdigest()
+
+
+#: json.dumps(value, sort_keys=True, separators=(",", ":"), default=str), without building
+#: an encoder per call (json.dumps does for any non-default argument): the same text.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
 
 
 def _json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    return _CANONICAL.encode(value)
 
 
 def body_parts(e: AuditEntry, chain: str) -> tuple[str, str, str]:
@@ -231,7 +235,10 @@ def _entry(r: Mapping[Any, Any]) -> AuditEntry:
 
 
 def _stream(conn: sa.Connection, statement: sa.TextClause, params: Mapping[str, Any]) -> Iterable[sa.RowMapping]:
-    return conn.execution_options(stream_results=True, yield_per=1000).execute(statement, dict(params)).mappings()
+    # The options go on the statement: Connection.execution_options() sets them on the
+    # connection itself (SQLAlchemy 2), and every later read on it would open a server-side
+    # cursor too.
+    return conn.execute(statement.execution_options(stream_results=True, yield_per=1000), dict(params)).mappings()
 
 
 def verify_legacy(conn: sa.Connection) -> Verdict:
