@@ -298,6 +298,33 @@ def test_failures_and_skips_propagate_by_each_childs_rule(ledger: sa.Engine, pri
     assert ("skip", "skipped") in history(ledger, ok.jobs["alert"])
 
 
+def test_a_release_finds_its_rows_by_key_whatever_the_session_planned_first(
+    ledger: sa.Engine, principal: Principal
+) -> None:
+    """orch_dag_advance v4 (docs/adr/0027): in a session whose first release was big, so that
+    the generic plans it keeps were costed after that call, every later success still finds
+    its children and run by key, not by scanning the (here tiny) tables only the release
+    reads. (The success statement itself may scan `jobs` on a table this small.)"""
+    kids = [f"k{i}" for i in range(40)]
+    r = submit(ledger, principal, job("root"), *(job(k, "root") for k in kids), job("join", *kids))
+    # Not yet flushed to the cumulative statistics, these count this session's scans so far.
+    scans = sa.text(
+        "SELECT coalesce(sum(seq_scan), 0) FROM pg_stat_xact_user_tables"
+        " WHERE relname IN ('run_jobs', 'runs', 'dag_edges', 'dag_released')"
+    )
+    seen: list[int] = []
+    with ledger.connect() as conn:
+        for _ in range(len(kids) + 2):
+            with conn.begin():
+                rows = L.claim_and_start_jobs(conn, queue="default", limit=1, owner=WORKER, job_types=TYPES)
+                assert len(rows) == 1
+                before = conn.execute(scans).scalar_one()
+                L.succeed_jobs(conn, [rows[0]["id"]], [rows[0]["lease_id"]], actor=WORKER)
+                seen.append(int(conn.execute(scans).scalar_one() - before))
+    assert run_state(ledger, r.run_id) == "succeeded"
+    assert seen == [0] * len(seen)
+
+
 def test_a_long_chain_fails_upstream_in_the_finishing_statement(ledger: sa.Engine, principal: Principal) -> None:
     keys = [f"s{i}" for i in range(300)]
     r = submit(ledger, principal, job(keys[0]), *[job(k, keys[i]) for i, k in enumerate(keys[1:])])
