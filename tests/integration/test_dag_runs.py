@@ -301,13 +301,14 @@ def test_failures_and_skips_propagate_by_each_childs_rule(ledger: sa.Engine, pri
 def test_a_release_finds_its_rows_by_key_whatever_the_session_planned_first(
     ledger: sa.Engine, principal: Principal
 ) -> None:
-    """orch_dag_advance v4 (docs/adr/0027): in a session whose first release was big, so that
-    the generic plans it keeps were costed after that call, every later success still finds
+    """orch_dag_advance v4 (docs/adr/0027): in a session whose first release was its biggest,
+    so that the generic plans it keeps were costed after that call, every success finds
     its children and run by key, not by scanning the (here tiny) tables only the release
     reads. (The success statement itself may scan `jobs` on a table this small.)"""
     kids = [f"k{i}" for i in range(40)]
     r = submit(ledger, principal, job("root"), *(job(k, "root") for k in kids), job("join", *kids))
-    # Not yet flushed to the cumulative statistics, these count this session's scans so far.
+    # Scans counted for the transaction so far (pg_stat_xact_*): the difference across the
+    # success is the success's own.
     scans = sa.text(
         "SELECT coalesce(sum(seq_scan), 0) FROM pg_stat_xact_user_tables"
         " WHERE relname IN ('run_jobs', 'runs', 'dag_edges', 'dag_released')"
