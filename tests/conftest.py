@@ -89,7 +89,7 @@ class Services:
         try:
             client = redis.Redis.from_url(self.redis_url)
             try:
-                keys = list(client.scan_iter(f"orchtest-{SESSION}-*", count=1000))
+                keys = list(client.scan_iter(session_namespace("*"), count=1000))
                 for start in range(0, len(keys), 1000):
                     client.delete(*keys[start : start + 1000])
             finally:
